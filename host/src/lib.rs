@@ -1,0 +1,1 @@
+//! nodeinit host library

@@ -1,0 +1,1 @@
+//! readiness backend (in progress)

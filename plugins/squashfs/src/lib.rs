@@ -1,0 +1,1 @@
+//! squashfs backend (in progress)

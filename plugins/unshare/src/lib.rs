@@ -1,0 +1,1 @@
+//! unshare backend (in progress)
