@@ -1,9 +1,151 @@
-//! placeholder, replaced below
+//! # nodeinit-plugin-api
+//!
+//! The stable ABI between nodeinit and its backend plugins (`.so` files).
+//! A plugin implements the plain `hpc_node` traits and calls
+//! [`export_plugin!`] once; the host loads it with [`PluginLibrary`] and talks
+//! to it through adapters that implement the same `hpc_node` traits. This is
+//! the only crate that names `abi_stable`.
+//!
+//! ## Writing a plugin
+//!
+//! ```ignore
+//! use hpc_node::{CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, ResourceLimits};
+//! use nodeinit_plugin_api::HostServices;
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! pub struct Options { root: Option<String> }
+//!
+//! pub struct MyCgroups { /* ... */ }
+//! impl MyCgroups {
+//!     pub fn from_plugin(_host: &HostServices, o: Options) -> Result<Self, String> { /* ... */ }
+//! }
+//! impl CgroupManager for MyCgroups { /* the five hpc_node methods */ }
+//!
+//! nodeinit_plugin_api::export_plugin! {
+//!     name: "mycgroups",
+//!     version: env!("CARGO_PKG_VERSION"),
+//!     cgroup: MyCgroups::from_plugin,
+//! }
+//! ```
+//! Build it as `crate-type = ["cdylib"]` and install it as
+//! `<plugin_dir>/libnodeinit_mycgroups.so`, root-owned, not group- or
+//! world-writable.
+//!
+//! ## What crosses the boundary
+//!
+//! * One root module per `.so` ([`PluginRoot`], an abi_stable prefix type):
+//!   name, version, [`InterfaceVersion`], one optional constructor per
+//!   backend kind `(HostServices, options_json) -> RResult<Backend, PluginError>`.
+//! * Backends as `#[sabi_trait]` objects ([`abi`]) mirroring the `hpc_node`
+//!   traits plus [`ReadinessProvider`], [`AllocationMounts`] and
+//!   `nodeinit_handoff::NamespaceFdProvider`.
+//! * Errors as [`PluginError`]: an open kind code, the message and the
+//!   variant's fields; every `hpc_node` error converts there and back.
+//! * Panics never cross: every call runs under `catch_unwind` in the plugin
+//!   and comes back as `ErrorKind::PANICKED` with the panic message.
+//! * Logs: `tracing` events inside the plugin are forwarded to the host's
+//!   log with their level, target and fields.
+//!
+//! ## Compatibility rule
+//!
+//! Every plugin exports an [`InterfaceMark`] with the interface version it
+//! was built against; the host reads it before anything else.
+//!
+//! * **Same major version: loads**, whatever the minor versions. Minor
+//!   releases only *append* root-module fields (after `readiness`, the first
+//!   release's `last_prefix_field`) and trait methods (after each trait's
+//!   `last_prefix_field`). A newer host sees an older plugin's missing fields
+//!   as absent; an older host never reads a newer plugin's extra fields.
+//! * **Different major version: refused** before `abi_stable` looks at the
+//!   layout, with a message that says which side to upgrade.
+//! * `abi_stable` then checks the layout of everything reachable from the
+//!   root module; a mismatch is refused with a one-line summary.
+//!
+//! The package major version equals the interface major (abi_stable refuses
+//! types from semver-incompatible packages).
+
+pub mod abi;
+pub mod adapters;
+mod error;
+mod export;
 pub mod ext;
+mod host_services;
+mod library;
+mod log_bridge;
+mod types;
+mod version;
+
+pub use abi::{PluginRoot, PluginRootRef};
+pub use adapters::{CgroupAdapter, MountAdapter, NamespaceAdapter, ReadinessAdapter};
+pub use error::{ErrorField, ErrorKind, PluginError, PluginFault};
+pub use export::Guarded;
 pub use ext::{AllocationMounts, ReadinessProvider};
-/// Services the host hands to plugin constructors.
-pub struct HostServices;
-impl HostServices {
-    /// placeholder
-    pub fn mounts(&self) {}
+pub use host_services::{HostServices, LogLevel};
+pub use library::{summarize_abi_report, BackendKind, OpenError, PluginLibrary};
+pub use types::{
+    RCgroupMetrics, RMountHandle, RNamespaceRequest, RNamespaceResponse, RNamespaceType,
+    RResourceLimits,
+};
+pub use version::{
+    IncompatibleInterface, InterfaceMark, InterfaceVersion, INTERFACE_MAJOR, INTERFACE_MINOR,
+};
+
+/// What [`export_plugin!`] expands to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::abi::{CgroupBox, MountBox, NamespaceBox, ReadinessBox};
+    pub use crate::export::{construct_cgroup, construct_mount, construct_namespace, construct_readiness};
+    pub use abi_stable::library::{
+        CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader,
+    };
+    pub use abi_stable::std_types::{RResult, RStr};
+
+    use crate::abi::{CgroupCtor, MountCtor, NamespaceCtor, PluginRoot, PluginRootRef, ReadinessCtor};
+    use abi_stable::prefix_type::PrefixTypeTrait;
+
+    /// The constructors a plugin provides.
+    pub struct Constructors {
+        /// cgroup.
+        pub cgroup: Option<CgroupCtor>,
+        /// mount.
+        pub mount: Option<MountCtor>,
+        /// namespace.
+        pub namespace: Option<NamespaceCtor>,
+        /// readiness.
+        pub readiness: Option<ReadinessCtor>,
+    }
+
+    /// Builds (and leaks, once per process) the root module.
+    pub fn build_root(name: &'static str, version: &'static str, c: Constructors) -> PluginRootRef {
+        PluginRoot {
+            name: RStr::from_str(name),
+            version: RStr::from_str(version),
+            interface: crate::InterfaceVersion::CURRENT,
+            cgroup: c.cgroup,
+            mount: c.mount,
+            namespace: c.namespace,
+            readiness: c.readiness,
+            #[cfg(feature = "__test-next-minor")]
+            next_minor_probe: Some(next_minor_probe),
+        }
+        .leak_into_prefix()
+    }
+
+    #[cfg(feature = "__test-next-minor")]
+    extern "C" fn next_minor_probe() -> u32 {
+        crate::INTERFACE_MINOR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_macro_uses_abi_stables_header_symbol() {
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader",
+            "abi_stable changed its root-module symbol: update export_plugin!"
+        );
+    }
 }

@@ -1,1 +1,89 @@
-//! Workspace-level integration and VM tests.
+//! Fixtures shared by the workspace-level tests and benchmarks.
+//!
+//! Owns building plugin `.so` files on demand, so that no test depends on an
+//! earlier build: [`plugin_artifacts`] runs `cargo build` for the named
+//! packages and returns where each cdylib landed. Never used at run time by
+//! nodeinit itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Build profile of the plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `dev` (tests).
+    Debug,
+    /// `release` (benchmarks: compare like with like).
+    Release,
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds `packages` (cdylib plugin crates of this workspace, or any crate
+/// given by `--manifest-path` in `extra_args`) and returns package name →
+/// path of its `.so`.
+///
+/// # Errors
+///
+/// The build failed (its output is in the message) or a package produced no `.so`.
+pub fn build_cdylibs(
+    packages: &[&str],
+    profile: Profile,
+    extra_args: &[&str],
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--message-format=json-render-diagnostics"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    cmd.args(extra_args);
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo to build {packages:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build of {packages:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut found = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let name = msg["target"]["name"].as_str().unwrap_or_default().replace('_', "-");
+        let files = msg["filenames"].as_array().cloned().unwrap_or_default();
+        for f in files.iter().filter_map(|f| f.as_str()) {
+            if f.ends_with(".so") {
+                found.insert(name.clone(), PathBuf::from(f));
+            }
+        }
+    }
+    for p in packages {
+        if !found.contains_key(*p) {
+            return Err(format!("cargo build produced no .so for package {p} (is it a cdylib?)"));
+        }
+    }
+    Ok(found)
+}
+
+/// [`build_cdylibs`] for workspace packages in the debug profile, panicking
+/// with cargo's output on failure (for tests).
+pub fn plugin_artifacts(packages: &[&str]) -> BTreeMap<String, PathBuf> {
+    match build_cdylibs(packages, Profile::Debug, &[]) {
+        Ok(map) => map,
+        Err(e) => panic!("{e}"),
+    }
+}
