@@ -66,5 +66,20 @@ pub fn check_elf(file: &File, len: u64) -> Result<(), LoadFailure> {
             }
         }
     }
+    // Linkers put the section header table at the very end: a file cut
+    // anywhere (even past the last segment, in debug info) loses it.
+    let shoff = header.e_shoff(endian);
+    if shoff != 0 {
+        let table = u64::from(header.e_shnum(endian)) * u64::from(header.e_shentsize(endian));
+        match shoff.checked_add(table) {
+            Some(end) if end <= len => {}
+            _ => {
+                return Err(LoadFailure::Truncated(format!(
+                    "the section header table ends at byte {} but the file has {len} bytes",
+                    shoff.saturating_add(table)
+                )))
+            }
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,151 @@
+//! The namespaces nodeinit hands over, entered and looked into.
+//!
+//! Owns the handoff check: ask the provider for pid, net and mount
+//! namespaces with the test uenv image, check the image is mounted on the
+//! host under `UENV_MOUNT_BASE`, that each FD is a namespace other than the
+//! agent's own, and that the uenv file reads back from inside the received
+//! mount namespace. The `setns` happens on a helper thread that first
+//! unshares its filesystem attributes (the kernel refuses a mount-namespace
+//! switch to a thread sharing them), so the agent itself never moves.
+//! Must never keep an FD it received after the check.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use hpc_node::mount::paths::UENV_MOUNT_BASE;
+use hpc_node::{NamespaceRequest, NamespaceResponse, NamespaceType};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::handoff_wire;
+
+/// The image the test puts in the initramfs's image directory.
+pub const UENV_IMAGE: &str = "vmtest.sqfs";
+/// A file inside it, and its content.
+pub const UENV_FILE: &str = "hello.txt";
+/// What `UENV_FILE` holds (the harness writes it when it builds the image).
+pub const UENV_CONTENT: &str = "hello from the vmtest uenv";
+
+/// Requests the namespaces; returns what came back.
+pub fn request(allocation_id: &str) -> Result<(NamespaceResponse, Vec<OwnedFd>), String> {
+    let request = NamespaceRequest {
+        allocation_id: allocation_id.to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(UENV_IMAGE.to_owned()),
+    };
+    let (response, fds) = handoff_wire::request_namespaces(&request)?;
+    if response.fd_types.len() != fds.len() {
+        return Err(format!(
+            "response lists fd_types {:?} but carried {} FDs",
+            response.fd_types,
+            fds.len()
+        ));
+    }
+    Ok((response, fds))
+}
+
+/// The image is mounted on the host at `UENV_MOUNT_BASE/<stem>`.
+pub fn host_mount() -> Result<String, String> {
+    let stem = UENV_IMAGE.trim_end_matches(".sqfs");
+    let mount_point = Path::new(UENV_MOUNT_BASE).join(stem);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let line = mountinfo
+        .lines()
+        .find(|line| line.split_whitespace().nth(4) == Some(&*mount_point.to_string_lossy()))
+        .ok_or_else(|| {
+            format!(
+                "{} is not a mount point (see /proc/self/mountinfo)",
+                mount_point.display()
+            )
+        })?;
+    if !line.contains(" - squashfs ") {
+        return Err(format!(
+            "{} is mounted but not squashfs: {line}",
+            mount_point.display()
+        ));
+    }
+    let content = read_trimmed(&mount_point.join(UENV_FILE))?;
+    if content != UENV_CONTENT {
+        return Err(format!(
+            "{}/{UENV_FILE} holds {content:?}",
+            mount_point.display()
+        ));
+    }
+    Ok(format!(
+        "{} is squashfs and holds {UENV_FILE}",
+        mount_point.display()
+    ))
+}
+
+/// Every FD is a namespace of its type, different from the agent's own.
+pub fn fds_are_new_namespaces(
+    response: &NamespaceResponse,
+    fds: &[OwnedFd],
+) -> Result<String, String> {
+    let mut seen = Vec::new();
+    for (kind, fd) in response.fd_types.iter().zip(fds) {
+        let own = format!("/proc/self/ns/{}", proc_name(*kind));
+        let own_inode = std::fs::metadata(&own)
+            .map_err(|e| format!("stat {own}: {e}"))?
+            .ino();
+        let received = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map_err(|e| format!("fstat of the {kind:?} FD failed: {e}"))?
+            .st_ino;
+        if received == own_inode {
+            return Err(format!(
+                "the {kind:?} FD is the agent's own namespace (inode {own_inode})"
+            ));
+        }
+        seen.push(format!("{kind:?}:{received}"));
+    }
+    Ok(format!(
+        "fd_types {:?}, inodes [{}]",
+        response.fd_types,
+        seen.join(" ")
+    ))
+}
+
+/// Reads the uenv file through the received mount namespace.
+pub fn uenv_inside(response: &NamespaceResponse, fds: Vec<OwnedFd>) -> Result<String, String> {
+    let uenv_path = response.uenv_mount_path.clone().ok_or_else(|| {
+        "response has no uenv_mount_path although uenv_image was requested".to_owned()
+    })?;
+    let mount_fd = response
+        .fd_types
+        .iter()
+        .zip(fds)
+        .find_map(|(kind, fd)| (*kind == NamespaceType::Mount).then_some(fd))
+        .ok_or_else(|| format!("no Mount FD among fd_types {:?}", response.fd_types))?;
+    let file = PathBuf::from(&uenv_path).join(UENV_FILE);
+    let reader = std::thread::spawn(move || -> Result<String, String> {
+        unshare(CloneFlags::CLONE_FS).map_err(|e| format!("unshare(CLONE_FS) failed: {e}"))?;
+        setns(&mount_fd, CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("setns(mount namespace) failed: {e}"))?;
+        read_trimmed(&file)
+    });
+    let content = reader
+        .join()
+        .map_err(|_| "the setns thread panicked".to_owned())??;
+    if content == UENV_CONTENT {
+        Ok(format!(
+            "{uenv_path}/{UENV_FILE} inside the namespace holds {content:?}"
+        ))
+    } else {
+        Err(format!("{uenv_path}/{UENV_FILE} inside the namespace holds {content:?}, expected {UENV_CONTENT:?}"))
+    }
+}
+
+fn proc_name(kind: NamespaceType) -> &'static str {
+    match kind {
+        NamespaceType::Pid => "pid",
+        NamespaceType::Net => "net",
+        NamespaceType::Mount => "mnt",
+    }
+}
+
+fn read_trimmed(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim_end().to_owned())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}

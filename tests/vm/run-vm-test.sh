@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# run-vm-test.sh — nodeinit end to end on a real kernel, under QEMU (no KVM).
+#
+# Owns the VM test: installs what it needs from Debian's packages, fetches
+# the kernel (cached, fetch-kernel.sh), builds nodeinit, the four reference
+# plugins and the test agent (tests/vm/agent), packs one initramfs per
+# scenario (mkinitramfs.sh), boots each (boot-vm.sh) and asserts on the
+# serial console. Prints every scenario's console markers, the per-phase
+# timings from boot.json and the kernel uptime at handoff, then a closing
+# `vm-test: N passed, M failed` line.
+#
+# Scenarios:
+#   builder     mkinitramfs.sh refusals, reproducibility, GNU cpio reads it
+#   standin     a busybox /init proving kernel, modules, cgroup2 controllers,
+#               squashfs and io.max on the virtio disk without nodeinit
+#   exec        nodeinit execs the agent, which must be PID 1
+#   supervise   nodeinit stays PID 1, serves the handoff socket, restarts the
+#               crashing agent and powers off when the agent asks
+#   missing     a required plugin is missing: on_failure=poweroff, no panic
+# Usage: run-vm-test.sh [SCENARIO...]   (default: all, in that order)
+#
+# Environment: VM_CARGO_TARGET_DIR (default <repo>/target), VM_BOOT_TIMEOUT
+# (seconds per boot, default 90), VM_CACHE (kernel cache, fetch-kernel.sh).
+# Must never touch the host beyond apt-get install and files under target/.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+work=$repo/target/vm-test
+target_dir=${VM_CARGO_TARGET_DIR:-$repo/target}
+boot_timeout=${VM_BOOT_TIMEOUT:-90}
+node_id=vm-node-01
+plugin_dir=/usr/lib/nodeinit/plugins
+agent_path=/usr/bin/nodeinit-vm-agent
+# The same words as the agent's namespaces.rs constants.
+uenv_image=vmtest.sqfs
+uenv_content="hello from the vmtest uenv"
+modules=(loop squashfs virtio_pci virtio_blk)
+
+passed=0 failed=0
+declare -a failures=()
+
+log() { echo "vm-test: $*" >&2; }
+die() {
+    echo "vm-test: error: $*" >&2
+    echo "vm-test: 0 passed, 1 failed"
+    exit 1
+}
+pass() { passed=$((passed + 1)); log "PASS $*"; }
+fail() { failed=$((failed + 1)); failures+=("$*"); log "FAIL $*"; }
+
+# --- setup -----------------------------------------------------------------
+ensure_packages() {
+    local -a missing=()
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    command -v mksquashfs >/dev/null || missing+=(squashfs-tools)
+    command -v depmod >/dev/null || missing+=(kmod)
+    command -v cpio >/dev/null || missing+=(cpio)
+    command -v strip >/dev/null || missing+=(binutils)
+    [[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx insmod || missing+=(busybox-static)
+    ((${#missing[@]} == 0)) && return 0
+    log "installing ${missing[*]}"
+    apt-get update -qq >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+        die "apt-get install ${missing[*]} failed"
+}
+
+make_fixtures() {
+    mkdir -p "$work"
+    rm -rf "$work/uenv-src"
+    mkdir -p "$work/uenv-src"
+    printf '%s\n' "$uenv_content" >"$work/uenv-src/hello.txt"
+    mksquashfs "$work/uenv-src" "$work/$uenv_image" -quiet -noappend -all-root >/dev/null ||
+        die "mksquashfs failed"
+    # A small disk so io.max has a real block device (virtio, /dev/vda).
+    rm -f "$work/disk.raw"
+    truncate -s 16M "$work/disk.raw"
+}
+
+build_nodeinit() {
+    log "building nodeinit and the reference plugins (CARGO_TARGET_DIR=$target_dir)"
+    (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q -p nodeinit \
+        -p nodeinit-cgroupfs -p nodeinit-squashfs -p nodeinit-unshare -p nodeinit-readiness) >&2 ||
+        die "cargo build of nodeinit and its plugins failed"
+    log "building the test agent (tests/vm/agent)"
+    # Start from the workspace's lock so the agent gets the same dependency
+    # versions and reuses their artifacts in the shared target directory.
+    cp "$repo/Cargo.lock" "$here/agent/Cargo.lock"
+    (cd "$here/agent" && CARGO_TARGET_DIR=$target_dir cargo build -q) >&2 ||
+        die "cargo build of tests/vm/agent failed"
+    [[ -x $target_dir/debug/nodeinit ]] || die "$target_dir/debug/nodeinit was not built"
+}
+
+# --- configs ---------------------------------------------------------------
+write_config() { # scenario
+    local scenario=$1 file=$work/$1.toml
+    case $scenario in
+        exec | supervise)
+            cat >"$file" <<EOF
+[host]
+plugin_dir = "$plugin_dir"
+on_failure = "poweroff"
+
+[plugins.cgroup]
+path = "cgroupfs"
+required = true
+[plugins.cgroup.options]
+controllers = ["cpu", "memory", "io", "pids"]
+require_controllers = true
+
+[plugins.mount]
+path = "squashfs"
+required = true
+[plugins.mount.options]
+image_dirs = ["/images"]
+
+[plugins.namespace]
+path = "unshare"
+required = true
+
+[plugins.readiness]
+path = "readiness"
+required = true
+
+[handoff]
+agent = "command"
+exec = "$agent_path"
+args = ["--mode", "$scenario"]
+mode = "$scenario"
+EOF
+            ;;
+        missing)
+            cat >"$file" <<EOF
+[host]
+plugin_dir = "$plugin_dir"
+on_failure = "poweroff"
+
+[plugins.cgroup]
+path = "$plugin_dir/libnodeinit_vmtest_missing.so"
+required = true
+
+[handoff]
+agent = "command"
+exec = "$agent_path"
+args = ["--mode", "exec"]
+mode = "exec"
+EOF
+            ;;
+    esac
+}
+
+pack() { # scenario -> $work/SCENARIO.img
+    local scenario=$1 image=$work/$1.img config
+    local -a args=(-o "$image" --strip --modules-dir "$MODULES_DIR")
+    local m
+    for m in "${modules[@]}"; do args+=(--module "$m"); done
+    if [[ $scenario == standin ]]; then
+        args+=(--init "$here/standin-init.sh" --binary /bin/busybox --binary /bin/bash
+            --file "$work/$uenv_image:/images/test.sqfs")
+    else
+        write_config "$scenario"
+        config=$work/$scenario.toml
+        args+=(--init "$target_dir/debug/nodeinit" --config "$config"
+            --binary "$target_dir/debug/nodeinit-vm-agent:$agent_path"
+            --file "$work/$uenv_image:/images/$uenv_image")
+        local plugin
+        for plugin in cgroupfs squashfs unshare readiness; do
+            args+=(--plugin "$target_dir/debug/libnodeinit_$plugin.so")
+        done
+    fi
+    bash "$here/mkinitramfs.sh" "${args[@]}" || die "mkinitramfs for $scenario failed"
+}
+
+# --- assertions --------------------------------------------------------------
+expect() { # scenario console description grep-pattern
+    if grep -qE -- "$4" "$2"; then pass "$1: $3"; else fail "$1: $3 (no line matching /$4/ on the console)"; fi
+}
+refuse() { # scenario console description grep-pattern
+    local hit
+    if hit=$(grep -m1 -E -- "$4" "$2"); then fail "$1: $3 (console: $hit)"; else pass "$1: $3"; fi
+}
+
+show_markers() { # scenario console
+    log "--- $1: console markers ---"
+    grep -E 'VMTEST|STANDIN|phase=|reboot: |Run /init|Kernel panic|Attempted to kill init' "$2" | sed 's/^/  | /' >&2 || true
+}
+
+boot() { # scenario: packs and boots it; console in $work/SCENARIO.console, QEMU status in BOOT_STATUS
+    pack "$1"
+    BOOT_STATUS=0
+    bash "$here/boot-vm.sh" --kernel "$VMLINUZ" --initrd "$work/$1.img" --console "$work/$1.console" \
+        --disk "$work/disk.raw" --timeout "$boot_timeout" \
+        --append "nodeinit.node_id=$node_id" || BOOT_STATUS=$?
+}
+
+common_end() { # scenario console
+    if ((BOOT_STATUS == 0)); then pass "$1: the VM ended on its own (QEMU status 0)"; else fail "$1: QEMU status $BOOT_STATUS (124: timeout, 125: kernel panic)"; fi
+    refuse "$1" "$2" "no kernel panic" 'Kernel panic|Attempted to kill init'
+    expect "$1" "$2" "the VM powered off" 'reboot: Power down'
+}
+
+# The builder's refusals and its reproducibility; no VM needed.
+run_builder() {
+    local out=$work/builder.img err
+    refused() { # description expected-message args...
+        local what=$1 message=$2
+        shift 2
+        if err=$(bash "$here/mkinitramfs.sh" -o "$out" "$@" 2>&1); then
+            fail "builder: $what was accepted"
+        elif grep -qF -- "$message" <<<"$err"; then
+            pass "builder: $what is refused ($message)"
+        else
+            fail "builder: $what refused with the wrong message: $err"
+        fi
+    }
+    printf '#!/bin/sh\n' >"$work/not-executable"
+    chmod 644 "$work/not-executable"
+    refused "a non-executable --init" "is not executable" --init "$work/not-executable"
+    refused "a missing input" "input '$work/nope' does not exist" --init /bin/busybox --file "$work/nope:/x"
+    refused "a relative destination" "must be an absolute path" --init /bin/busybox --file "$work/disk.raw:x"
+    refused "two sources for one path" "/x is given twice" --init /bin/busybox \
+        --file "$work/disk.raw:/x" --file "$work/$uenv_image:/x"
+    refused "an unknown module" "module 'no_such_module' is not in" --init /bin/busybox \
+        --modules-dir "$MODULES_DIR" --module no_such_module
+    refused "a module without --modules-dir" "needs --modules-dir" --init /bin/busybox --module loop
+    if [[ -e $out ]]; then fail "builder: $out exists after refusals"; else pass "builder: no archive is left behind after a refusal"; fi
+    local -a same=(--init /bin/busybox --file "$work/$uenv_image:/images/a.sqfs" --modules-dir "$MODULES_DIR" --module squashfs)
+    bash "$here/mkinitramfs.sh" -o "$work/repro1.img" "${same[@]}" 2>/dev/null || die "mkinitramfs failed on valid input"
+    bash "$here/mkinitramfs.sh" -o "$work/repro2.img" "${same[@]}" 2>/dev/null || die "mkinitramfs failed on valid input"
+    if cmp -s "$work/repro1.img" "$work/repro2.img"; then pass "builder: the same inputs give the same bytes"; else fail "builder: two builds of the same inputs differ"; fi
+    local listing
+    listing=$(gzip -dc "$work/repro1.img" | cpio -it --quiet 2>&1)
+    if grep -qx 'dev/console' <<<"$listing" && grep -qx 'init' <<<"$listing" &&
+        grep -qx "lib/modules/$KVER/kernel/fs/squashfs/squashfs.ko" <<<"$listing"; then
+        pass "builder: GNU cpio reads the archive (init, dev/console, squashfs.ko)"
+    else
+        fail "builder: GNU cpio listing lacks init, dev/console or squashfs.ko: $listing"
+    fi
+    rm -f "$work/repro1.img" "$work/repro2.img" "$work/not-executable"
+}
+
+run_standin() {
+    local console=$work/standin.console
+    boot standin
+    show_markers standin "$console"
+    common_end standin "$console"
+    expect standin "$console" "stand-in init ran as PID 1" 'STANDIN: pid=1 '
+    expect standin "$console" "pact.slice has cpu io memory pids" 'STANDIN: pact.slice controllers: .*cpu.*io.*memory.*pids'
+    expect standin "$console" "io.max accepted for the virtio disk" 'STANDIN: io.max: [0-9]+:0 rbps=1048576 wbps=2097152'
+    expect standin "$console" "squashfs uenv mounted from a loop device" "STANDIN: uenv file: $uenv_content"
+    expect standin "$console" "dynamically linked binary runs from the initramfs" 'STANDIN: dynamic bash ok'
+    expect standin "$console" "all stand-in steps passed" '^STANDIN-PASS'
+}
+
+agent_checks() { # scenario console
+    local s=$1 c=$2 slice
+    expect "$s" "$c" "cgroup2 mounted at /sys/fs/cgroup" 'VMTEST PASS cgroup2:'
+    for slice in pact.slice pact.slice/infra.slice pact.slice/network.slice pact.slice/gpu.slice pact.slice/audit.slice workload.slice; do
+        expect "$s" "$c" "cpu memory io pids enabled in $slice" "VMTEST PASS controllers $slice:"
+    done
+    expect "$s" "$c" "cgroupfs scope reads back memory.max, cpu.weight, io.max" 'VMTEST PASS scope: memory.max=268435456 cpu.weight=250 io.max=\[[0-9]+:0 rbps=4194304 wbps=4194304'
+    expect "$s" "$c" "readiness file holds the node id from the kernel command line" "VMTEST PASS readiness: /run/pact/ready holds \"$node_id\""
+    refuse "$s" "$c" "no agent check failed" 'VMTEST FAIL'
+    log "--- $s: timings ---"
+    grep -E 'VMTEST INFO (boot.json|handoff-uptime)' "$c" | sed 's/^.*VMTEST INFO /  /' >&2 || true
+}
+
+run_exec() {
+    local console=$work/exec.console
+    boot exec
+    show_markers exec "$console"
+    common_end exec "$console"
+    expect exec "$console" "after handoff the agent is PID 1" 'VMTEST PASS pid: exec mode: the agent is PID 1'
+    agent_checks exec "$console"
+    expect exec "$console" "agent finished with no failure" 'VMTEST DONE pass=[0-9]+ fail=0'
+}
+
+run_supervise() {
+    local console=$work/supervise.console
+    boot supervise
+    show_markers supervise "$console"
+    common_end supervise "$console"
+    expect supervise "$console" "nodeinit stays PID 1, agent is its child" 'VMTEST PASS pid: supervise mode'
+    agent_checks supervise "$console"
+    expect supervise "$console" "namespaces received over the handoff socket" 'VMTEST PASS handoff:'
+    expect supervise "$console" "uenv mounted under /run/pact/uenv" 'VMTEST PASS uenv-host: /run/pact/uenv/'
+    expect supervise "$console" "received FDs are new pid/net/mnt namespaces" 'VMTEST PASS namespace-fds:'
+    expect supervise "$console" "uenv file read after setns into the mount namespace" 'VMTEST PASS uenv-in-namespace:'
+    expect supervise "$console" "crashed agent was restarted" 'VMTEST PASS restarted:'
+    expect supervise "$console" "nodeinit stopped the agent with SIGTERM on shutdown" 'VMTEST INFO shutdown: got SIGTERM from nodeinit'
+}
+
+run_missing() {
+    local console=$work/missing.console
+    boot missing
+    show_markers missing "$console"
+    common_end missing "$console"
+    expect missing "$console" "the error names the missing plugin" 'libnodeinit_vmtest_missing\.so'
+    refuse missing "$console" "the agent never ran on a broken base" 'VMTEST '
+}
+
+# --- main --------------------------------------------------------------------
+scenarios=("$@")
+((${#scenarios[@]})) || scenarios=(builder standin exec supervise missing)
+for s in "${scenarios[@]}"; do
+    [[ $s =~ ^(builder|standin|exec|supervise|missing)$ ]] || die "unknown scenario '$s' (builder standin exec supervise missing)"
+done
+started=$(date +%s)
+ensure_packages
+eval "$(bash "$here/fetch-kernel.sh")"
+make_fixtures
+for s in "${scenarios[@]}"; do
+    if [[ $s != standin && $s != builder ]]; then
+        build_nodeinit
+        break
+    fi
+done
+log "kernel $KVER, host $(uname -r), boot timeout ${boot_timeout}s"
+for s in "${scenarios[@]}"; do
+    "run_$s"
+done
+log "finished in $(($(date +%s) - started)) s"
+for f in "${failures[@]}"; do log "failed: $f"; done
+echo "vm-test: $passed passed, $failed failed"
+((failed == 0))
