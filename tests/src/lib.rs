@@ -63,7 +63,9 @@ pub fn build_cdylibs(
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let name = msg["target"]["name"].as_str().unwrap_or_default().replace('_', "-");
+        let Some(name) = msg["package_id"].as_str().and_then(package_name) else {
+            continue;
+        };
         let files = msg["filenames"].as_array().cloned().unwrap_or_default();
         for f in files.iter().filter_map(|f| f.as_str()) {
             if f.ends_with(".so") {
@@ -77,6 +79,17 @@ pub fn build_cdylibs(
         }
     }
     Ok(found)
+}
+
+/// The package name in a cargo package id
+/// (`path+file:///w/null#nodeinit-null@0.1.0`, or `path+file:///w/null#0.1.0`
+/// when the directory is named like the package).
+fn package_name(id: &str) -> Option<String> {
+    let (url, fragment) = id.split_once('#')?;
+    match fragment.split_once('@') {
+        Some((name, _)) => Some(name.to_owned()),
+        None => url.rsplit('/').next().map(str::to_owned),
+    }
 }
 
 /// [`build_cdylibs`] for workspace packages in the debug profile, panicking

@@ -1,0 +1,56 @@
+//! `tracing` events emitted inside a plugin `.so` reach the host's log with
+//! their level, target and fields.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use nodeinit::loader::load_plugin;
+use nodeinit_plugin_api::HostServices;
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_events_reach_the_host_log_with_level_target_and_fields() {
+    let built = nodeinit_tests::plugin_artifacts(&["nodeinit-null", "nodeinit-panicky"]);
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let null = load_plugin(&built["nodeinit-null"], None).unwrap().library;
+    null.cgroup(HostServices::new("null", None), "{}").unwrap();
+    let panicky = load_plugin(&built["nodeinit-panicky"], None).unwrap().library;
+    panicky.cgroup(HostServices::new("panicky", None), "{}").unwrap();
+
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let null_line = log
+        .lines()
+        .find(|l| l.contains("null backend ready"))
+        .unwrap_or_else(|| panic!("no null event in host log:\n{log}"));
+    assert!(null_line.contains(" INFO nodeinit::plugin:"), "{null_line}");
+    assert!(null_line.contains("plugin=\"null\""), "{null_line}");
+    assert!(null_line.contains("plugin_target=\"nodeinit_null\""), "{null_line}");
+    assert!(null_line.contains("fields=\"backend=\\\"cgroup\\\"\""), "{null_line}");
+
+    let panicky_line = log
+        .lines()
+        .find(|l| l.contains("panicky backend constructed"))
+        .unwrap_or_else(|| panic!("no panicky event in host log:\n{log}"));
+    assert!(panicky_line.contains(" WARN nodeinit::plugin:"), "{panicky_line}");
+    assert!(panicky_line.contains("plugin=\"panicky\""), "{panicky_line}");
+}
