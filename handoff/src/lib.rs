@@ -1,10 +1,23 @@
 //! nodeinit namespace handoff, protocol v1.
 //!
 //! This crate owns the wire protocol spoken on `hpc_node::namespace::HANDOFF_SOCKET_PATH`
-//! (see `PROTOCOL.md`), the server pieces the host uses, and a consumer client
-//! implementing [`hpc_node::NamespaceConsumer`]. It must never depend on
-//! `abi_stable`: node agents such as lattice embed it.
+//! (see `PROTOCOL.md`), the server pieces the host uses ([`server::HandoffServer`]),
+//! a consumer client implementing [`hpc_node::NamespaceConsumer`]
+//! ([`client::HandoffClient`]), and the namespace-holder machinery both the
+//! unshare backend and the client's fallback share ([`holder`], [`mount_namespace`]).
+//! It must never depend on `abi_stable`: node agents such as lattice embed it.
 
+pub mod allocation_id;
+pub mod client;
+pub mod holder;
+mod mount_api;
+pub mod mount_namespace;
+pub mod protocol;
 pub mod provider;
+pub mod server;
+pub mod transport;
 
+pub use allocation_id::{AllocationId, InvalidAllocationId};
+pub use client::{GrantSource, GrantedNamespaces, HandoffClient};
 pub use provider::NamespaceFdProvider;
+pub use server::{AccessPolicy, HandoffServer, ReadyGate, ServerConfig};

@@ -1,29 +1,107 @@
-//! The `nodeinit` binary: argument dispatch only; everything else lives in
-//! the library.
+//! The `nodeinit` binary: logging, argument dispatch, and the PID 1 safety
+//! net (a panic anywhere becomes the `on_failure` action; PID 1 never
+//! exits). Everything else lives in the library.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  nodeinit plugin inspect PATH...   describe plugin files and whether they load";
+use nodeinit::boot::{boot, BootEnv, BootReport, BOOT_REPORT_FILE};
+use nodeinit::cli::{self, Command};
+use nodeinit::pid1::{self, FailureContext};
+use nodeinit::sandbox::{enter_sandbox, SandboxSide};
 
 fn main() -> ExitCode {
+    let is_pid1 = pid1::is_pid1();
+    nodeinit::logging::init();
+    pid1::install_panic_hook();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        ["plugin", "inspect", paths @ ..] if !paths.is_empty() => {
-            let paths: Vec<&Path> = paths.iter().map(Path::new).collect();
-            let (report, ok) = nodeinit::inspect::inspect(&paths);
-            print!("{report}");
-            if ok {
-                ExitCode::SUCCESS
-            } else {
+    let command = match cli::parse(&args, is_pid1) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nodeinit: {e}\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Boot { config } => exit(run_boot(BootEnv::from_system(config))),
+        Command::Sandbox { config } => match enter_sandbox() {
+            Ok(SandboxSide::Inside) => match nodeinit::demo::prepare(config) {
+                Ok(config) => exit(run_boot(BootEnv::for_sandbox(config))),
+                Err(e) => {
+                    eprintln!("nodeinit --sandbox: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Ok(SandboxSide::Outside { exit_code }) => exit(exit_code),
+            Err(e) => {
+                eprintln!("nodeinit: {e}");
                 ExitCode::FAILURE
             }
+        },
+        Command::Check { config } => {
+            let (report, ok) = nodeinit::check::check(config.as_deref());
+            print!("{report}");
+            verdict(ok)
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        Command::Report { file } => {
+            let path = file.unwrap_or_else(|| Path::new("/run/nodeinit").join(BOOT_REPORT_FILE));
+            match BootReport::read_from(&path) {
+                Ok(r) => {
+                    print!("{}", r.render());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("nodeinit report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Inspect { paths } => {
+            let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+            let (report, ok) = nodeinit::inspect::inspect(&paths);
+            print!("{report}");
+            verdict(ok)
+        }
+        Command::DemoAgent => exit(nodeinit::demo::run()),
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            ExitCode::SUCCESS
         }
     }
+}
+
+fn verdict(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+/// Boots under the panic net. As the node's real PID 1 this never returns.
+fn run_boot(env: BootEnv) -> i32 {
+    let code = match pid1::catch_panic(|| boot(&env)) {
+        Ok(code) => code,
+        Err(panic) => {
+            let reason = format!("nodeinit panicked: {panic}");
+            tracing::error!("{reason}");
+            let context = FailureContext {
+                is_pid1: env.is_pid1,
+                sandbox: env.sandbox,
+                shell: pid1::rescue_shell_at(Path::new("/bin/sh")),
+            };
+            let outcome = pid1::decide_failure_outcome(nodeinit::boot::on_failure(), &context);
+            pid1::perform_failure_outcome(&outcome, &reason).unwrap_or(1)
+        }
+    };
+    if env.is_pid1 && !env.sandbox {
+        // PID 1 exiting panics the kernel: stay, reap, obey shutdown signals.
+        tracing::error!(code, "boot ended without a handoff; PID 1 stays up (send SIGTERM/SIGPWR to shut down)");
+        nodeinit::boot::idle_as_pid1();
+    }
+    code
 }

@@ -286,6 +286,7 @@ run_supervise() {
     expect supervise "$console" "uenv mounted under /run/pact/uenv" 'VMTEST PASS uenv-host: /run/pact/uenv/'
     expect supervise "$console" "received FDs are new pid/net/mnt namespaces" 'VMTEST PASS namespace-fds:'
     expect supervise "$console" "uenv file read after setns into the mount namespace" 'VMTEST PASS uenv-in-namespace:'
+    expect supervise "$console" "allocation_ended acknowledged by the provider" 'VMTEST PASS allocation-ended:'
     expect supervise "$console" "crashed agent was restarted" 'VMTEST PASS restarted:'
     expect supervise "$console" "nodeinit stopped the agent with SIGTERM on shutdown" 'VMTEST INFO shutdown: got SIGTERM from nodeinit'
 }

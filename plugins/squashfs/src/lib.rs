@@ -1,1 +1,41 @@
-//! squashfs backend (in progress)
+//! nodeinit mount backend: refcounted uenv squashfs mounts that survive a restart.
+//!
+//! [`SquashfsManager`] implements [`hpc_node::MountManager`] and
+//! [`nodeinit_plugin_api::AllocationMounts`] (DESIGN §3 "squashfs"): the first
+//! reference to an image attaches it to a read-only, autoclear loop device and
+//! mounts it `ro,nosuid,nodev` at `<mount_base>/<file stem>`; later references
+//! only count; the last release starts a hold timer whose expiry detaches the
+//! mount (the loop device goes with it). Which allocation holds which image is
+//! kept in a state file so that [`hpc_node::MountManager::reconstruct_state`]
+//! can recount after a restart (WI6).
+//!
+//! Built as `libnodeinit_squashfs.so` for nodeinit and as an rlib for tests
+//! and benchmarks. Modules, one concern each:
+//! [`options`] (configuration), [`allocation_id`], [`image`] (finding and
+//! vetting images), [`superblock`], [`loop_device`] (ioctls), [`mounting`],
+//! [`mountinfo`], [`state_file`], [`table`] (counting rules), [`manager`],
+//! [`plugin`] (the constructor `export_plugin!` calls).
+
+pub mod allocation_id;
+pub mod image;
+pub mod loop_device;
+pub mod manager;
+pub mod mountinfo;
+pub mod mounting;
+pub mod options;
+pub mod plugin;
+pub mod state_file;
+pub mod superblock;
+pub mod table;
+
+pub use allocation_id::AllocationId;
+pub use loop_device::AttachMethod;
+pub use manager::SquashfsManager;
+pub use options::{ManagerConfig, OptionError, SquashfsOptions};
+pub use plugin::PluginInitError;
+
+nodeinit_plugin_api::export_plugin! {
+    name: "squashfs",
+    version: env!("CARGO_PKG_VERSION"),
+    mount: SquashfsManager::from_plugin,
+}

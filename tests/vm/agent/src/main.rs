@@ -10,7 +10,6 @@
 //!   namespace handoff, then crashes; the restarted run checks it was
 //!   restarted and asks nodeinit to shut the VM down.
 
-mod handoff_wire;
 mod kernel_cmdline;
 mod kernel_modules;
 mod lifecycle;
@@ -167,15 +166,20 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
 }
 
 fn handoff_checks(report: &mut Report) {
-    match namespaces::request("vmtest-alloc-1") {
-        Ok((response, fds)) => {
-            report.check("handoff", Ok(format!("namespace_response {response:?}")));
+    let client = namespaces::client();
+    match namespaces::request(&client, "vmtest-alloc-1") {
+        Ok(granted) => {
+            report.check(
+                "handoff",
+                Ok(format!("namespace_response {:?}", granted.response)),
+            );
             report.check("uenv-host", namespaces::host_mount());
             report.check(
                 "namespace-fds",
-                namespaces::fds_are_new_namespaces(&response, &fds),
+                namespaces::fds_are_new_namespaces(&granted),
             );
-            report.check("uenv-in-namespace", namespaces::uenv_inside(&response, fds));
+            report.check("uenv-in-namespace", namespaces::uenv_inside(&granted));
+            report.check("allocation-ended", namespaces::release(&client, granted));
         }
         Err(why) => report.check("handoff", Err(why)),
     }

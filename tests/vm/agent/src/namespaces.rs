@@ -1,23 +1,26 @@
 //! The namespaces nodeinit hands over, entered and looked into.
 //!
-//! Owns the handoff check: ask the provider for pid, net and mount
+//! Owns the handoff check: ask the provider, through `nodeinit_handoff`'s
+//! consumer client with its local fallback disabled, for pid, net and mount
 //! namespaces with the test uenv image, check the image is mounted on the
 //! host under `UENV_MOUNT_BASE`, that each FD is a namespace other than the
 //! agent's own, and that the uenv file reads back from inside the received
 //! mount namespace. The `setns` happens on a helper thread that first
 //! unshares its filesystem attributes (the kernel refuses a mount-namespace
 //! switch to a thread sharing them), so the agent itself never moves.
-//! Must never keep an FD it received after the check.
+//! Must never keep an FD it received after the check: `release` ends the
+//! allocation on the provider.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hpc_node::mount::paths::UENV_MOUNT_BASE;
-use hpc_node::{NamespaceRequest, NamespaceResponse, NamespaceType};
+use hpc_node::{NamespaceRequest, NamespaceType};
 use nix::sched::{setns, unshare, CloneFlags};
-
-use crate::handoff_wire;
+use nodeinit_handoff::client::ClientConfig;
+use nodeinit_handoff::{GrantSource, GrantedNamespaces, HandoffClient};
 
 /// The image the test puts in the initramfs's image directory.
 pub const UENV_IMAGE: &str = "vmtest.sqfs";
@@ -26,22 +29,39 @@ pub const UENV_FILE: &str = "hello.txt";
 /// What `UENV_FILE` holds (the harness writes it when it builds the image).
 pub const UENV_CONTENT: &str = "hello from the vmtest uenv";
 
-/// Requests the namespaces; returns what came back.
-pub fn request(allocation_id: &str) -> Result<(NamespaceResponse, Vec<OwnedFd>), String> {
+/// The client: the provider must answer, no local fallback.
+pub fn client() -> HandoffClient {
+    HandoffClient::new(ClientConfig {
+        fallback: false,
+        reply_timeout: Duration::from_secs(60),
+        ..ClientConfig::default()
+    })
+}
+
+/// Requests the namespaces; returns what the provider granted.
+pub fn request(client: &HandoffClient, allocation_id: &str) -> Result<GrantedNamespaces, String> {
     let request = NamespaceRequest {
         allocation_id: allocation_id.to_owned(),
         namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
         uenv_image: Some(UENV_IMAGE.to_owned()),
     };
-    let (response, fds) = handoff_wire::request_namespaces(&request)?;
-    if response.fd_types.len() != fds.len() {
+    let granted = client
+        .request(&request)
+        .map_err(|e| format!("namespace request {request:?} failed: {e}"))?;
+    if granted.source != GrantSource::Provider {
         return Err(format!(
-            "response lists fd_types {:?} but carried {} FDs",
-            response.fd_types,
-            fds.len()
+            "namespaces came from {:?}, not the provider",
+            granted.source
         ));
     }
-    Ok((response, fds))
+    if granted.response.fd_types.len() != granted.fds.len() {
+        return Err(format!(
+            "response lists fd_types {:?} but carried {} FDs",
+            granted.response.fd_types,
+            granted.fds.len()
+        ));
+    }
+    Ok(granted)
 }
 
 /// The image is mounted on the host at `UENV_MOUNT_BASE/<stem>`.
@@ -79,12 +99,10 @@ pub fn host_mount() -> Result<String, String> {
 }
 
 /// Every FD is a namespace of its type, different from the agent's own.
-pub fn fds_are_new_namespaces(
-    response: &NamespaceResponse,
-    fds: &[OwnedFd],
-) -> Result<String, String> {
+pub fn fds_are_new_namespaces(granted: &GrantedNamespaces) -> Result<String, String> {
+    let response = &granted.response;
     let mut seen = Vec::new();
-    for (kind, fd) in response.fd_types.iter().zip(fds) {
+    for (kind, fd) in response.fd_types.iter().zip(&granted.fds) {
         let own = format!("/proc/self/ns/{}", proc_name(*kind));
         let own_inode = std::fs::metadata(&own)
             .map_err(|e| format!("stat {own}: {e}"))?
@@ -107,33 +125,44 @@ pub fn fds_are_new_namespaces(
 }
 
 /// Reads the uenv file through the received mount namespace.
-pub fn uenv_inside(response: &NamespaceResponse, fds: Vec<OwnedFd>) -> Result<String, String> {
-    let uenv_path = response.uenv_mount_path.clone().ok_or_else(|| {
+pub fn uenv_inside(granted: &GrantedNamespaces) -> Result<String, String> {
+    let uenv_path = granted.response.uenv_mount_path.clone().ok_or_else(|| {
         "response has no uenv_mount_path although uenv_image was requested".to_owned()
     })?;
-    let mount_fd = response
-        .fd_types
-        .iter()
-        .zip(fds)
-        .find_map(|(kind, fd)| (*kind == NamespaceType::Mount).then_some(fd))
-        .ok_or_else(|| format!("no Mount FD among fd_types {:?}", response.fd_types))?;
+    let mount_fd = granted
+        .fd(NamespaceType::Mount)
+        .ok_or_else(|| format!("no Mount FD among fd_types {:?}", granted.response.fd_types))?;
     let file = PathBuf::from(&uenv_path).join(UENV_FILE);
-    let reader = std::thread::spawn(move || -> Result<String, String> {
-        unshare(CloneFlags::CLONE_FS).map_err(|e| format!("unshare(CLONE_FS) failed: {e}"))?;
-        setns(&mount_fd, CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("setns(mount namespace) failed: {e}"))?;
-        read_trimmed(&file)
-    });
-    let content = reader
-        .join()
-        .map_err(|_| "the setns thread panicked".to_owned())??;
+    let content = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<String, String> {
+                unshare(CloneFlags::CLONE_FS)
+                    .map_err(|e| format!("unshare(CLONE_FS) failed: {e}"))?;
+                setns(mount_fd, CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| format!("setns(mount namespace) failed: {e}"))?;
+                read_trimmed(&file)
+            })
+            .join()
+            .map_err(|_| "the setns thread panicked".to_owned())?
+    })?;
     if content == UENV_CONTENT {
         Ok(format!(
             "{uenv_path}/{UENV_FILE} inside the namespace holds {content:?}"
         ))
     } else {
-        Err(format!("{uenv_path}/{UENV_FILE} inside the namespace holds {content:?}, expected {UENV_CONTENT:?}"))
+        Err(format!(
+            "{uenv_path}/{UENV_FILE} inside the namespace holds {content:?}, expected {UENV_CONTENT:?}"
+        ))
     }
+}
+
+/// Ends the allocation on the provider (`allocation_ended` → `ack`).
+pub fn release(client: &HandoffClient, granted: GrantedNamespaces) -> Result<String, String> {
+    let allocation = granted.response.allocation_id.clone();
+    client
+        .release(granted)
+        .map(|()| format!("allocation {allocation} ended, provider acknowledged"))
+        .map_err(|e| format!("ending allocation {allocation} failed: {e}"))
 }
 
 fn proc_name(kind: NamespaceType) -> &'static str {

@@ -1,0 +1,231 @@
+//! Preparing an allocation's new mount namespace: cut its propagation to the
+//! host, then bind the uenv image read-only at its mount path.
+//!
+//! Owns everything mounted *inside* an allocation's mount namespace. It must
+//! never mount anything in the caller's (the host's) namespace: all work runs
+//! on a short-lived thread that has left the host's filesystem context
+//! (`unshare(CLONE_FS)`) and joined the allocation's namespace (`setns`).
+//!
+//! Where the mount point comes from: if the uenv path (default
+//! `/user-environment`) exists in the node image, the image is bound over it.
+//! If it does not, nothing is created on the host's filesystem; instead, inside
+//! the allocation's namespace only, the nearest existing ancestor (usually `/`)
+//! is covered by a small read-only tmpfs that carries a bind of every entry of
+//! the original directory plus the missing path. The host's `/` is never
+//! written to.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+use crate::mount_api::{self, ATTR_NODEV, ATTR_NOSUID, ATTR_RDONLY};
+
+/// How the new mount namespace relates to the host's after creation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    /// `rslave`: host mounts made later (new uenv images, data stages) still
+    /// appear inside; nothing mounted inside ever reaches the host.
+    #[default]
+    Slave,
+    /// `rprivate`: no propagation either way.
+    Private,
+}
+
+/// A uenv bind: the image's host mount point and the path it appears at inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UenvBind {
+    /// Where the image is mounted in the host namespace (the mount backend's `mount_point`).
+    pub source: PathBuf,
+    /// Absolute path inside the allocation's namespace (default `/user-environment`).
+    pub target: PathBuf,
+}
+
+/// Why a uenv mount path is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("uenv mount path {path:?} must be absolute, normalised (no '.', '..', '//') and not '/'")]
+pub struct InvalidMountPath {
+    /// The rejected path.
+    pub path: String,
+}
+
+/// A validated uenv mount path: absolute, normal components only, not `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UenvMountPath(pub(crate) PathBuf);
+
+impl UenvMountPath {
+    /// Validate `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMountPath`] for relative paths, `/`, `.`/`..` components, empty components.
+    pub fn parse(path: &str) -> Result<Self, InvalidMountPath> {
+        let bad = || InvalidMountPath { path: path.to_owned() };
+        let p = Path::new(path);
+        if !p.is_absolute() || path.contains("//") || path.ends_with('/') || path.contains('\0') {
+            return Err(bad());
+        }
+        let mut normal = 0;
+        for c in p.components() {
+            match c {
+                Component::RootDir => {}
+                Component::Normal(_) => normal += 1,
+                _ => return Err(bad()),
+            }
+        }
+        if normal == 0 {
+            return Err(bad());
+        }
+        Ok(Self(p.to_path_buf()))
+    }
+
+    /// The path.
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// Cut propagation of the mount namespace `mnt_ns`, then (if `bind`) mount
+/// the uenv read-only (`nosuid,nodev`) at `bind.target` inside it.
+///
+/// # Errors
+///
+/// The step that failed, with its path and the kernel's reason.
+pub fn prepare(mnt_ns: BorrowedFd<'_>, propagation: Propagation, bind: Option<&UenvBind>) -> io::Result<()> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("nodeinit-mntns-setup".into())
+            .spawn_scoped(scope, || prepare_in_namespace(mnt_ns, propagation, bind))
+            .map_err(|e| io::Error::other(format!("cannot start mount-namespace setup thread: {e}")))?
+            .join()
+            .map_err(|_| io::Error::other("mount-namespace setup thread panicked"))?
+    })
+}
+
+fn prepare_in_namespace(mnt_ns: BorrowedFd<'_>, propagation: Propagation, bind: Option<&UenvBind>) -> io::Result<()> {
+    // Threads share one filesystem context; setns(CLONE_NEWNS) requires our own.
+    unshare(CloneFlags::CLONE_FS).map_err(|e| io::Error::other(format!("unshare(CLONE_FS): {e}")))?;
+    setns(mnt_ns, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| io::Error::other(format!("setns into the allocation's mount namespace: {e}")))?;
+    let flags = MsFlags::MS_REC
+        | match propagation {
+            Propagation::Slave => MsFlags::MS_SLAVE,
+            Propagation::Private => MsFlags::MS_PRIVATE,
+        };
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+        .map_err(|e| io::Error::other(format!("making / {propagation:?} in the new mount namespace: {e}")))?;
+    let Some(bind) = bind else {
+        return Ok(());
+    };
+    let image = mount_api::clone_tree(&bind.source, false)?;
+    mount_api::set_attributes(image.as_fd(), ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)?;
+    match std::fs::symlink_metadata(&bind.target) {
+        Ok(meta) if meta.is_dir() => mount_api::attach(image.as_fd(), None, &bind.target),
+        Ok(_) => Err(io::Error::other(format!(
+            "uenv mount path {} exists but is not a directory; remove it or configure another path",
+            bind.target.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => attach_under_shadow(image, &bind.target),
+        Err(e) => Err(io::Error::new(e.kind(), format!("stat {}: {e}", bind.target.display()))),
+    }
+}
+
+/// What an entry of the shadowed directory becomes in the tmpfs.
+enum ShadowEntry {
+    Tree { name: CString, tree: OwnedFd, is_dir: bool },
+    Symlink { name: CString, target: PathBuf },
+}
+
+/// Cover the nearest existing ancestor of `target` with a tmpfs that mirrors
+/// it (bind of every entry) plus the missing directories, and attach `image` there.
+fn attach_under_shadow(image: OwnedFd, target: &Path) -> io::Result<()> {
+    let (ancestor, missing) = nearest_existing_dir(target)?;
+    let mode = std::fs::metadata(&ancestor)?.permissions().mode() & 0o7777;
+    // Clone every entry before covering the directory: afterwards its path leads to the tmpfs.
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(&ancestor)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", ancestor.display())))?
+    {
+        let entry = entry?;
+        let path = entry.path();
+        let name = CString::new(entry.file_name().into_encoded_bytes())
+            .map_err(|_| io::Error::other(format!("{} contains NUL", path.display())))?;
+        let kind = entry.file_type()?;
+        entries.push(if kind.is_symlink() {
+            ShadowEntry::Symlink { name, target: std::fs::read_link(&path)? }
+        } else {
+            ShadowEntry::Tree { name, tree: mount_api::clone_tree(&path, true)?, is_dir: kind.is_dir() }
+        });
+    }
+    let shadow = mount_api::new_tmpfs(mode)?;
+    mount_api::attach(shadow.as_fd(), None, &ancestor)?;
+    for entry in entries {
+        match entry {
+            ShadowEntry::Symlink { name, target } => {
+                nix::unistd::symlinkat(target.as_path(), Some(std::os::fd::AsRawFd::as_raw_fd(&shadow)), name.as_c_str())
+                    .map_err(|e| io::Error::other(format!("symlink {name:?} in the shadow of {}: {e}", ancestor.display())))?;
+            }
+            ShadowEntry::Tree { name, tree, is_dir } => {
+                create_mount_point(shadow.as_fd(), &name, is_dir)?;
+                let rel = Path::new(std::ffi::OsStr::from_bytes(name.as_bytes()));
+                mount_api::attach(tree.as_fd(), Some(shadow.as_fd()), rel)?;
+            }
+        }
+    }
+    let mut partial = PathBuf::new();
+    for component in missing.components() {
+        partial.push(component);
+        let c = CString::new(partial.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::other("mount path contains NUL"))?;
+        create_mount_point(shadow.as_fd(), &c, true)?;
+    }
+    mount_api::attach(image.as_fd(), Some(shadow.as_fd()), &missing)?;
+    mount_api::set_attributes(shadow.as_fd(), ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)
+}
+
+fn create_mount_point(dir: BorrowedFd<'_>, name: &CString, is_dir: bool) -> io::Result<()> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    let result = if is_dir {
+        nix::sys::stat::mkdirat(Some(raw), name.as_c_str(), Mode::from_bits_truncate(0o755))
+    } else {
+        nix::fcntl::openat(
+            Some(raw),
+            name.as_c_str(),
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .and_then(nix::unistd::close)
+    };
+    result.map_err(|e| io::Error::other(format!("creating mount point {name:?} in the shadow tmpfs: {e}")))
+}
+
+/// The deepest existing directory above `target` and the rest of the path below it.
+fn nearest_existing_dir(target: &Path) -> io::Result<(PathBuf, PathBuf)> {
+    for ancestor in target.ancestors().skip(1) {
+        match std::fs::symlink_metadata(ancestor) {
+            Ok(meta) if meta.is_dir() => {
+                let missing = target
+                    .strip_prefix(ancestor)
+                    .map_err(|_| io::Error::other("mount path is not below its ancestor"))?;
+                return Ok((ancestor.to_path_buf(), missing.to_path_buf()));
+            }
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} (a parent of the uenv mount path) is not a directory; configure another path",
+                    ancestor.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("stat {}: {e}", ancestor.display()))),
+        }
+    }
+    Err(io::Error::other(format!("no parent of {} exists", target.display())))
+}

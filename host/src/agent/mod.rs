@@ -1,0 +1,25 @@
+//! Handing the node to its agent (DESIGN.md §5 "Handoff"): the preflight
+//! checks that catch an agent that would die at once, `exec` (the agent
+//! replaces nodeinit) and `supervise` (nodeinit stays, restarts the agent
+//! with backoff, forwards signals, stops it at shutdown).
+//!
+//! This module never loads plugins or touches mounts and cgroups; what must
+//! be released at shutdown is released by the caller after `supervise`
+//! returns.
+
+mod backoff;
+mod command;
+mod exec;
+mod preflight;
+mod supervise;
+
+pub use backoff::{RestartBackoff, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY};
+pub use command::{flag_value, AgentCommand};
+pub use exec::{exec_agent, ExecError};
+pub use preflight::{preflight, PreflightError, PACT_DEFAULT_CONFIG};
+pub use supervise::{
+    supervise, RestartPolicy, SuperviseError, SuperviseEvent, SuperviseOptions, SuperviseOutcome,
+};
+
+#[cfg(test)]
+mod supervise_tests;

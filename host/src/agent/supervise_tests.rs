@@ -1,0 +1,300 @@
+//! Supervision against real processes and signals. nodeinit runs not as
+//! PID 1 but as a child subreaper, in a helper process (this test binary
+//! re-run on one `#[ignore]`d helper test), because signals and reaping are
+//! process-wide. The helper prints one line per event; the tests read them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::agent::{
+    supervise, AgentCommand, RestartBackoff, RestartPolicy, SuperviseEvent, SuperviseOptions,
+};
+use crate::pid1::test_process::{assert_launched_as_helper, helper_command};
+use crate::pid1::{become_child_subreaper, SignalPipe};
+
+const HELPER: &str = "agent::supervise_tests::helper_supervisor";
+/// Bound on every wait for an event, so a broken supervisor fails the test instead of hanging it.
+const EVENT_DEADLINE: Duration = Duration::from_secs(60);
+
+fn env_ms(name: &str) -> Duration {
+    Duration::from_millis(std::env::var(name).unwrap().parse().unwrap())
+}
+
+#[test]
+#[ignore = "helper process of the supervise tests"]
+fn helper_supervisor() {
+    assert_launched_as_helper(HELPER);
+    become_child_subreaper().unwrap();
+    let signals = SignalPipe::install().unwrap();
+    let command = AgentCommand {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), std::env::var("NODEINIT_TEST_AGENT").unwrap()],
+    };
+    let mut options = SuperviseOptions {
+        grace: env_ms("NODEINIT_TEST_GRACE_MS"),
+        // Short delays keep the test fast; `stable_after` is out of reach so
+        // a slow machine cannot reset the schedule mid-test.
+        backoff: RestartBackoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(40),
+            Duration::from_secs(3600),
+        ),
+        restart: RestartPolicy::Always,
+    };
+    let outcome = supervise(&command, &mut options, signals, &mut |event| match event {
+        SuperviseEvent::Started { pid } => println!("EVENT started pid={pid}"),
+        SuperviseEvent::Exited { pid, status } => {
+            println!("EVENT exited pid={pid} status={status}")
+        }
+        SuperviseEvent::RestartScheduled { attempt, delay } => {
+            println!(
+                "EVENT restart attempt={attempt} delay_ms={}",
+                delay.as_millis()
+            )
+        }
+        SuperviseEvent::OrphanReaped { pid, status } => {
+            println!("EVENT orphan pid={pid} status={status}")
+        }
+        SuperviseEvent::Stopping { pid, signal } => {
+            println!("EVENT stopping pid={pid} signal={}", signal.as_str())
+        }
+        SuperviseEvent::ShutdownRequested { signal } => {
+            println!("EVENT shutdown signal={}", signal.as_str())
+        }
+        other => println!("EVENT other {other:?}"),
+    })
+    .unwrap();
+    println!("OUTCOME {outcome:?}");
+}
+
+/// The helper process; killed with its whole process group (agent and
+/// orphans included) if the test fails half-way.
+struct Supervisor {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Supervisor {
+    fn start(agent_script: &str, grace_ms: u64, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = helper_command(HELPER, &[]);
+        command
+            .env("NODEINIT_TEST_AGENT", agent_script)
+            .env("NODEINIT_TEST_GRACE_MS", grace_ms.to_string())
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// The first line matching `pred`, among those seen or still to come
+    /// (the agent and the supervisor write to the same pipe, in any order).
+    fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.seen.iter().find(|l| pred(l)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + EVENT_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no {what} within {EVENT_DEADLINE:?}; saw {:#?}", self.seen)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("supervisor ended before {what}; saw {:#?}", self.seen)
+                }
+            }
+        }
+    }
+
+    /// SIGTERM the supervisor and collect everything until it exits.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        kill(self.pid(), Signal::SIGTERM).unwrap();
+        self.expect("OUTCOME", |l| l.starts_with("OUTCOME"));
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = killpg(self.pid(), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// The supervisor's event and outcome lines, in order.
+fn protocol_lines(seen: &[String]) -> impl Iterator<Item = &str> {
+    seen.iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("EVENT") || l.starts_with("OUTCOME"))
+}
+
+fn process_exists(pid: &str) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn failing_agent_is_restarted_with_growing_delays() {
+    let mut sup = Supervisor::start("exit 1", 10_000, &[]);
+    let mut delays = Vec::new();
+    for attempt in 1..=5 {
+        let prefix = format!("EVENT restart attempt={attempt} ");
+        let restart = sup.expect("restart", |l| l.starts_with(&prefix));
+        delays.push(field(&restart, "delay_ms").parse::<u64>().unwrap());
+    }
+    let exits: Vec<&String> = sup
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("EVENT exited"))
+        .collect();
+    assert!(
+        exits.len() >= 5 && exits.iter().all(|l| l.ends_with("status=exited 1")),
+        "{exits:#?}"
+    );
+    assert_eq!(delays, [10, 20, 40, 40, 40]);
+    let status = sup.terminate();
+    assert!(
+        status.success(),
+        "supervisor exit: {status}; saw {:#?}",
+        sup.seen
+    );
+    assert!(
+        sup.seen
+            .iter()
+            .any(|l| l == "EVENT shutdown signal=SIGTERM"),
+        "{:#?}",
+        sup.seen
+    );
+}
+
+#[test]
+fn sigterm_stops_the_agent_and_nodeinit_exits_zero() {
+    let mut sup = Supervisor::start("echo agent-ready; exec sleep 1000", 30_000, &[]);
+    let started = sup.expect("start", |l| l.starts_with("EVENT started"));
+    let agent = field(&started, "pid").to_owned();
+    sup.expect("agent ready", |l| l == "agent-ready");
+    let status = sup.terminate();
+    assert!(
+        status.success(),
+        "supervisor exit: {status}; saw {:#?}",
+        sup.seen
+    );
+    let events: Vec<&str> = protocol_lines(&sup.seen)
+        .filter(|l| !l.starts_with("EVENT started"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "EVENT shutdown signal=SIGTERM".to_owned(),
+            format!("EVENT stopping pid={agent} signal=SIGTERM"),
+            format!("EVENT exited pid={agent} status=killed by SIGTERM"),
+            "OUTCOME Shutdown { signal: SIGTERM, action: Reboot }".to_owned(),
+        ]
+    );
+    assert!(!process_exists(&agent), "agent {agent} still exists");
+}
+
+#[test]
+fn agent_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let mut sup = Supervisor::start("trap '' TERM; echo agent-ready; exec sleep 1000", 200, &[]);
+    let started = sup.expect("start", |l| l.starts_with("EVENT started"));
+    let agent = field(&started, "pid").to_owned();
+    sup.expect("agent ready", |l| l == "agent-ready");
+    let status = sup.terminate();
+    assert!(
+        status.success(),
+        "supervisor exit: {status}; saw {:#?}",
+        sup.seen
+    );
+    let tail: Vec<&str> = protocol_lines(&sup.seen)
+        .skip_while(|l| !l.starts_with("EVENT stopping"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            format!("EVENT stopping pid={agent} signal=SIGTERM"),
+            format!("EVENT stopping pid={agent} signal=SIGKILL"),
+            format!("EVENT exited pid={agent} status=killed by SIGKILL"),
+            "OUTCOME Shutdown { signal: SIGTERM, action: Reboot }".to_owned(),
+        ]
+    );
+    assert!(!process_exists(&agent), "agent {agent} still exists");
+}
+
+#[test]
+fn orphans_reparented_to_nodeinit_are_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("release");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The subshell forks the orphan and exits; the agent waits for the
+    // subshell, so by "agent-ready" the orphan has been reparented.
+    let script = r#"( sh -c 'echo orphan=$$; read x < "$RELEASE_FIFO"; exit 3' & ); echo agent-ready; exec sleep 1000"#;
+    let mut sup = Supervisor::start(script, 30_000, &[("RELEASE_FIFO", fifo.to_str().unwrap())]);
+    let orphan = field(
+        &sup.expect("orphan pid", |l| l.starts_with("orphan=")),
+        "orphan",
+    )
+    .to_owned();
+    sup.expect("agent ready", |l| l == "agent-ready");
+    let status_file = std::fs::read_to_string(format!("/proc/{orphan}/status")).unwrap();
+    let ppid = status_file
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim();
+    assert_eq!(
+        ppid,
+        sup.pid().to_string(),
+        "orphan not reparented to the supervisor"
+    );
+    std::fs::write(&fifo, "go\n").unwrap();
+    sup.expect("orphan reaped", |l| {
+        l == format!("EVENT orphan pid={orphan} status=exited 3")
+    });
+    assert!(!process_exists(&orphan), "orphan {orphan} was not reaped");
+    let status = sup.terminate();
+    assert!(
+        status.success(),
+        "supervisor exit: {status}; saw {:#?}",
+        sup.seen
+    );
+}

@@ -1,0 +1,155 @@
+//! Loading and constructing the configured backends, every error of the
+//! config gathered before anything acts on them.
+//!
+//! Owns the order (mount before namespace: the namespace backend gets the
+//! mount backend through `HostServices`) and the per-plugin record that
+//! goes into `boot.json`. Never runs a backend operation.
+
+use std::sync::Arc;
+
+use hpc_node::CgroupManager;
+use nodeinit_handoff::NamespaceFdProvider;
+use nodeinit_plugin_api::{AllocationMounts, HostServices, PluginLibrary, ReadinessProvider};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackendKind, NodeConfig, PluginSpec};
+use crate::loader::{load_plugin, Sha256Pin};
+
+/// One configured plugin, as `boot.json` and `nodeinit check` report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    /// Backend kind (`cgroup`, ...).
+    pub kind: String,
+    /// The resolved `.so` path.
+    pub path: String,
+    /// Whether boot depends on it.
+    pub required: bool,
+    /// Plugin name, when it loaded.
+    pub name: Option<String>,
+    /// Plugin version, when it loaded.
+    pub version: Option<String>,
+    /// Interface version, when it loaded.
+    pub interface: Option<String>,
+    /// The verified pin, if any.
+    pub sha256: Option<String>,
+    /// `null` when loaded and constructed; else the one-line error.
+    pub error: Option<String>,
+}
+
+/// The constructed backends (each `None` when not configured or failed).
+#[derive(Default, Clone)]
+pub struct Backends {
+    /// cgroup.
+    pub cgroup: Option<Arc<dyn CgroupManager>>,
+    /// mount.
+    pub mount: Option<Arc<dyn AllocationMounts>>,
+    /// namespace.
+    pub namespace: Option<Arc<dyn NamespaceFdProvider>>,
+    /// readiness.
+    pub readiness: Option<Arc<dyn ReadinessProvider>>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("cgroup", &self.cgroup.is_some())
+            .field("mount", &self.mount.is_some())
+            .field("namespace", &self.namespace.is_some())
+            .field("readiness", &self.readiness.is_some())
+            .finish()
+    }
+}
+
+/// The outcome of loading a config's plugins.
+#[derive(Debug, Default)]
+pub struct LoadedBackends {
+    /// What could be constructed.
+    pub backends: Backends,
+    /// One record per configured plugin, in kind order.
+    pub records: Vec<PluginRecord>,
+}
+
+impl LoadedBackends {
+    /// `path: reason` for every plugin that failed.
+    pub fn errors(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| format!("plugin {} ({}): {}", r.kind, r.path, e)))
+            .collect()
+    }
+
+    /// Whether a required plugin failed.
+    pub fn required_failed(&self) -> bool {
+        self.records.iter().any(|r| r.required && r.error.is_some())
+    }
+
+    /// Whether the plugin of `kind` is configured as required.
+    pub fn is_required(&self, kind: BackendKind) -> bool {
+        self.records.iter().any(|r| r.kind == kind.as_str() && r.required)
+    }
+}
+
+/// Loads and constructs every configured plugin, in kind order.
+pub fn load_backends(config: &NodeConfig) -> LoadedBackends {
+    let mut out = LoadedBackends::default();
+    for (kind, spec) in config.plugins.iter() {
+        let path = spec.resolved_path(&config.host.plugin_dir);
+        let mut record = PluginRecord {
+            kind: kind.as_str().to_owned(),
+            path: path.display().to_string(),
+            required: spec.required,
+            name: None,
+            version: None,
+            interface: None,
+            sha256: None,
+            error: None,
+        };
+        match open(spec, &path) {
+            Ok((library, sha256)) => {
+                record.name = Some(library.name().to_owned());
+                record.version = Some(library.version().to_owned());
+                record.interface = Some(library.interface().to_string());
+                record.sha256 = sha256;
+                if let Err(e) = construct(kind, spec, &library, &mut out.backends) {
+                    record.error = Some(e);
+                }
+            }
+            Err(e) => record.error = Some(e),
+        }
+        if let Some(e) = &record.error {
+            if record.required {
+                tracing::error!(kind = kind.as_str(), path = %record.path, "{e}");
+            } else {
+                tracing::warn!(kind = kind.as_str(), path = %record.path, "optional plugin unavailable: {e}");
+            }
+        }
+        out.records.push(record);
+    }
+    out
+}
+
+fn open(spec: &PluginSpec, path: &std::path::Path) -> Result<(PluginLibrary, Option<String>), String> {
+    let pin = match &spec.sha256 {
+        Some(p) => Some(Sha256Pin::parse(p.as_hex())?),
+        None => None,
+    };
+    let loaded = load_plugin(path, pin.as_ref()).map_err(|e| e.failure.to_string())?;
+    Ok((loaded.library, loaded.sha256))
+}
+
+fn construct(kind: BackendKind, spec: &PluginSpec, library: &PluginLibrary, backends: &mut Backends) -> Result<(), String> {
+    let options = spec.options_json()?;
+    let host = HostServices::new(library.name(), backends.mount.clone());
+    let err = |e: nodeinit_plugin_api::PluginError| e.message.to_string();
+    match kind {
+        BackendKind::Cgroup => backends.cgroup = Some(Arc::new(library.cgroup(host, &options).map_err(err)?)),
+        BackendKind::Mount => backends.mount = Some(Arc::new(library.mount(host, &options).map_err(err)?)),
+        BackendKind::Namespace => {
+            backends.namespace = Some(Arc::new(library.namespace(host, &options).map_err(err)?));
+        }
+        BackendKind::Readiness => {
+            backends.readiness = Some(Arc::new(library.readiness(host, &options).map_err(err)?));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! `/run/nodeinit/boot.json`: what the boot did, written atomically (temp
+//! file, fsync, rename) so a reader never sees half of it; and
+//! `nodeinit report`, which prints it as a table.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::backends::PluginRecord;
+use super::phases::PhaseRecord;
+
+/// File name of the report inside the run directory.
+pub const BOOT_REPORT_FILE: &str = "boot.json";
+
+/// The whole report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BootReport {
+    /// nodeinit's version.
+    pub nodeinit_version: String,
+    /// The node id, once resolved.
+    pub node_id: Option<String>,
+    /// Where the config came from.
+    pub config: Option<String>,
+    /// Whether nodeinit ran as PID 1.
+    pub pid1: bool,
+    /// Phases in order.
+    pub phases: Vec<PhaseRecord>,
+    /// Plugins.
+    pub plugins: Vec<PluginRecord>,
+    /// Every error, one line each.
+    pub errors: Vec<String>,
+    /// Sum of the phase times.
+    pub total_ms: f64,
+    /// Kernel uptime when the report was written (seconds), from /proc/uptime.
+    pub uptime_secs: Option<f64>,
+}
+
+impl BootReport {
+    /// Writes the report to `<dir>/boot.json` atomically.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error, naming the path.
+    pub fn write_to(&self, dir: &Path) -> Result<PathBuf, String> {
+        let path = dir.join(BOOT_REPORT_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| format!("encode boot report: {e}"))?;
+        write_atomic(&path, text.as_bytes()).map_err(|e| format!("write {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Reads a report.
+    ///
+    /// # Errors
+    ///
+    /// Unreadable or not a boot report, naming the path.
+    pub fn read_from(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a nodeinit boot report: {e}", path.display()))
+    }
+
+    /// A human-readable table.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "nodeinit {}  node {}  pid1 {}  config {}",
+            self.nodeinit_version,
+            self.node_id.as_deref().unwrap_or("?"),
+            if self.pid1 { "yes" } else { "no" },
+            self.config.as_deref().unwrap_or("?")
+        );
+        let _ = writeln!(out, "\n{:<18} {:<9} {:>10}  detail", "phase", "status", "elapsed");
+        for p in &self.phases {
+            let _ = writeln!(
+                out,
+                "{:<18} {:<9} {:>8.3}ms  {}",
+                p.name,
+                p.status.as_str(),
+                p.elapsed_ms,
+                p.detail.as_deref().unwrap_or("")
+            );
+        }
+        let _ = writeln!(out, "{:<18} {:<9} {:>8.3}ms", "total", "", self.total_ms);
+        if !self.plugins.is_empty() {
+            let _ = writeln!(out, "\n{:<10} {:<12} {:<9} {:<6} {:<9} path", "kind", "plugin", "version", "iface", "status");
+            for p in &self.plugins {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<12} {:<9} {:<6} {:<9} {}",
+                    p.kind,
+                    p.name.as_deref().unwrap_or("-"),
+                    p.version.as_deref().unwrap_or("-"),
+                    p.interface.as_deref().unwrap_or("-"),
+                    if p.error.is_none() { "ok" } else if p.required { "FAILED" } else { "missing" },
+                    p.path
+                );
+            }
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(out, "\nerrors:");
+            for e in &self.errors {
+                let _ = writeln!(out, "  {e}");
+            }
+        }
+        out
+    }
+}
+
+/// Writes `bytes` to `path` via a temp file in the same directory, fsync
+/// and rename; creates the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Kernel uptime in seconds.
+pub fn uptime_secs() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::phases::PhaseStatus;
+
+    #[test]
+    fn report_round_trips_and_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = BootReport {
+            nodeinit_version: "0.1.0".into(),
+            node_id: Some("n1".into()),
+            phases: vec![PhaseRecord { name: "config".into(), status: PhaseStatus::Ok, elapsed_ms: 0.25, detail: None }],
+            total_ms: 0.25,
+            ..BootReport::default()
+        };
+        let path = report.write_to(dir.path()).unwrap();
+        assert_eq!(path, dir.path().join("boot.json"));
+        let back = BootReport::read_from(&path).unwrap();
+        assert_eq!(back, report);
+        let table = back.render();
+        assert!(table.contains("config             ok           0.250ms"), "{table}");
+        // No temp file left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn reading_garbage_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("boot.json");
+        std::fs::write(&p, "{").unwrap();
+        let e = BootReport::read_from(&p).unwrap_err();
+        assert!(e.starts_with(&format!("{}: not a nodeinit boot report", p.display())), "{e}");
+    }
+}

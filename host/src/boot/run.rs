@@ -1,0 +1,169 @@
+//! The whole boot, end to end: prepare, apply `on_failure` when a required
+//! phase failed, then hand the node to its agent (exec or supervise), or,
+//! with no agent configured, keep serving until a shutdown signal.
+//!
+//! As PID 1 nothing here returns on the shutdown paths: they end in
+//! reboot(2). Not as PID 1 (tests, the sandbox) they return an exit code.
+
+use std::time::Duration;
+
+use crate::agent::{
+    exec_agent, preflight, supervise, AgentCommand, RestartBackoff, RestartPolicy,
+    SuperviseOptions, SuperviseOutcome, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY,
+};
+use crate::config::{HandoffMode, OnFailure};
+use crate::pid1::{
+    decide_failure_outcome, finish_shutdown, perform_failure_outcome, reap_children,
+    rescue_shell_at, shutdown_action_for, FailureContext, ShutdownAction, SignalPipe,
+};
+
+use super::phases::{PhaseResult, PhaseStatus};
+use super::sequence::{prepare, BootEnv, Prepared};
+
+/// How long an agent must run before its restart delay resets.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs the boot; returns the process exit code (never, as PID 1 on a real
+/// node, on the shutdown paths).
+pub fn boot(env: &BootEnv) -> i32 {
+    let mut prepared = prepare(env);
+    if let Some(reason) = prepared.phases.first_failure() {
+        if let Some(code) = fail(env, &mut prepared, &reason) {
+            return code;
+        }
+    }
+    let handoff = prepared.config.as_ref().and_then(|c| c.config.handoff.clone());
+    let Some(handoff) = handoff else {
+        prepared.phases.run("handoff", || PhaseResult::NotApplicable("no [handoff] agent configured".into()));
+        write_report(env, &prepared);
+        return serve_until_shutdown(env, &mut prepared);
+    };
+    let command = AgentCommand::from(&handoff);
+    let mut refused = None;
+    prepared.phases.run("handoff", || match preflight(&handoff, env.is_pid1) {
+        Ok(()) => PhaseResult::Ok,
+        Err(e) => {
+            refused = Some(e.to_string());
+            PhaseResult::Failed { reason: e.to_string(), required: true }
+        }
+    });
+    write_report(env, &prepared);
+    if let Some(reason) = refused {
+        return fail(env, &mut prepared, &format!("phase handoff failed: {reason}")).unwrap_or(1);
+    }
+    match handoff.mode {
+        HandoffMode::Exec => {
+            // Nothing of ours may outlive the exec: the server's socket and
+            // threads go, boot mounts stay (they are the node's).
+            if let Some(server) = prepared.server.take() {
+                server.shutdown();
+            }
+            tracing::info!(agent = %command.program.display(), "exec");
+            let err = exec_agent(&command);
+            fail(env, &mut prepared, &format!("exec of the agent failed: {err}")).unwrap_or(1)
+        }
+        HandoffMode::Supervise => {
+            let signals = match SignalPipe::install() {
+                Ok(s) => s,
+                Err(e) => return fail(env, &mut prepared, &format!("signal handlers: {e}")).unwrap_or(1),
+            };
+            let mut options = SuperviseOptions {
+                grace: Duration::from_secs(handoff.grace_secs),
+                backoff: RestartBackoff::new(DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, STABLE_AFTER),
+                restart: if env.sandbox { RestartPolicy::Never } else { RestartPolicy::Always },
+            };
+            let outcome = supervise(&command, &mut options, signals, &mut |event| {
+                tracing::info!(?event, "supervise");
+            });
+            prepared.release();
+            match outcome {
+                Ok(SuperviseOutcome::Shutdown { action, .. }) => {
+                    shut_down(env, action);
+                    0
+                }
+                Ok(SuperviseOutcome::AgentFinished { code }) => code,
+                Err(e) => fail(env, &mut prepared, &e.to_string()).unwrap_or(1),
+            }
+        }
+    }
+}
+
+/// Applies `on_failure`; returns the exit code when the process should exit,
+/// `None` when boot goes on (`continue`).
+fn fail(env: &BootEnv, prepared: &mut Prepared, reason: &str) -> Option<i32> {
+    if let Some(rd) = &prepared.backends.readiness {
+        if let Err(e) = rd.signal_failed(reason) {
+            tracing::warn!("signal_failed: {e}");
+        }
+    }
+    prepared.gate.fail(reason.to_owned());
+    write_report(env, prepared);
+    let on_failure = prepared.config.as_ref().map_or_else(super::on_failure, |c| c.config.host.on_failure);
+    let context = FailureContext { is_pid1: env.is_pid1, sandbox: env.sandbox, shell: rescue_shell_at(std::path::Path::new("/bin/sh")) };
+    let outcome = decide_failure_outcome(on_failure, &context);
+    if on_failure != OnFailure::Continue {
+        prepared.release();
+    }
+    perform_failure_outcome(&outcome, reason)
+}
+
+/// No agent: keep the sockets and timers serving, reap orphans, until a
+/// shutdown signal.
+fn serve_until_shutdown(env: &BootEnv, prepared: &mut Prepared) -> i32 {
+    let signals = match SignalPipe::install() {
+        Ok(s) => s,
+        Err(e) => return fail(env, prepared, &format!("signal handlers: {e}")).unwrap_or(1),
+    };
+    tracing::info!("no agent configured; serving until a shutdown signal");
+    let action = wait_for_shutdown(signals);
+    prepared.release();
+    shut_down(env, action);
+    0
+}
+
+/// Reaps children until a shutdown signal arrives; returns what it asks.
+fn wait_for_shutdown(signals: &SignalPipe) -> ShutdownAction {
+    loop {
+        let mut fds = [nix::poll::PollFd::new(signals.fd(), nix::poll::PollFlags::POLLIN)];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
+        reap_children();
+        if let Some(action) = signals.drain().into_iter().find_map(shutdown_action_for) {
+            return action;
+        }
+    }
+}
+
+/// The last resort of a real PID 1 whose boot ended without a handoff:
+/// never exit (that panics the kernel); reap, and obey shutdown signals.
+pub fn idle_as_pid1() -> ! {
+    loop {
+        match SignalPipe::install() {
+            Ok(signals) => finish_shutdown(wait_for_shutdown(signals), true),
+            Err(e) => {
+                tracing::error!("signal handlers: {e}; reaping only");
+                reap_children();
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn shut_down(env: &BootEnv, action: ShutdownAction) {
+    if env.sandbox {
+        tracing::info!(action = action.as_str(), "sandbox: not carrying out the shutdown action");
+        nix::unistd::sync();
+        return;
+    }
+    finish_shutdown(action, env.is_pid1);
+}
+
+fn write_report(env: &BootEnv, prepared: &Prepared) {
+    let report = prepared.report(env.is_pid1);
+    match report.write_to(&env.run_dir) {
+        Ok(path) => tracing::debug!(path = %path.display(), "boot report written"),
+        Err(e) => tracing::warn!("boot report not written: {e}"),
+    }
+    if report.phases.iter().any(|p| p.status == PhaseStatus::Failed) {
+        tracing::error!("boot failed; see `nodeinit report`");
+    }
+}

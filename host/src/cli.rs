@@ -1,0 +1,110 @@
+//! The command line: which job to run. PID 1 ignores its arguments (the
+//! kernel passes unknown boot parameters to init as arguments) and boots.
+
+use std::path::PathBuf;
+
+/// What the invocation asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Boot the node (default).
+    Boot {
+        /// `--config`.
+        config: Option<PathBuf>,
+    },
+    /// `--sandbox [--config F]`.
+    Sandbox {
+        /// `--config`.
+        config: Option<PathBuf>,
+    },
+    /// `check [--config F]`.
+    Check {
+        /// `--config`.
+        config: Option<PathBuf>,
+    },
+    /// `report [--file F]`.
+    Report {
+        /// `--file` (default `/run/nodeinit/boot.json`).
+        file: Option<PathBuf>,
+    },
+    /// `plugin inspect PATH...`.
+    Inspect {
+        /// Files.
+        paths: Vec<PathBuf>,
+    },
+    /// `demo-agent`: the sandbox's demo agent (requests namespaces over the
+    /// handoff socket and prints what it received).
+    DemoAgent,
+    /// `--help`.
+    Help,
+}
+
+/// Usage text.
+pub const USAGE: &str = "usage:
+  nodeinit [--config FILE]             boot the node (what the kernel runs as /init)
+  nodeinit --sandbox [--config FILE]   run the whole boot in a throwaway sandbox on this machine
+  nodeinit check [--config FILE]       validate a config and load its plugins; changes nothing
+  nodeinit report [--file FILE]        print /run/nodeinit/boot.json as a table
+  nodeinit plugin inspect PATH...      describe plugin files and whether this nodeinit loads them";
+
+/// Parses the arguments (without argv\[0\]).
+///
+/// # Errors
+///
+/// A one-line message for a malformed command line.
+pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
+    if is_pid1 {
+        return Ok(Command::Boot { config: None });
+    }
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config_flag = |rest: &[&str]| -> Result<Option<PathBuf>, String> {
+        match rest {
+            [] => Ok(None),
+            ["--config", path] => Ok(Some(PathBuf::from(path))),
+            other => Err(format!("unexpected arguments {other:?}; expected [--config FILE]")),
+        }
+    };
+    match words.as_slice() {
+        [] | ["boot"] => Ok(Command::Boot { config: None }),
+        ["--config", _] | ["boot", "--config", _] => {
+            let rest = if words[0] == "boot" { &words[1..] } else { &words[..] };
+            Ok(Command::Boot { config: config_flag(rest)? })
+        }
+        ["--sandbox", rest @ ..] => Ok(Command::Sandbox { config: config_flag(rest)? }),
+        ["check", rest @ ..] => Ok(Command::Check { config: config_flag(rest)? }),
+        ["report"] => Ok(Command::Report { file: None }),
+        ["report", "--file", f] => Ok(Command::Report { file: Some(PathBuf::from(f)) }),
+        ["plugin", "inspect", paths @ ..] if !paths.is_empty() => {
+            Ok(Command::Inspect { paths: paths.iter().map(PathBuf::from).collect() })
+        }
+        ["demo-agent"] => Ok(Command::DemoAgent),
+        ["--help"] | ["-h"] | ["help"] => Ok(Command::Help),
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(words: &[&str]) -> Result<Command, String> {
+        parse(&words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>(), false)
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(p(&[]), Ok(Command::Boot { config: None }));
+        assert_eq!(p(&["--config", "/x.toml"]), Ok(Command::Boot { config: Some("/x.toml".into()) }));
+        assert_eq!(p(&["--sandbox"]), Ok(Command::Sandbox { config: None }));
+        assert_eq!(p(&["check", "--config", "c.toml"]), Ok(Command::Check { config: Some("c.toml".into()) }));
+        assert_eq!(p(&["report"]), Ok(Command::Report { file: None }));
+        assert_eq!(p(&["plugin", "inspect", "a.so", "b.so"]), Ok(Command::Inspect { paths: vec!["a.so".into(), "b.so".into()] }));
+        assert_eq!(p(&["check", "--confg", "x"]).unwrap_err(), "unexpected arguments [\"--confg\", \"x\"]; expected [--config FILE]");
+        assert_eq!(p(&["frobnicate"]).unwrap_err(), "unknown command [\"frobnicate\"]");
+    }
+
+    #[test]
+    fn pid1_ignores_kernel_leftovers() {
+        let args = vec!["splash".to_owned(), "single".to_owned()];
+        assert_eq!(parse(&args, true), Ok(Command::Boot { config: None }));
+    }
+}

@@ -1,0 +1,33 @@
+//! The node configuration: `/etc/nodeinit/nodeinit.toml` (DESIGN.md §5).
+//!
+//! This module owns the schema, its defaults (including the built-in config
+//! used when no file exists), reading the kernel command line words
+//! `nodeinit.config=` and `nodeinit.node_id=`, the node id fallback to
+//! `/etc/hostname`, and error messages that name file, line and key.
+//!
+//! It must never change anything on the machine and never load a plugin:
+//! `nodeinit check` relies on loading a config being side-effect free.
+
+mod cmdline;
+mod defaults;
+mod error;
+mod load;
+mod location;
+mod node_id;
+mod schema;
+mod values;
+
+pub use cmdline::KernelCmdline;
+pub use defaults::{BUILTIN_CONFIG, DEFAULT_CONFIG_PATH, DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
+pub use error::ConfigError;
+pub use load::{load, load_from_str, ConfigOrigin, LoadedConfig};
+pub use location::SourceLocation;
+pub use node_id::{resolve_node_id, NodeId, NodeIdSource, ResolvedNodeId};
+pub use schema::{
+    AgentKind, BackendKind, BootSection, HandoffMode, HandoffSection, HostSection, NodeConfig,
+    OnFailure, PluginSpec, PluginsSection,
+};
+pub use values::{AbsolutePath, ImageRef, PluginPath, Sha256Pin};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! The config schema: what each table and key means and its default. Every
+//! table rejects unknown keys so that a typo is an error, not a silent default.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::defaults::{DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
+use crate::config::{AbsolutePath, ImageRef, NodeId, PluginPath, Sha256Pin};
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[host]`: nodeinit itself.
+    #[serde(default)]
+    pub host: HostSection,
+    /// `[plugins.<kind>]`: the backends.
+    #[serde(default)]
+    pub plugins: PluginsSection,
+    /// `[boot]`: what to prepare during boot.
+    #[serde(default)]
+    pub boot: BootSection,
+    /// `[handoff]`: the agent to hand the node to. Absent: no agent; nodeinit
+    /// stays PID 1, serves its sockets and waits for a shutdown signal.
+    pub handoff: Option<HandoffSection>,
+}
+
+/// `[host]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// Directory of bare-named plugins (default `/usr/lib/nodeinit/plugins`).
+    #[serde(default = "default_plugin_dir")]
+    pub plugin_dir: AbsolutePath,
+    /// What to do when a required phase fails (default `shell`).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// The node id, when neither the kernel command line nor `/etc/hostname` should give it.
+    #[serde(default)]
+    pub node_id: Option<NodeId>,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        Self {
+            plugin_dir: default_plugin_dir(),
+            on_failure: OnFailure::default(),
+            node_id: None,
+        }
+    }
+}
+
+fn default_plugin_dir() -> AbsolutePath {
+    // The constant is a valid absolute path; `try_from` cannot fail on it.
+    AbsolutePath::try_from(DEFAULT_PLUGIN_DIR.to_owned())
+        .unwrap_or_else(|_| unreachable!("DEFAULT_PLUGIN_DIR is absolute"))
+}
+
+/// The action taken when a required phase fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// A shell on the console for the administrator (reboot when there is no `/bin/sh`).
+    #[default]
+    Shell,
+    /// Reboot the node.
+    Reboot,
+    /// Power the node off.
+    Poweroff,
+    /// Halt the node.
+    Halt,
+    /// Log the failure and carry on with the next phases.
+    Continue,
+}
+
+impl OnFailure {
+    /// The spelling used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shell => "shell",
+            Self::Reboot => "reboot",
+            Self::Poweroff => "poweroff",
+            Self::Halt => "halt",
+            Self::Continue => "continue",
+        }
+    }
+}
+
+/// The four backend kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    /// `hpc_node::CgroupManager`.
+    Cgroup,
+    /// `hpc_node::MountManager`.
+    Mount,
+    /// `hpc_node::NamespaceProvider`.
+    Namespace,
+    /// `hpc_node::ReadinessGate`.
+    Readiness,
+}
+
+impl BackendKind {
+    /// All kinds, in boot order of use.
+    pub const ALL: [Self; 4] = [Self::Cgroup, Self::Mount, Self::Namespace, Self::Readiness];
+
+    /// The table name under `[plugins]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cgroup => "cgroup",
+            Self::Mount => "mount",
+            Self::Namespace => "namespace",
+            Self::Readiness => "readiness",
+        }
+    }
+}
+
+/// `[plugins]`: one optional table per backend kind.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSection {
+    /// `[plugins.cgroup]`.
+    pub cgroup: Option<PluginSpec>,
+    /// `[plugins.mount]`.
+    pub mount: Option<PluginSpec>,
+    /// `[plugins.namespace]`.
+    pub namespace: Option<PluginSpec>,
+    /// `[plugins.readiness]`.
+    pub readiness: Option<PluginSpec>,
+}
+
+impl PluginsSection {
+    /// The configured plugin of `kind`.
+    pub fn get(&self, kind: BackendKind) -> Option<&PluginSpec> {
+        match kind {
+            BackendKind::Cgroup => self.cgroup.as_ref(),
+            BackendKind::Mount => self.mount.as_ref(),
+            BackendKind::Namespace => self.namespace.as_ref(),
+            BackendKind::Readiness => self.readiness.as_ref(),
+        }
+    }
+
+    /// Configured plugins with their kind, in [`BackendKind::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (BackendKind, &PluginSpec)> {
+        BackendKind::ALL
+            .into_iter()
+            .filter_map(|kind| self.get(kind).map(|spec| (kind, spec)))
+    }
+}
+
+/// `[plugins.<kind>]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Bare name (resolved in `plugin_dir`) or absolute path of the `.so`.
+    pub path: PluginPath,
+    /// Whether failing to load or construct this backend stops the boot (default true).
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// Optional SHA-256 pin of the `.so` file.
+    #[serde(default)]
+    pub sha256: Option<Sha256Pin>,
+    /// `[plugins.<kind>.options]`: handed to the plugin as JSON; the plugin
+    /// rejects keys it does not know.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl PluginSpec {
+    /// The `.so` to load.
+    pub fn resolved_path(&self, plugin_dir: &AbsolutePath) -> PathBuf {
+        self.path.resolve(plugin_dir.as_path())
+    }
+
+    /// The options re-encoded as JSON, as the plugin ABI takes them.
+    ///
+    /// # Errors
+    ///
+    /// A message when a value has no JSON form (none of TOML's do today).
+    pub fn options_json(&self) -> Result<String, String> {
+        serde_json::to_string(&self.options)
+            .map_err(|e| format!("options cannot be encoded as JSON: {e}"))
+    }
+}
+
+/// `[boot]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// Images the mount backend acquires during boot (default none).
+    #[serde(default)]
+    pub mounts: Vec<ImageRef>,
+}
+
+/// `[handoff]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSection {
+    /// Which agent this is; decides the preflight checks.
+    pub agent: AgentKind,
+    /// Absolute path of the agent binary.
+    pub exec: AbsolutePath,
+    /// Its arguments (default none).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `exec` (the agent replaces nodeinit) or `supervise` (default `exec`).
+    #[serde(default)]
+    pub mode: HandoffMode,
+    /// Seconds between SIGTERM and SIGKILL when stopping a supervised agent (default 10).
+    #[serde(default = "default_grace_secs")]
+    pub grace_secs: u64,
+}
+
+fn default_grace_secs() -> u64 {
+    DEFAULT_GRACE_SECS
+}
+
+/// The agent nodeinit hands the node to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// `pact-agent`: reads its TOML, may be PID 1, writes the ready file itself.
+    Pact,
+    /// `lattice-agent`: needs `--node-id`, cannot be PID 1.
+    Lattice,
+    /// Any other command; only existence and executability are checked.
+    Command,
+}
+
+/// How the agent is started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoffMode {
+    /// `execve` the agent: it replaces nodeinit (and becomes PID 1 when nodeinit was).
+    #[default]
+    Exec,
+    /// Start the agent as a child and restart it with backoff.
+    Supervise,
+}

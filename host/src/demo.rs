@@ -1,0 +1,130 @@
+//! The sandbox's demo: what `nodeinit --sandbox` boots with when no config
+//! is given — the config in `config/sandbox.toml`, a small uenv image, and a
+//! demo agent (`nodeinit demo-agent`) that requests namespaces over the
+//! handoff socket and prints what it received.
+//!
+//! Runs only inside the sandbox (everything it writes is under the
+//! sandbox's private `/run`).
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hpc_node::{NamespaceRequest, NamespaceType};
+use nodeinit_handoff::client::ClientConfig;
+use nodeinit_handoff::HandoffClient;
+
+/// The sandbox config, built in.
+pub const SANDBOX_CONFIG: &str = include_str!("../../config/sandbox.toml");
+/// Where the demo lives inside the sandbox.
+pub const DEMO_DIR: &str = "/run/nodeinit/demo";
+/// The demo image's name.
+pub const DEMO_IMAGE: &str = "demo.sqfs";
+/// The file inside the demo image.
+pub const DEMO_FILE: &str = "hello.txt";
+/// Its content.
+pub const DEMO_TEXT: &str = "hello from the nodeinit demo uenv\n";
+
+/// Makes the demo image, the demo agent link and (without `--config`) the
+/// sandbox config; returns the config path to boot with.
+///
+/// # Errors
+///
+/// What could not be made, and what to install or fix.
+pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = Path::new(DEMO_DIR);
+    let images = dir.join("images");
+    let content = dir.join("content");
+    std::fs::create_dir_all(&images).map_err(|e| format!("create {}: {e}", images.display()))?;
+    std::fs::create_dir_all(&content).map_err(|e| format!("create {}: {e}", content.display()))?;
+    std::fs::write(content.join(DEMO_FILE), DEMO_TEXT).map_err(|e| format!("write demo file: {e}"))?;
+    let image = images.join(DEMO_IMAGE);
+    let out = Command::new("mksquashfs")
+        .arg(&content)
+        .arg(&image)
+        .args(["-noappend", "-quiet", "-no-progress", "-all-root"])
+        .output()
+        .map_err(|e| format!("cannot run mksquashfs ({e}): install squashfs-tools"))?;
+    if !out.status.success() {
+        return Err(format!("mksquashfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the nodeinit binary: {e}"))?;
+    let agent = dir.join("demo-agent");
+    let _ = std::fs::remove_file(&agent);
+    std::os::unix::fs::symlink(&exe, &agent).map_err(|e| format!("link demo agent: {e}"))?;
+    match config {
+        Some(c) => Ok(c),
+        None => {
+            let path = dir.join("sandbox.toml");
+            std::fs::write(&path, SANDBOX_CONFIG).map_err(|e| format!("write {}: {e}", path.display()))?;
+            Ok(path)
+        }
+    }
+}
+
+/// `nodeinit demo-agent`: request Pid+Net+Mount with the demo uenv, show
+/// the FDs and the uenv file as seen inside the mount namespace, end the
+/// allocation. Returns the exit code.
+pub fn run() -> i32 {
+    let client = HandoffClient::new(ClientConfig { fallback: false, ..ClientConfig::default() });
+    let request = NamespaceRequest {
+        allocation_id: "demo-1".to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(DEMO_IMAGE.to_owned()),
+    };
+    let granted = match client.request(&request) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("demo-agent: namespace request failed: {e}");
+            return 1;
+        }
+    };
+    println!("demo-agent: granted {} namespaces for {} ({:?})", granted.fds.len(), granted.response.allocation_id, granted.source);
+    for (kind, fd) in granted.response.fd_types.iter().zip(&granted.fds) {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_or_else(|e| format!("? ({e})"), |p| p.display().to_string());
+        println!("demo-agent:   {kind:?} fd {} -> {link}", fd.as_raw_fd());
+    }
+    let uenv = granted.response.uenv_mount_path.clone().unwrap_or_default();
+    println!("demo-agent: uenv at {uenv}");
+    let seen = match granted.fd(NamespaceType::Mount) {
+        Some(mnt) => read_inside(mnt.as_fd(), &Path::new(&uenv).join(DEMO_FILE)),
+        None => Err("no mount namespace granted".to_owned()),
+    };
+    let code = match seen {
+        Ok(text) if text == DEMO_TEXT => {
+            println!("demo-agent: read {uenv}/{DEMO_FILE} inside the namespace: {:?}", text.trim_end());
+            0
+        }
+        Ok(text) => {
+            println!("demo-agent: unexpected content {text:?}");
+            1
+        }
+        Err(e) => {
+            println!("demo-agent: {e}");
+            1
+        }
+    };
+    match client.release(granted) {
+        Ok(()) => println!("demo-agent: allocation demo-1 ended"),
+        Err(e) => {
+            println!("demo-agent: release failed: {e}");
+            return 1;
+        }
+    }
+    code
+}
+
+/// Reads `path` as seen from mount namespace `mnt`, on a thread of its own
+/// (setns of a mount namespace needs an unshared fs context).
+fn read_inside(mnt: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<String, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(|e| format!("unshare(CLONE_FS): {e}"))?;
+            nix::sched::setns(mnt, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns(mnt): {e}"))?;
+            std::fs::read_to_string(path).map_err(|e| format!("read {} inside the namespace: {e}", path.display()))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("reader thread panicked".to_owned()))
+    })
+}

@@ -1,0 +1,111 @@
+//! The ready file: written atomically so that its appearance (a rename into
+//! the directory) is the signal, and its content is complete when seen.
+//! This module never deletes a ready file it did not write.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::{ReadinessSetupError, ReadyNodeId};
+
+/// Write `node_id` (no newline) to `path` via a temp file in the same
+/// directory, fsync, rename, fsync of the directory. Creates the directory
+/// (mode 0755) when missing.
+///
+/// # Errors
+///
+/// [`ReadinessSetupError::Io`] naming the path that failed.
+pub(crate) fn write_atomically(
+    path: &Path,
+    node_id: &ReadyNodeId,
+) -> Result<(), ReadinessSetupError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| {
+            ReadinessSetupError::io(
+                "create directory",
+                dir,
+                e,
+                "check that /run is a writable tmpfs",
+            )
+        })?;
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&temp)?;
+        file.write_all(node_id.as_str().as_bytes())?;
+        file.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&temp);
+        return Err(ReadinessSetupError::io(
+            "write ready file",
+            &temp,
+            e,
+            "check free space and permissions of the ready file's directory",
+        ));
+    }
+    fs::rename(&temp, path).map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        ReadinessSetupError::io("rename ready file into place", path, e, "check permissions")
+    })?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ReadinessSetupError::io("fsync directory", dir, e, "check the filesystem"))
+}
+
+/// Whether the ready file exists (whoever wrote it: nodeinit or the agent).
+pub(crate) fn exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_the_node_id_without_newline_and_no_temp_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ready");
+        write_atomically(&path, &ReadyNodeId::parse("nid0042").unwrap()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"nid0042");
+        let names: Vec<_> = fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("ready")]);
+    }
+
+    #[test]
+    fn overwrites_an_older_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready");
+        fs::write(&path, "old-node\n").unwrap();
+        write_atomically(&path, &ReadyNodeId::parse("new").unwrap()).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+    }
+
+    #[test]
+    fn unwritable_directory_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "").unwrap();
+        let err = write_atomically(&blocker.join("ready"), &ReadyNodeId::parse("n").unwrap())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("create directory") && text.contains(&blocker.display().to_string()),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! The unshare namespace backend: per allocation, a holder process in new
+//! PID/Net/Mount namespaces, its FDs, and optionally a uenv bind inside.
+//!
+//! Owns the allocation registry (one slot per allocation id, so requests for
+//! different allocations never wait for each other and duplicates for the
+//! same one wait for, then share, the first). Namespace creation itself is
+//! `nodeinit_handoff::holder` — the same code the consumer fallback runs.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hpc_node::{NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse};
+use nodeinit_handoff::holder::NamespaceHolder;
+use nodeinit_handoff::mount_namespace::UenvBind;
+use nodeinit_handoff::{AllocationId, NamespaceFdProvider};
+use nodeinit_plugin_api::AllocationMounts;
+
+use crate::allocation::{Allocation, UenvReference};
+use crate::options::UnshareConfig;
+
+type Slot = Arc<Mutex<Option<Allocation>>>;
+
+/// The unshare backend (`NamespaceProvider` + `NamespaceFdProvider`).
+///
+/// ```no_run
+/// use hpc_node::{NamespaceProvider, NamespaceRequest, NamespaceType};
+/// use nodeinit_unshare::{UnshareBackend, UnshareConfig};
+///
+/// let backend = UnshareBackend::new(UnshareConfig::default(), None);
+/// let response = backend.create_namespaces(&NamespaceRequest {
+///     allocation_id: "job-1".into(),
+///     namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+///     uenv_image: None,
+/// })?;
+/// assert_eq!(response.fd_types.len(), 3);
+/// backend.release_namespaces("job-1")?;
+/// # Ok::<(), hpc_node::NamespaceError>(())
+/// ```
+pub struct UnshareBackend {
+    config: UnshareConfig,
+    mounts: Option<Arc<dyn AllocationMounts>>,
+    slots: Mutex<HashMap<AllocationId, Slot>>,
+}
+
+impl std::fmt::Debug for UnshareBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnshareBackend")
+            .field("config", &self.config)
+            .field("has_mounts", &self.mounts.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn creation_failed(reason: String) -> NamespaceError {
+    NamespaceError::CreationFailed { reason }
+}
+
+impl UnshareBackend {
+    /// A backend; `mounts` is the host's mount backend, needed for `uenv_image`.
+    pub fn new(config: UnshareConfig, mounts: Option<Arc<dyn AllocationMounts>>) -> Self {
+        Self {
+            config,
+            mounts,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Allocations currently live.
+    pub fn live_allocations(&self) -> Vec<String> {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ids: Vec<String> = slots
+            .iter()
+            .filter(|(_, slot)| slot.lock().unwrap_or_else(PoisonError::into_inner).is_some())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The holder pid of a live allocation (for diagnostics and tests).
+    pub fn holder_pid(&self, allocation_id: &str) -> Option<i32> {
+        let slot = self.slot(allocation_id)?;
+        let guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .as_ref()
+            .and_then(|a| a.holder.as_ref())
+            .map(|h| h.pid().as_raw())
+    }
+
+    fn slot(&self, allocation_id: &str) -> Option<Slot> {
+        let id = AllocationId::parse(allocation_id).ok()?;
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// Drop the slot of `id` if it is empty (a failed creation).
+    fn forget_if_empty(&self, id: &AllocationId, slot: &Slot) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = slots.get(id) {
+            if Arc::ptr_eq(current, slot)
+                && current.lock().unwrap_or_else(PoisonError::into_inner).is_none()
+            {
+                slots.remove(id);
+            }
+        }
+    }
+
+    fn create(&self, id: &AllocationId, request: &NamespaceRequest) -> Result<Allocation, NamespaceError> {
+        let mut uenv = None;
+        let mut bind = None;
+        if let Some(image) = &request.uenv_image {
+            let mounts = self.mounts.clone().ok_or_else(|| {
+                creation_failed(format!(
+                    "allocation {id}: uenv_image {image:?} requested but no mount backend is configured; add a [plugins.mount] table"
+                ))
+            })?;
+            let handle = mounts
+                .acquire_for(id.as_str(), image)
+                .map_err(|e| creation_failed(format!("allocation {id}: uenv image {image:?}: {e}")))?;
+            bind = Some(UenvBind {
+                source: handle.mount_point.clone().into(),
+                target: self.config.uenv_mount_path.as_path().to_path_buf(),
+            });
+            uenv = Some(UenvReference { mounts, handle });
+        }
+        let response = NamespaceResponse {
+            allocation_id: id.to_string(),
+            fd_types: request.namespaces.clone(),
+            uenv_mount_path: bind.as_ref().map(|b| b.target.display().to_string()),
+        };
+        // From here on, dropping `allocation` (on error) releases the uenv reference.
+        let mut allocation = Allocation {
+            id: id.clone(),
+            namespaces: request.namespaces.clone(),
+            uenv_image: request.uenv_image.clone(),
+            response,
+            holder: None,
+            uenv,
+        };
+        let holder = NamespaceHolder::spawn_prepared(&request.namespaces, self.config.propagation, bind.as_ref())
+            .map_err(|e| creation_failed(format!("allocation {id}: {e}")))?;
+        tracing::info!(allocation = %id, holder = %holder.pid(), namespaces = ?request.namespaces,
+            uenv = ?request.uenv_image, "namespaces created");
+        allocation.holder = Some(holder);
+        Ok(allocation)
+    }
+}
+
+impl NamespaceProvider for UnshareBackend {
+    fn create_namespaces(&self, request: &NamespaceRequest) -> Result<NamespaceResponse, NamespaceError> {
+        let id = nodeinit_handoff::protocol::validate(request).map_err(|e| creation_failed(e.to_string()))?;
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(live) = guard.as_ref() {
+            if live.namespaces == request.namespaces && live.uenv_image == request.uenv_image {
+                return Ok(live.response.clone());
+            }
+            return Err(creation_failed(format!(
+                "allocation {id} is already live with namespaces {:?} and uenv_image {:?}; end it (allocation_ended) before asking for {:?} with {:?}",
+                live.namespaces, live.uenv_image, request.namespaces, request.uenv_image
+            )));
+        }
+        match self.create(&id, request) {
+            Ok(allocation) => {
+                let response = allocation.response.clone();
+                *guard = Some(allocation);
+                Ok(response)
+            }
+            Err(e) => {
+                drop(guard);
+                self.forget_if_empty(&id, &slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn release_namespaces(&self, allocation_id: &str) -> Result<(), NamespaceError> {
+        let not_found = || NamespaceError::AllocationNotFound {
+            allocation_id: allocation_id.to_owned(),
+        };
+        let id = AllocationId::parse(allocation_id).map_err(|_| not_found())?;
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
+            .ok_or_else(not_found)?;
+        let allocation = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let allocation = allocation.ok_or_else(not_found)?;
+        allocation.release()?;
+        tracing::info!(allocation = %id, "namespaces released");
+        Ok(())
+    }
+}
+
+impl NamespaceFdProvider for UnshareBackend {
+    fn namespace_fds(&self, allocation_id: &str) -> Result<Vec<OwnedFd>, NamespaceError> {
+        let not_found = || NamespaceError::AllocationNotFound {
+            allocation_id: allocation_id.to_owned(),
+        };
+        let slot = self.slot(allocation_id).ok_or_else(not_found)?;
+        let guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let holder = guard.as_ref().and_then(|a| a.holder.as_ref()).ok_or_else(not_found)?;
+        holder.duplicate_fds().map_err(NamespaceError::FdPassing)
+    }
+}
