@@ -24,7 +24,12 @@ pub fn remove_cgroup_tree(dir: &Path) -> Result<(), CgroupCleanupError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(CgroupCleanupError { path: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(CgroupCleanupError {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
     };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -34,6 +39,9 @@ pub fn remove_cgroup_tree(dir: &Path) -> Result<(), CgroupCleanupError> {
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(CgroupCleanupError { path: dir.to_path_buf(), source }),
+        Err(source) => Err(CgroupCleanupError {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }

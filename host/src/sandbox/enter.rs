@@ -14,7 +14,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::pid1::{mount_points, SignalPipe};
-use crate::sandbox::{plan_sandbox, remove_cgroup_tree, CgroupCleanupError, SandboxPlan, SandboxPlanError};
+use crate::sandbox::{
+    plan_sandbox, remove_cgroup_tree, CgroupCleanupError, SandboxPlan, SandboxPlanError,
+};
 
 /// Which side of the fork this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +92,9 @@ pub fn enter_sandbox() -> Result<SandboxSide, SandboxError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(SandboxError::NotRoot);
     }
-    let read = |path: &'static str| std::fs::read_to_string(path).map_err(|source| SandboxError::Proc { path, source });
+    let read = |path: &'static str| {
+        std::fs::read_to_string(path).map_err(|source| SandboxError::Proc { path, source })
+    };
     let plan = plan_sandbox(
         &mount_points(&read("/proc/self/mountinfo")?),
         &read("/proc/self/cgroup")?,
@@ -111,7 +115,10 @@ pub fn enter_sandbox() -> Result<SandboxSide, SandboxError> {
     match forked {
         Err(source) => {
             let _ = remove_cgroup_tree(&plan.sandbox_cgroup);
-            Err(SandboxError::Namespace { what: "unshare(CLONE_NEWPID) + fork", source })
+            Err(SandboxError::Namespace {
+                what: "unshare(CLONE_NEWPID) + fork",
+                source,
+            })
         }
         Ok(ForkResult::Child) => match setup_inside(&plan) {
             Ok(()) => Ok(SandboxSide::Inside),
@@ -130,8 +137,16 @@ pub fn enter_sandbox() -> Result<SandboxSide, SandboxError> {
 }
 
 fn setup_inside(plan: &SandboxPlan) -> Result<(), SandboxError> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|source| SandboxError::Namespace { what: "unshare(CLONE_NEWNS)", source })?;
-    let mount_at = |what: &'static str, source: Option<&Path>, target: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>| {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|source| SandboxError::Namespace {
+        what: "unshare(CLONE_NEWNS)",
+        source,
+    })?;
+    let mount_at = |what: &'static str,
+                    source: Option<&Path>,
+                    target: &str,
+                    fstype: Option<&str>,
+                    flags: MsFlags,
+                    data: Option<&str>| {
         mount(source, target, fstype, flags, data).map_err(|e| SandboxError::Mount {
             what,
             target: target.to_owned(),
@@ -139,10 +154,24 @@ fn setup_inside(plan: &SandboxPlan) -> Result<(), SandboxError> {
         })
     };
     // Nothing mounted inside may propagate back to the host.
-    mount_at("private propagation", None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    mount_at(
+        "private propagation",
+        None,
+        "/",
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // A /proc of the new PID namespace, so PIDs and /proc/self match.
-    mount_at("proc", Some(Path::new("proc")), "/proc", Some("proc"), hardening, None)?;
+    mount_at(
+        "proc",
+        Some(Path::new("proc")),
+        "/proc",
+        Some("proc"),
+        hardening,
+        None,
+    )?;
     mount_at(
         "tmpfs",
         Some(Path::new("tmpfs")),
@@ -216,18 +245,33 @@ mod tests {
         assert_launched_as_helper(HELPER);
         match enter_sandbox().unwrap() {
             SandboxSide::Inside => {
-                let mounts = mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+                let mounts =
+                    mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
                 let fstype_at = |t: &str| {
-                    mounts.iter().rev().find(|m| m.target == Path::new(t)).map(|m| m.fstype.clone())
+                    mounts
+                        .iter()
+                        .rev()
+                        .find(|m| m.target == Path::new(t))
+                        .map(|m| m.fstype.clone())
                 };
                 println!("INSIDE pid={}", std::process::id());
-                println!("INSIDE run={:?} cgroup={:?}", fstype_at("/run"), fstype_at("/sys/fs/cgroup"));
-                println!("INSIDE run_empty={}", std::fs::read_dir("/run").unwrap().count() == 0);
+                println!(
+                    "INSIDE run={:?} cgroup={:?}",
+                    fstype_at("/run"),
+                    fstype_at("/sys/fs/cgroup")
+                );
+                println!(
+                    "INSIDE run_empty={}",
+                    std::fs::read_dir("/run").unwrap().count() == 0
+                );
                 // What a cgroup backend would create; left for the parent to remove.
                 std::fs::create_dir("/sys/fs/cgroup/pact.slice").unwrap();
                 std::fs::create_dir("/sys/fs/cgroup/pact.slice/infra.slice").unwrap();
                 // A process left running: the PID namespace must take it down.
-                let straggler = std::process::Command::new("sleep").arg(STRAGGLER_SECS).spawn().unwrap();
+                let straggler = std::process::Command::new("sleep")
+                    .arg(STRAGGLER_SECS)
+                    .spawn()
+                    .unwrap();
                 println!("INSIDE straggler={}", straggler.id());
                 std::process::exit(7);
             }
@@ -237,13 +281,19 @@ mod tests {
 
     #[test]
     fn sandbox_encloses_and_cleans_up() {
-        assert!(nix::unistd::geteuid().is_root(), "the sandbox test needs root");
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the sandbox test needs root"
+        );
         let output = helper_command(HELPER, &[]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         let context = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
         assert!(output.status.success(), "{context}");
         assert!(stdout.contains("INSIDE pid=1\n"), "{context}");
-        assert!(stdout.contains("INSIDE run=Some(\"tmpfs\") cgroup=Some(\"cgroup2\")"), "{context}");
+        assert!(
+            stdout.contains("INSIDE run=Some(\"tmpfs\") cgroup=Some(\"cgroup2\")"),
+            "{context}"
+        );
         assert!(stdout.contains("INSIDE run_empty=true"), "{context}");
         assert!(stdout.contains("OUTSIDE exit_code=7"), "{context}");
         // Nothing left: no sandbox cgroup, no mounts on the host, no straggler.
@@ -267,7 +317,11 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("nodeinit-sandbox-"))
             .collect();
-        assert!(sandboxes.is_empty(), "sandbox cgroups left in {}: {sandboxes:?}", parent.display());
+        assert!(
+            sandboxes.is_empty(),
+            "sandbox cgroups left in {}: {sandboxes:?}",
+            parent.display()
+        );
         let straggler = stdout
             .lines()
             .find_map(|l| l.strip_prefix("INSIDE straggler="))
@@ -275,7 +329,14 @@ mod tests {
         // Its pid is the namespace's; find it on the host by its unique command line.
         assert!(!straggler.is_empty());
         let pattern = format!("^sleep {STRAGGLER_SECS}$");
-        let survivors = std::process::Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
-        assert!(survivors.stdout.is_empty(), "straggler survived: {}", String::from_utf8_lossy(&survivors.stdout));
+        let survivors = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        assert!(
+            survivors.stdout.is_empty(),
+            "straggler survived: {}",
+            String::from_utf8_lossy(&survivors.stdout)
+        );
     }
 }

@@ -31,7 +31,11 @@ pub enum SandboxPlanError {
 /// # Errors
 ///
 /// [`SandboxPlanError`] explaining what is missing.
-pub fn plan_sandbox(mounted: &[MountPoint], proc_self_cgroup: &str, pid: u32) -> Result<SandboxPlan, SandboxPlanError> {
+pub fn plan_sandbox(
+    mounted: &[MountPoint],
+    proc_self_cgroup: &str,
+    pid: u32,
+) -> Result<SandboxPlan, SandboxPlanError> {
     let cgroup2 = mounted
         .iter()
         .filter(|m| m.fstype == "cgroup2")
@@ -62,7 +66,12 @@ mod tests {
 
     #[test]
     fn hybrid_host_uses_the_unified_mount() {
-        let plan = plan_sandbox(&mount_points(HYBRID), "4:memory:/x\n0::/user.slice/s.scope\n", 42).unwrap();
+        let plan = plan_sandbox(
+            &mount_points(HYBRID),
+            "4:memory:/x\n0::/user.slice/s.scope\n",
+            42,
+        )
+        .unwrap();
         assert_eq!(plan.cgroup2_mount, PathBuf::from("/sys/fs/cgroup/unified"));
         assert_eq!(
             plan.sandbox_cgroup,
@@ -74,14 +83,25 @@ mod tests {
     fn pure_v2_host_and_root_cgroup() {
         let mounted = mount_points("1 0 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
         let plan = plan_sandbox(&mounted, "0::/\n", 7).unwrap();
-        assert_eq!(plan.sandbox_cgroup, PathBuf::from("/sys/fs/cgroup/nodeinit-sandbox-7"));
+        assert_eq!(
+            plan.sandbox_cgroup,
+            PathBuf::from("/sys/fs/cgroup/nodeinit-sandbox-7")
+        );
     }
 
     #[test]
     fn missing_pieces_are_explained() {
         let v1_only = mount_points("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n");
-        assert_eq!(plan_sandbox(&v1_only, "0::/\n", 1), Err(SandboxPlanError::NoCgroup2));
-        assert_eq!(plan_sandbox(&mount_points(HYBRID), "4:memory:/\n", 1), Err(SandboxPlanError::NoUnifiedEntry));
-        assert!(SandboxPlanError::NoCgroup2.to_string().contains("mount -t cgroup2"));
+        assert_eq!(
+            plan_sandbox(&v1_only, "0::/\n", 1),
+            Err(SandboxPlanError::NoCgroup2)
+        );
+        assert_eq!(
+            plan_sandbox(&mount_points(HYBRID), "4:memory:/\n", 1),
+            Err(SandboxPlanError::NoUnifiedEntry)
+        );
+        assert!(SandboxPlanError::NoCgroup2
+            .to_string()
+            .contains("mount -t cgroup2"));
     }
 }

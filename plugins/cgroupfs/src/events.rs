@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::control_file::{self, ControlFileError};
+use crate::exit_watch::ExitWatch;
 
 /// The fields of `cgroup.events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +100,9 @@ pub enum WaitOutcome {
 /// Uses `poll(POLLPRI)` on an open `cgroup.events`: kernfs wakes it when the
 /// file's content changes after our last read, so a change between read and
 /// poll is never lost. (An inotify instance would work too, but closing one
-/// waits for an SRCU grace period — ~8 ms per destroy on a 2-vCPU VM.)
+/// waits for an SRCU grace period — ~8 ms per destroy on a 2-vCPU VM.) The
+/// same poll watches pidfds of the processes ([`ExitWatch`]), because the
+/// kernel rate-limits `cgroup.events` notifications.
 ///
 /// # Errors
 ///
@@ -117,6 +120,7 @@ pub fn wait_until_empty(cgroup_dir: &Path, timeout: Duration) -> io::Result<Wait
             ))
         }
     };
+    let mut exits = ExitWatch::of_subtree(cgroup_dir);
     let mut buffer = [0_u8; 512];
     loop {
         // Each read re-arms the poll: kernfs compares against the last read.
@@ -149,7 +153,13 @@ pub fn wait_until_empty(cgroup_dir: &Path, timeout: Duration) -> io::Result<Wait
         // Round up so a sub-millisecond remainder still blocks instead of spinning.
         let millis = remaining.as_millis().saturating_add(1);
         let poll_timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+        let mut fds = vec![PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+        fds.extend(
+            exits
+                .pidfds()
+                .iter()
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+        );
         match poll(&mut fds, poll_timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(errno) => {
@@ -159,6 +169,15 @@ pub fn wait_until_empty(cgroup_dir: &Path, timeout: Duration) -> io::Result<Wait
                 )))
             }
         }
+        let exited: Vec<usize> = fds
+            .iter()
+            .skip(1)
+            .enumerate()
+            .filter(|(_, fd)| fd.revents().is_some_and(|revents| !revents.is_empty()))
+            .map(|(index, _)| index)
+            .collect();
+        drop(fds);
+        exits.forget(&exited);
     }
 }
 

@@ -11,7 +11,7 @@
 //! - [`names`], [`cgroup_path`] — validated names and paths, RI1 owners;
 //! - [`controller`], [`hierarchy`] — controllers and the slice layout;
 //! - [`limits`], [`io_device`] — `memory.max`, `cpu.weight`, `io.max`;
-//! - [`scope`], [`kill`], [`events`] — scope lifecycle, killing, waiting;
+//! - [`scope`], [`kill`], [`events`], [`exit_watch`] — scope lifecycle, killing, waiting;
 //! - [`metrics`] — `read_metrics`;
 //! - [`control_file`] — single-write I/O on interface files.
 //!
@@ -21,6 +21,7 @@ pub mod cgroup_path;
 pub mod control_file;
 pub mod controller;
 pub mod events;
+pub mod exit_watch;
 pub mod hierarchy;
 pub mod io_device;
 pub mod kill;

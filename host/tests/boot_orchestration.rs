@@ -1,0 +1,243 @@
+//! Boot orchestration with the `null` and `panicky` fixture plugins (real
+//! `.so` files, real loader): phase order, required vs optional failures,
+//! panics, the report, and `nodeinit check`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use nodeinit::boot::{boot, prepare, BootEnv, BootReport, PhaseStatus};
+use nodeinit::config::KernelCmdline;
+
+struct Stage {
+    dir: tempfile::TempDir,
+}
+
+fn built() -> &'static (PathBuf, PathBuf) {
+    static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    B.get_or_init(|| {
+        let b = nodeinit_tests::plugin_artifacts(&["nodeinit-null", "nodeinit-panicky"]);
+        (b["nodeinit-null"].clone(), b["nodeinit-panicky"].clone())
+    })
+}
+
+impl Stage {
+    /// A private dir with plugins/ (null, panicky) and the given config.
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        fs::create_dir(&plugins).unwrap();
+        for (src, name) in [(&built().0, "null"), (&built().1, "panicky")] {
+            let dst = plugins.join(format!("libnodeinit_{name}.so"));
+            fs::copy(src, &dst).unwrap();
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+        let text = config.replace("@PLUGINS@", plugins.to_str().unwrap());
+        fs::write(dir.path().join("nodeinit.toml"), text).unwrap();
+        fs::write(dir.path().join("hostname"), "node-7\n").unwrap();
+        Self { dir }
+    }
+
+    fn env(&self) -> BootEnv {
+        let d = self.dir.path();
+        BootEnv {
+            config_arg: Some(d.join("nodeinit.toml")),
+            default_config: None,
+            cmdline: KernelCmdline::default(),
+            hostname_file: d.join("hostname"),
+            run_dir: d.join("run"),
+            handoff_socket: d.join("handoff.sock"),
+            is_pid1: false,
+            sandbox: false,
+            fallback_plugin_dir: None,
+        }
+    }
+}
+
+const ALL_NULL: &str = r#"
+[host]
+plugin_dir = "@PLUGINS@"
+[plugins.cgroup]
+path = "null"
+[plugins.mount]
+path = "null"
+[plugins.namespace]
+path = "null"
+[plugins.readiness]
+path = "null"
+[boot]
+mounts = ["base.sqfs"]
+[handoff]
+agent = "command"
+exec = "/bin/true"
+mode = "supervise"
+"#;
+
+fn statuses(p: &nodeinit::boot::Prepared) -> Vec<(String, PhaseStatus)> {
+    p.phases.records().iter().map(|r| (r.name.clone(), r.status)).collect()
+}
+
+fn s(name: &str, status: PhaseStatus) -> (String, PhaseStatus) {
+    (name.to_owned(), status)
+}
+
+#[test]
+fn phases_run_in_order_and_the_node_becomes_ready() {
+    let stage = Stage::new(ALL_NULL);
+    let mut p = prepare(&stage.env());
+    use PhaseStatus::*;
+    assert_eq!(
+        statuses(&p),
+        [
+            s("early_mounts", Skipped),
+            s("config", Ok),
+            s("plugins", Ok),
+            s("cgroup_hierarchy", Ok),
+            s("boot_mounts", Ok),
+            s("handoff_socket", Ok),
+            s("readiness", Ok),
+        ]
+    );
+    assert_eq!(p.node_id.as_ref().unwrap().as_str(), "node-7");
+    assert!(p.backends.readiness.as_ref().unwrap().is_ready());
+    assert_eq!(p.boot_mounts.len(), 1);
+    assert_eq!(p.boot_mounts[0].mount_point, "/null/base.sqfs");
+    assert!(stage.dir.path().join("handoff.sock").exists());
+    let names: Vec<_> = p.plugins.iter().map(|r| (r.kind.as_str(), r.name.as_deref())).collect();
+    assert_eq!(names, [("cgroup", Some("null")), ("mount", Some("null")), ("namespace", Some("null")), ("readiness", Some("null"))]);
+    p.release();
+    assert!(!stage.dir.path().join("handoff.sock").exists(), "socket left behind");
+}
+
+#[test]
+fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
+    let stage = Stage::new(&ALL_NULL.replace(
+        "[plugins.cgroup]\npath = \"null\"",
+        "[plugins.cgroup]\npath = \"null\"\noptions = { fail = [\"create_hierarchy\"] }",
+    ));
+    let env = stage.env();
+    let p = prepare(&env);
+    use PhaseStatus::*;
+    assert_eq!(
+        statuses(&p)[3..],
+        [s("cgroup_hierarchy", Failed), s("boot_mounts", Skipped), s("handoff_socket", Skipped), s("readiness", Skipped)]
+    );
+    assert_eq!(
+        p.phases.first_failure().as_deref(),
+        Some("phase cgroup_hierarchy failed: cgroup creation failed: null: create_hierarchy asked to fail")
+    );
+    drop(p);
+    // The whole boot: not PID 1, so on_failure (default shell) is an exit 1,
+    // and boot.json says why.
+    assert_eq!(boot(&env), 1);
+    let report = BootReport::read_from(&env.run_dir.join("boot.json")).unwrap();
+    assert_eq!(report.errors, ["phase cgroup_hierarchy: cgroup creation failed: null: create_hierarchy asked to fail"]);
+    assert!(report.render().contains("cgroup_hierarchy   failed"), "{}", report.render());
+}
+
+#[test]
+fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
+    let stage = Stage::new(&ALL_NULL.replace(
+        "[plugins.cgroup]\npath = \"null\"",
+        "[plugins.cgroup]\npath = \"null\"\nrequired = false\noptions = { fail = [\"create_hierarchy\"] }",
+    ));
+    let p = prepare(&stage.env());
+    use PhaseStatus::*;
+    assert_eq!(statuses(&p)[3..], [s("cgroup_hierarchy", Degraded), s("boot_mounts", Ok), s("handoff_socket", Ok), s("readiness", Ok)]);
+    assert!(p.phases.is_healthy());
+}
+
+#[test]
+fn a_missing_required_plugin_is_reported_with_its_path() {
+    let stage = Stage::new(&ALL_NULL.replace("[plugins.namespace]\npath = \"null\"", "[plugins.namespace]\npath = \"nosuch\""));
+    let p = prepare(&stage.env());
+    let plugins = &p.phases.records()[2];
+    assert_eq!(plugins.status, PhaseStatus::Failed);
+    let expected = format!(
+        "plugin namespace ({}/plugins/libnodeinit_nosuch.so): no such file: check the plugin path or [host].plugin_dir",
+        stage.dir.path().display()
+    );
+    assert_eq!(plugins.detail.as_deref(), Some(expected.as_str()));
+    assert!(p.phases.records()[3..].iter().all(|r| r.status == PhaseStatus::Skipped));
+}
+
+#[test]
+fn a_panicking_plugin_is_reported_and_required_decides() {
+    let panicky = r#"
+[host]
+plugin_dir = "@PLUGINS@"
+[plugins.cgroup]
+path = "panicky"
+required = REQUIRED
+options = { panic_in = ["create_hierarchy"] }
+[plugins.readiness]
+path = "null"
+"#;
+    for (required, status, healthy) in [("true", PhaseStatus::Failed, false), ("false", PhaseStatus::Degraded, true)] {
+        let stage = Stage::new(&panicky.replace("REQUIRED", required));
+        let p = prepare(&stage.env());
+        let cg = &p.phases.records()[3];
+        assert_eq!((cg.name.as_str(), cg.status), ("cgroup_hierarchy", status));
+        assert_eq!(
+            cg.detail.as_deref(),
+            Some("cgroup I/O error: plugin panicked: create_hierarchy in plugin panicky: panicky was told to panic in create_hierarchy")
+        );
+        assert_eq!(p.phases.is_healthy(), healthy);
+        let readiness = p.phases.records().last().unwrap();
+        assert_eq!(readiness.status, if healthy { PhaseStatus::Ok } else { PhaseStatus::Skipped });
+    }
+}
+
+#[test]
+fn on_failure_continue_runs_the_later_phases() {
+    let stage = Stage::new(&ALL_NULL.replace("[host]\n", "[host]\non_failure = \"continue\"\n").replace(
+        "[plugins.mount]\npath = \"null\"",
+        "[plugins.mount]\npath = \"null\"\noptions = { fail = [\"acquire_mount\"] }",
+    ));
+    let p = prepare(&stage.env());
+    use PhaseStatus::*;
+    assert_eq!(statuses(&p)[4..], [s("boot_mounts", Failed), s("handoff_socket", Ok), s("readiness", Ok)]);
+}
+
+#[test]
+fn pact_signals_readiness_itself() {
+    let stage = Stage::new(&ALL_NULL.replace("agent = \"command\"", "agent = \"pact\""));
+    let p = prepare(&stage.env());
+    let r = p.phases.records().last().unwrap();
+    assert_eq!((r.name.as_str(), r.status), ("readiness", PhaseStatus::Skipped));
+    assert_eq!(r.detail.as_deref(), Some("pact-agent signals readiness itself (/run/pact/ready)"));
+    assert!(!p.backends.readiness.as_ref().unwrap().is_ready(), "nodeinit must not signal readiness for pact");
+}
+
+#[test]
+fn check_command_reports_every_problem_and_its_verdict() {
+    let stage = Stage::new(&ALL_NULL.replace("[plugins.namespace]\npath = \"null\"", "[plugins.namespace]\npath = \"nosuch\"").replace(
+        "[plugins.mount]\npath = \"null\"",
+        "[plugins.mount]\npath = \"null\"\noptions = { fial = [] }",
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
+        .args(["check", "--config"])
+        .arg(stage.dir.path().join("nodeinit.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("plugin cgroup    ok       null"), "{text}");
+    assert!(text.contains("plugin mount     FAILED   ") && text.contains("plugin null: invalid options for the mount backend: unknown field `fial`"), "{text}");
+    assert!(text.contains("plugin namespace FAILED   ") && text.contains("libnodeinit_nosuch.so: no such file"), "{text}");
+    assert!(text.trim_end().ends_with("check: FAILED"), "{text}");
+    // And a good config passes, changing nothing.
+    let good = Stage::new(ALL_NULL);
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
+        .args(["check", "--config"])
+        .arg(good.dir.path().join("nodeinit.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!Path::new(&good.dir.path().join("run")).exists());
+}
