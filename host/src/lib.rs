@@ -5,6 +5,7 @@ pub mod cli;
 pub mod demo;
 pub mod logging;
 pub mod inspect;
+pub mod kernel_modules;
 pub mod loader;
 pub mod config;
 pub mod pid1;

@@ -94,6 +94,7 @@ fn phases_run_in_order_and_the_node_becomes_ready() {
         statuses(&p),
         [
             s("early_mounts", Skipped),
+            s("kernel_modules", Skipped),
             s("config", Ok),
             s("plugins", Ok),
             s("cgroup_hierarchy", Ok),
@@ -123,7 +124,7 @@ fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
     let p = prepare(&env);
     use PhaseStatus::*;
     assert_eq!(
-        statuses(&p)[3..],
+        statuses(&p)[4..],
         [s("cgroup_hierarchy", Failed), s("boot_mounts", Skipped), s("handoff_socket", Skipped), s("readiness", Skipped)]
     );
     assert_eq!(
@@ -147,7 +148,7 @@ fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
     ));
     let p = prepare(&stage.env());
     use PhaseStatus::*;
-    assert_eq!(statuses(&p)[3..], [s("cgroup_hierarchy", Degraded), s("boot_mounts", Ok), s("handoff_socket", Ok), s("readiness", Ok)]);
+    assert_eq!(statuses(&p)[4..], [s("cgroup_hierarchy", Degraded), s("boot_mounts", Ok), s("handoff_socket", Ok), s("readiness", Ok)]);
     assert!(p.phases.is_healthy());
 }
 
@@ -155,14 +156,14 @@ fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
 fn a_missing_required_plugin_is_reported_with_its_path() {
     let stage = Stage::new(&ALL_NULL.replace("[plugins.namespace]\npath = \"null\"", "[plugins.namespace]\npath = \"nosuch\""));
     let p = prepare(&stage.env());
-    let plugins = &p.phases.records()[2];
+    let plugins = &p.phases.records()[3];
     assert_eq!(plugins.status, PhaseStatus::Failed);
     let expected = format!(
         "plugin namespace ({}/plugins/libnodeinit_nosuch.so): no such file: check the plugin path or [host].plugin_dir",
         stage.dir.path().display()
     );
     assert_eq!(plugins.detail.as_deref(), Some(expected.as_str()));
-    assert!(p.phases.records()[3..].iter().all(|r| r.status == PhaseStatus::Skipped));
+    assert!(p.phases.records()[4..].iter().all(|r| r.status == PhaseStatus::Skipped));
 }
 
 #[test]
@@ -180,7 +181,7 @@ path = "null"
     for (required, status, healthy) in [("true", PhaseStatus::Failed, false), ("false", PhaseStatus::Degraded, true)] {
         let stage = Stage::new(&panicky.replace("REQUIRED", required));
         let p = prepare(&stage.env());
-        let cg = &p.phases.records()[3];
+        let cg = &p.phases.records()[4];
         assert_eq!((cg.name.as_str(), cg.status), ("cgroup_hierarchy", status));
         assert_eq!(
             cg.detail.as_deref(),
@@ -200,7 +201,7 @@ fn on_failure_continue_runs_the_later_phases() {
     ));
     let p = prepare(&stage.env());
     use PhaseStatus::*;
-    assert_eq!(statuses(&p)[4..], [s("boot_mounts", Failed), s("handoff_socket", Ok), s("readiness", Ok)]);
+    assert_eq!(statuses(&p)[5..], [s("boot_mounts", Failed), s("handoff_socket", Ok), s("readiness", Ok)]);
 }
 
 #[test]

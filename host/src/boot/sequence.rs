@@ -166,6 +166,7 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     };
 
     p.phases.run("early_mounts", || early_mounts(env));
+    p.phases.run("kernel_modules", || kernel_modules(env));
 
     let mut loaded = None;
     p.phases.run("config", || match load_config(env) {
@@ -303,6 +304,25 @@ fn early_mounts(env: &BootEnv) -> PhaseResult {
         }
     }
     PhaseResult::Ok
+}
+
+fn kernel_modules(env: &BootEnv) -> PhaseResult {
+    if !env.is_pid1 || env.sandbox {
+        return PhaseResult::NotApplicable("not the node's PID 1".into());
+    }
+    let Some(list) = crate::kernel_modules::list_path(Path::new("/")) else {
+        return PhaseResult::NotApplicable("uname failed".into());
+    };
+    match crate::kernel_modules::load_listed(&list) {
+        Ok(None) => PhaseResult::NotApplicable(format!("no {}", list.display())),
+        Ok(Some(done)) if done.failed.is_empty() => {
+            tracing::info!(loaded = ?done.loaded, already = ?done.present, "kernel modules");
+            PhaseResult::Ok
+        }
+        // Not fatal by itself: what needs the module fails later, with its own message.
+        Ok(Some(done)) => PhaseResult::Failed { reason: done.failed.join("; "), required: false },
+        Err(e) => PhaseResult::Failed { reason: e, required: false },
+    }
 }
 
 fn load_config(env: &BootEnv) -> Result<(LoadedConfig, NodeId), String> {

@@ -10,7 +10,7 @@ use nodeinit_plugin_api::ReadinessProvider;
 
 use crate::socket::SocketServer;
 use crate::verdict::{Verdict, VerdictCell};
-use crate::watch::{wait_until, WaitOutcome};
+use crate::watch::{wait_until, FileWatcher, WaitOutcome};
 use crate::{ready_file, ReadinessOptions, ReadinessSetupError, ReadyNodeId};
 
 /// Readiness through the ready file, the readiness socket and sd_notify.
@@ -18,6 +18,7 @@ pub struct FileReadiness {
     options: ReadinessOptions,
     verdict: Arc<VerdictCell>,
     socket: Mutex<Option<SocketServer>>,
+    watcher: Mutex<Option<FileWatcher>>,
 }
 
 impl std::fmt::Debug for FileReadiness {
@@ -42,6 +43,7 @@ impl FileReadiness {
             options,
             verdict: Arc::new(VerdictCell::new()?),
             socket: Mutex::new(None),
+            watcher: Mutex::new(None),
         })
     }
 
@@ -87,7 +89,19 @@ impl FileReadiness {
     }
 
     fn file_present(&self) -> bool {
-        ready_file::exists(&self.options.file)
+        self.verdict.file_seen() || ready_file::exists(&self.options.file)
+    }
+
+    /// Start the inotify watcher once (lazily: construction touches nothing).
+    fn ensure_watching(&self) -> Result<(), ReadinessSetupError> {
+        let mut slot = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() && !self.file_present() {
+            *slot = Some(FileWatcher::start(
+                &self.options.file,
+                Arc::clone(&self.verdict),
+            )?);
+        }
+        Ok(())
     }
 
     /// Stop serving the readiness socket and remove its file. Also done on drop.
@@ -140,7 +154,8 @@ impl ReadinessProvider for FileReadiness {
     }
 
     fn wait_ready_timeout(&self, timeout: Option<Duration>) -> Result<(), ReadinessError> {
-        let outcome = wait_until(&self.options.file, self.verdict.wake_fd(), timeout, || {
+        self.ensure_watching()?;
+        let outcome = wait_until(self.verdict.wake_fd(), timeout, || {
             self.verdict.get() != Verdict::Pending || self.file_present()
         })?;
         match (outcome, self.verdict.get()) {

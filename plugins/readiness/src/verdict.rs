@@ -7,6 +7,7 @@
 //! never decides what a verdict means for the files on disk.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::fcntl::OFlag;
@@ -27,6 +28,8 @@ pub(crate) enum Verdict {
 /// Shared verdict plus wake-up pipe.
 pub(crate) struct VerdictCell {
     verdict: Mutex<Verdict>,
+    /// Latched once the ready file was seen: readiness does not go back.
+    file_seen: AtomicBool,
     wake_read: OwnedFd,
     wake_write: OwnedFd,
 }
@@ -44,6 +47,7 @@ impl VerdictCell {
             })?;
         Ok(Self {
             verdict: Mutex::new(Verdict::Pending),
+            file_seen: AtomicBool::new(false),
             wake_read,
             wake_write,
         })
@@ -63,6 +67,17 @@ impl VerdictCell {
         *self.lock() = verdict;
         // EAGAIN means the pipe already holds bytes: waiters are awake anyway.
         let _ = nix::unistd::write(&self.wake_write, b"!");
+    }
+
+    /// Record that the ready file appeared and wake every waiter.
+    pub(crate) fn note_file_seen(&self) {
+        self.file_seen.store(true, Ordering::Release);
+        let _ = nix::unistd::write(&self.wake_write, b"f");
+    }
+
+    /// Whether the ready file was seen by the watcher.
+    pub(crate) fn file_seen(&self) -> bool {
+        self.file_seen.load(Ordering::Acquire)
     }
 
     /// The read end to poll for "the verdict changed".
