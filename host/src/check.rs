@@ -20,7 +20,10 @@ pub fn check(config_arg: Option<&Path>) -> (String, bool) {
             return (out, false);
         }
     };
-    let origin = loaded.origin.path().map_or_else(|| "<built-in config>".to_owned(), |p| p.display().to_string());
+    let origin = loaded.origin.path().map_or_else(
+        || "<built-in config>".to_owned(),
+        |p| p.display().to_string(),
+    );
     let _ = writeln!(out, "config {origin}: syntax and schema ok");
     let mut ok = true;
     let backends = load_backends(&loaded.config);
@@ -46,7 +49,10 @@ pub fn check(config_arg: Option<&Path>) -> (String, bool) {
     }
     match &loaded.config.handoff {
         None => {
-            let _ = writeln!(out, "handoff: none configured (nodeinit stays PID 1 and serves)");
+            let _ = writeln!(
+                out,
+                "handoff: none configured (nodeinit stays PID 1 and serves)"
+            );
         }
         Some(h) => match preflight(h, true) {
             Ok(()) => {

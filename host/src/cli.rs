@@ -60,22 +60,36 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
         match rest {
             [] => Ok(None),
             ["--config", path] => Ok(Some(PathBuf::from(path))),
-            other => Err(format!("unexpected arguments {other:?}; expected [--config FILE]")),
+            other => Err(format!(
+                "unexpected arguments {other:?}; expected [--config FILE]"
+            )),
         }
     };
     match words.as_slice() {
         [] | ["boot"] => Ok(Command::Boot { config: None }),
         ["--config", _] | ["boot", "--config", _] => {
-            let rest = if words[0] == "boot" { &words[1..] } else { &words[..] };
-            Ok(Command::Boot { config: config_flag(rest)? })
+            let rest = if words[0] == "boot" {
+                &words[1..]
+            } else {
+                &words[..]
+            };
+            Ok(Command::Boot {
+                config: config_flag(rest)?,
+            })
         }
-        ["--sandbox", rest @ ..] => Ok(Command::Sandbox { config: config_flag(rest)? }),
-        ["check", rest @ ..] => Ok(Command::Check { config: config_flag(rest)? }),
+        ["--sandbox", rest @ ..] => Ok(Command::Sandbox {
+            config: config_flag(rest)?,
+        }),
+        ["check", rest @ ..] => Ok(Command::Check {
+            config: config_flag(rest)?,
+        }),
         ["report"] => Ok(Command::Report { file: None }),
-        ["report", "--file", f] => Ok(Command::Report { file: Some(PathBuf::from(f)) }),
-        ["plugin", "inspect", paths @ ..] if !paths.is_empty() => {
-            Ok(Command::Inspect { paths: paths.iter().map(PathBuf::from).collect() })
-        }
+        ["report", "--file", f] => Ok(Command::Report {
+            file: Some(PathBuf::from(f)),
+        }),
+        ["plugin", "inspect", paths @ ..] if !paths.is_empty() => Ok(Command::Inspect {
+            paths: paths.iter().map(PathBuf::from).collect(),
+        }),
         ["demo-agent"] => Ok(Command::DemoAgent),
         ["--help"] | ["-h"] | ["help"] => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
@@ -87,19 +101,43 @@ mod tests {
     use super::*;
 
     fn p(words: &[&str]) -> Result<Command, String> {
-        parse(&words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>(), false)
+        parse(
+            &words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>(),
+            false,
+        )
     }
 
     #[test]
     fn commands() {
         assert_eq!(p(&[]), Ok(Command::Boot { config: None }));
-        assert_eq!(p(&["--config", "/x.toml"]), Ok(Command::Boot { config: Some("/x.toml".into()) }));
+        assert_eq!(
+            p(&["--config", "/x.toml"]),
+            Ok(Command::Boot {
+                config: Some("/x.toml".into())
+            })
+        );
         assert_eq!(p(&["--sandbox"]), Ok(Command::Sandbox { config: None }));
-        assert_eq!(p(&["check", "--config", "c.toml"]), Ok(Command::Check { config: Some("c.toml".into()) }));
+        assert_eq!(
+            p(&["check", "--config", "c.toml"]),
+            Ok(Command::Check {
+                config: Some("c.toml".into())
+            })
+        );
         assert_eq!(p(&["report"]), Ok(Command::Report { file: None }));
-        assert_eq!(p(&["plugin", "inspect", "a.so", "b.so"]), Ok(Command::Inspect { paths: vec!["a.so".into(), "b.so".into()] }));
-        assert_eq!(p(&["check", "--confg", "x"]).unwrap_err(), "unexpected arguments [\"--confg\", \"x\"]; expected [--config FILE]");
-        assert_eq!(p(&["frobnicate"]).unwrap_err(), "unknown command [\"frobnicate\"]");
+        assert_eq!(
+            p(&["plugin", "inspect", "a.so", "b.so"]),
+            Ok(Command::Inspect {
+                paths: vec!["a.so".into(), "b.so".into()]
+            })
+        );
+        assert_eq!(
+            p(&["check", "--confg", "x"]).unwrap_err(),
+            "unexpected arguments [\"--confg\", \"x\"]; expected [--config FILE]"
+        );
+        assert_eq!(
+            p(&["frobnicate"]).unwrap_err(),
+            "unknown command [\"frobnicate\"]"
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
     let content = dir.join("content");
     std::fs::create_dir_all(&images).map_err(|e| format!("create {}: {e}", images.display()))?;
     std::fs::create_dir_all(&content).map_err(|e| format!("create {}: {e}", content.display()))?;
-    std::fs::write(content.join(DEMO_FILE), DEMO_TEXT).map_err(|e| format!("write demo file: {e}"))?;
+    std::fs::write(content.join(DEMO_FILE), DEMO_TEXT)
+        .map_err(|e| format!("write demo file: {e}"))?;
     let image = images.join(DEMO_IMAGE);
     let out = Command::new("mksquashfs")
         .arg(&content)
@@ -46,9 +47,13 @@ pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("cannot run mksquashfs ({e}): install squashfs-tools"))?;
     if !out.status.success() {
-        return Err(format!("mksquashfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "mksquashfs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the nodeinit binary: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the nodeinit binary: {e}"))?;
     let agent = dir.join("demo-agent");
     let _ = std::fs::remove_file(&agent);
     std::os::unix::fs::symlink(&exe, &agent).map_err(|e| format!("link demo agent: {e}"))?;
@@ -56,7 +61,8 @@ pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
         Some(c) => Ok(c),
         None => {
             let path = dir.join("sandbox.toml");
-            std::fs::write(&path, SANDBOX_CONFIG).map_err(|e| format!("write {}: {e}", path.display()))?;
+            std::fs::write(&path, SANDBOX_CONFIG)
+                .map_err(|e| format!("write {}: {e}", path.display()))?;
             Ok(path)
         }
     }
@@ -66,7 +72,10 @@ pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
 /// the FDs and the uenv file as seen inside the mount namespace, end the
 /// allocation. Returns the exit code.
 pub fn run() -> i32 {
-    let client = HandoffClient::new(ClientConfig { fallback: false, ..ClientConfig::default() });
+    let client = HandoffClient::new(ClientConfig {
+        fallback: false,
+        ..ClientConfig::default()
+    });
     let request = NamespaceRequest {
         allocation_id: "demo-1".to_owned(),
         namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
@@ -79,7 +88,12 @@ pub fn run() -> i32 {
             return 1;
         }
     };
-    println!("demo-agent: granted {} namespaces for {} ({:?})", granted.fds.len(), granted.response.allocation_id, granted.source);
+    println!(
+        "demo-agent: granted {} namespaces for {} ({:?})",
+        granted.fds.len(),
+        granted.response.allocation_id,
+        granted.source
+    );
     for (kind, fd) in granted.response.fd_types.iter().zip(&granted.fds) {
         let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .map_or_else(|e| format!("? ({e})"), |p| p.display().to_string());
@@ -93,7 +107,10 @@ pub fn run() -> i32 {
     };
     let code = match seen {
         Ok(text) if text == DEMO_TEXT => {
-            println!("demo-agent: read {uenv}/{DEMO_FILE} inside the namespace: {:?}", text.trim_end());
+            println!(
+                "demo-agent: read {uenv}/{DEMO_FILE} inside the namespace: {:?}",
+                text.trim_end()
+            );
             0
         }
         Ok(text) => {
@@ -120,9 +137,12 @@ pub fn run() -> i32 {
 fn read_inside(mnt: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<String, String> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(|e| format!("unshare(CLONE_FS): {e}"))?;
-            nix::sched::setns(mnt, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns(mnt): {e}"))?;
-            std::fs::read_to_string(path).map_err(|e| format!("read {} inside the namespace: {e}", path.display()))
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                .map_err(|e| format!("unshare(CLONE_FS): {e}"))?;
+            nix::sched::setns(mnt, nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("setns(mnt): {e}"))?;
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("read {} inside the namespace: {e}", path.display()))
         })
         .join()
         .unwrap_or_else(|_| Err("reader thread panicked".to_owned()))

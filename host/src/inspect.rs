@@ -28,7 +28,11 @@ pub fn inspect(paths: &[&Path]) -> (String, bool) {
                 let _ = writeln!(
                     out,
                     "  backends:   {}",
-                    if backends.is_empty() { "none".to_owned() } else { backends.join(", ") }
+                    if backends.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        backends.join(", ")
+                    }
                 );
                 let _ = writeln!(out, "  loadable:   yes");
             }

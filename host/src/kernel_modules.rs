@@ -26,7 +26,11 @@ pub struct ModulesLoaded {
 
 /// The list file of the running kernel, under `root` (normally `/`).
 pub fn list_path(root: &Path) -> Option<PathBuf> {
-    let release = nix::sys::utsname::uname().ok()?.release().to_string_lossy().into_owned();
+    let release = nix::sys::utsname::uname()
+        .ok()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
     Some(root.join("lib/modules").join(release).join("modules.load"))
 }
 
@@ -44,20 +48,29 @@ pub fn load_listed(list: &Path) -> Result<Option<ModulesLoaded>, String> {
     };
     let dir = list.parent().unwrap_or(Path::new("/"));
     let mut out = ModulesLoaded::default();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let path = dir.join(line);
-        let name = Path::new(line).file_stem().map_or_else(|| line.to_owned(), |s| s.to_string_lossy().into_owned());
+        let name = Path::new(line)
+            .file_stem()
+            .map_or_else(|| line.to_owned(), |s| s.to_string_lossy().into_owned());
         match load_one(&path) {
             Ok(()) => out.loaded.push(name),
             Err(Errno::EEXIST) => out.present.push(name),
-            Err(e) => out.failed.push(format!("{}: {}", path.display(), describe(e))),
+            Err(e) => out
+                .failed
+                .push(format!("{}: {}", path.display(), describe(e))),
         }
     }
     Ok(Some(out))
 }
 
 fn load_one(path: &Path) -> Result<(), Errno> {
-    let file = File::open(path).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))?;
+    let file = File::open(path)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))?;
     let no_params: &CStr = c"";
     finit_module(&file, no_params, ModuleInitFlags::empty())
 }
@@ -87,9 +100,15 @@ mod tests {
     #[test]
     fn a_missing_or_bogus_module_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("modules.load"), "# comment\nkernel/nosuch.ko\nbogus.ko\n").unwrap();
+        std::fs::write(
+            dir.path().join("modules.load"),
+            "# comment\nkernel/nosuch.ko\nbogus.ko\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("bogus.ko"), b"not an ELF module").unwrap();
-        let out = load_listed(&dir.path().join("modules.load")).unwrap().unwrap();
+        let out = load_listed(&dir.path().join("modules.load"))
+            .unwrap()
+            .unwrap();
         assert!(out.loaded.is_empty() && out.present.is_empty());
         assert_eq!(out.failed.len(), 2);
         assert_eq!(

@@ -100,7 +100,10 @@ fn run_boot(env: BootEnv) -> i32 {
     };
     if env.is_pid1 && !env.sandbox {
         // PID 1 exiting panics the kernel: stay, reap, obey shutdown signals.
-        tracing::error!(code, "boot ended without a handoff; PID 1 stays up (send SIGTERM/SIGPWR to shut down)");
+        tracing::error!(
+            code,
+            "boot ended without a handoff; PID 1 stays up (send SIGTERM/SIGPWR to shut down)"
+        );
         nodeinit::boot::idle_as_pid1();
     }
     code

@@ -78,7 +78,11 @@ mode = "supervise"
 "#;
 
 fn statuses(p: &nodeinit::boot::Prepared) -> Vec<(String, PhaseStatus)> {
-    p.phases.records().iter().map(|r| (r.name.clone(), r.status)).collect()
+    p.phases
+        .records()
+        .iter()
+        .map(|r| (r.name.clone(), r.status))
+        .collect()
 }
 
 fn s(name: &str, status: PhaseStatus) -> (String, PhaseStatus) {
@@ -108,10 +112,25 @@ fn phases_run_in_order_and_the_node_becomes_ready() {
     assert_eq!(p.boot_mounts.len(), 1);
     assert_eq!(p.boot_mounts[0].mount_point, "/null/base.sqfs");
     assert!(stage.dir.path().join("handoff.sock").exists());
-    let names: Vec<_> = p.plugins.iter().map(|r| (r.kind.as_str(), r.name.as_deref())).collect();
-    assert_eq!(names, [("cgroup", Some("null")), ("mount", Some("null")), ("namespace", Some("null")), ("readiness", Some("null"))]);
+    let names: Vec<_> = p
+        .plugins
+        .iter()
+        .map(|r| (r.kind.as_str(), r.name.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("cgroup", Some("null")),
+            ("mount", Some("null")),
+            ("namespace", Some("null")),
+            ("readiness", Some("null"))
+        ]
+    );
     p.release();
-    assert!(!stage.dir.path().join("handoff.sock").exists(), "socket left behind");
+    assert!(
+        !stage.dir.path().join("handoff.sock").exists(),
+        "socket left behind"
+    );
 }
 
 #[test]
@@ -125,7 +144,12 @@ fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
     use PhaseStatus::*;
     assert_eq!(
         statuses(&p)[4..],
-        [s("cgroup_hierarchy", Failed), s("boot_mounts", Skipped), s("handoff_socket", Skipped), s("readiness", Skipped)]
+        [
+            s("cgroup_hierarchy", Failed),
+            s("boot_mounts", Skipped),
+            s("handoff_socket", Skipped),
+            s("readiness", Skipped)
+        ]
     );
     assert_eq!(
         p.phases.first_failure().as_deref(),
@@ -136,8 +160,15 @@ fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
     // and boot.json says why.
     assert_eq!(boot(&env), 1);
     let report = BootReport::read_from(&env.run_dir.join("boot.json")).unwrap();
-    assert_eq!(report.errors, ["phase cgroup_hierarchy: cgroup creation failed: null: create_hierarchy asked to fail"]);
-    assert!(report.render().contains("cgroup_hierarchy   failed"), "{}", report.render());
+    assert_eq!(
+        report.errors,
+        ["phase cgroup_hierarchy: cgroup creation failed: null: create_hierarchy asked to fail"]
+    );
+    assert!(
+        report.render().contains("cgroup_hierarchy   failed"),
+        "{}",
+        report.render()
+    );
 }
 
 #[test]
@@ -148,13 +179,24 @@ fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
     ));
     let p = prepare(&stage.env());
     use PhaseStatus::*;
-    assert_eq!(statuses(&p)[4..], [s("cgroup_hierarchy", Degraded), s("boot_mounts", Ok), s("handoff_socket", Ok), s("readiness", Ok)]);
+    assert_eq!(
+        statuses(&p)[4..],
+        [
+            s("cgroup_hierarchy", Degraded),
+            s("boot_mounts", Ok),
+            s("handoff_socket", Ok),
+            s("readiness", Ok)
+        ]
+    );
     assert!(p.phases.is_healthy());
 }
 
 #[test]
 fn a_missing_required_plugin_is_reported_with_its_path() {
-    let stage = Stage::new(&ALL_NULL.replace("[plugins.namespace]\npath = \"null\"", "[plugins.namespace]\npath = \"nosuch\""));
+    let stage = Stage::new(&ALL_NULL.replace(
+        "[plugins.namespace]\npath = \"null\"",
+        "[plugins.namespace]\npath = \"nosuch\"",
+    ));
     let p = prepare(&stage.env());
     let plugins = &p.phases.records()[3];
     assert_eq!(plugins.status, PhaseStatus::Failed);
@@ -163,7 +205,9 @@ fn a_missing_required_plugin_is_reported_with_its_path() {
         stage.dir.path().display()
     );
     assert_eq!(plugins.detail.as_deref(), Some(expected.as_str()));
-    assert!(p.phases.records()[4..].iter().all(|r| r.status == PhaseStatus::Skipped));
+    assert!(p.phases.records()[4..]
+        .iter()
+        .all(|r| r.status == PhaseStatus::Skipped));
 }
 
 #[test]
@@ -178,7 +222,10 @@ options = { panic_in = ["create_hierarchy"] }
 [plugins.readiness]
 path = "null"
 "#;
-    for (required, status, healthy) in [("true", PhaseStatus::Failed, false), ("false", PhaseStatus::Degraded, true)] {
+    for (required, status, healthy) in [
+        ("true", PhaseStatus::Failed, false),
+        ("false", PhaseStatus::Degraded, true),
+    ] {
         let stage = Stage::new(&panicky.replace("REQUIRED", required));
         let p = prepare(&stage.env());
         let cg = &p.phases.records()[4];
@@ -189,19 +236,37 @@ path = "null"
         );
         assert_eq!(p.phases.is_healthy(), healthy);
         let readiness = p.phases.records().last().unwrap();
-        assert_eq!(readiness.status, if healthy { PhaseStatus::Ok } else { PhaseStatus::Skipped });
+        assert_eq!(
+            readiness.status,
+            if healthy {
+                PhaseStatus::Ok
+            } else {
+                PhaseStatus::Skipped
+            }
+        );
     }
 }
 
 #[test]
 fn on_failure_continue_runs_the_later_phases() {
-    let stage = Stage::new(&ALL_NULL.replace("[host]\n", "[host]\non_failure = \"continue\"\n").replace(
-        "[plugins.mount]\npath = \"null\"",
-        "[plugins.mount]\npath = \"null\"\noptions = { fail = [\"acquire_mount\"] }",
-    ));
+    let stage = Stage::new(
+        &ALL_NULL
+            .replace("[host]\n", "[host]\non_failure = \"continue\"\n")
+            .replace(
+                "[plugins.mount]\npath = \"null\"",
+                "[plugins.mount]\npath = \"null\"\noptions = { fail = [\"acquire_mount\"] }",
+            ),
+    );
     let p = prepare(&stage.env());
     use PhaseStatus::*;
-    assert_eq!(statuses(&p)[5..], [s("boot_mounts", Failed), s("handoff_socket", Ok), s("readiness", Ok)]);
+    assert_eq!(
+        statuses(&p)[5..],
+        [
+            s("boot_mounts", Failed),
+            s("handoff_socket", Ok),
+            s("readiness", Ok)
+        ]
+    );
 }
 
 #[test]
@@ -209,17 +274,33 @@ fn pact_signals_readiness_itself() {
     let stage = Stage::new(&ALL_NULL.replace("agent = \"command\"", "agent = \"pact\""));
     let p = prepare(&stage.env());
     let r = p.phases.records().last().unwrap();
-    assert_eq!((r.name.as_str(), r.status), ("readiness", PhaseStatus::Skipped));
-    assert_eq!(r.detail.as_deref(), Some("pact-agent signals readiness itself (/run/pact/ready)"));
-    assert!(!p.backends.readiness.as_ref().unwrap().is_ready(), "nodeinit must not signal readiness for pact");
+    assert_eq!(
+        (r.name.as_str(), r.status),
+        ("readiness", PhaseStatus::Skipped)
+    );
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("pact-agent signals readiness itself (/run/pact/ready)")
+    );
+    assert!(
+        !p.backends.readiness.as_ref().unwrap().is_ready(),
+        "nodeinit must not signal readiness for pact"
+    );
 }
 
 #[test]
 fn check_command_reports_every_problem_and_its_verdict() {
-    let stage = Stage::new(&ALL_NULL.replace("[plugins.namespace]\npath = \"null\"", "[plugins.namespace]\npath = \"nosuch\"").replace(
-        "[plugins.mount]\npath = \"null\"",
-        "[plugins.mount]\npath = \"null\"\noptions = { fial = [] }",
-    ));
+    let stage = Stage::new(
+        &ALL_NULL
+            .replace(
+                "[plugins.namespace]\npath = \"null\"",
+                "[plugins.namespace]\npath = \"nosuch\"",
+            )
+            .replace(
+                "[plugins.mount]\npath = \"null\"",
+                "[plugins.mount]\npath = \"null\"\noptions = { fial = [] }",
+            ),
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
         .args(["check", "--config"])
         .arg(stage.dir.path().join("nodeinit.toml"))
@@ -228,8 +309,18 @@ fn check_command_reports_every_problem_and_its_verdict() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("plugin cgroup    ok       null"), "{text}");
-    assert!(text.contains("plugin mount     FAILED   ") && text.contains("plugin null: invalid options for the mount backend: unknown field `fial`"), "{text}");
-    assert!(text.contains("plugin namespace FAILED   ") && text.contains("libnodeinit_nosuch.so: no such file"), "{text}");
+    assert!(
+        text.contains("plugin mount     FAILED   ")
+            && text.contains(
+                "plugin null: invalid options for the mount backend: unknown field `fial`"
+            ),
+        "{text}"
+    );
+    assert!(
+        text.contains("plugin namespace FAILED   ")
+            && text.contains("libnodeinit_nosuch.so: no such file"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("check: FAILED"), "{text}");
     // And a good config passes, changing nothing.
     let good = Stage::new(ALL_NULL);

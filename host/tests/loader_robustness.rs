@@ -12,7 +12,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use hpc_node::{CgroupError, CgroupManager, ReadinessError, ReadinessGate};
-use nodeinit::loader::{load_plugin, LoadFailure, Sha256Pin};
+use nodeinit::config::Sha256Pin;
+use nodeinit::loader::{load_plugin, LoadFailure};
 use nodeinit_plugin_api::{ErrorKind, HostServices, OpenError, PluginFault, ReadinessProvider};
 use object::read::elf::{FileHeader, ProgramHeader};
 
@@ -25,7 +26,11 @@ struct Fixtures {
 fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
     F.get_or_init(|| {
-        let built = nodeinit_tests::plugin_artifacts(&["nodeinit-null", "nodeinit-panicky", "nodeinit-noroot"]);
+        let built = nodeinit_tests::plugin_artifacts(&[
+            "nodeinit-null",
+            "nodeinit-panicky",
+            "nodeinit-noroot",
+        ]);
         Fixtures {
             null: built["nodeinit-null"].clone(),
             panicky: built["nodeinit-panicky"].clone(),
@@ -69,7 +74,11 @@ fn inspect_in_child(path: &Path) -> String {
         .arg(path)
         .output()
         .unwrap();
-    assert_eq!(out.status.signal(), None, "inspect was killed by a signal: {out:?}");
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "inspect was killed by a signal: {out:?}"
+    );
     assert_eq!(out.status.code(), Some(1), "inspect should refuse: {out:?}");
     String::from_utf8(out.stdout).unwrap()
 }
@@ -93,7 +102,10 @@ fn missing_file() {
     let dir = tempfile::tempdir().unwrap();
     let f = failure(&dir.path().join("libnodeinit_nothere.so"));
     assert_eq!(f, LoadFailure::Missing);
-    assert_eq!(f.to_string(), "no such file: check the plugin path or [host].plugin_dir");
+    assert_eq!(
+        f.to_string(),
+        "no such file: check the plugin path or [host].plugin_dir"
+    );
 }
 
 #[test]
@@ -114,7 +126,10 @@ fn empty_file() {
 fn text_file() {
     let (_d, p) = staged_bytes(b"[host]\nplugin_dir = \"/usr/lib\"\n");
     let f = failure(&p);
-    assert!(matches!(&f, LoadFailure::NotElf(why) if why.starts_with("not a 64-bit ELF file (31 bytes")), "{f:?}");
+    assert!(
+        matches!(&f, LoadFailure::NotElf(why) if why.starts_with("not a 64-bit ELF file (31 bytes")),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -131,7 +146,10 @@ fn random_bytes() {
         .collect();
     let (_d, p) = staged_bytes(&bytes);
     let f = failure(&p);
-    assert!(matches!(&f, LoadFailure::NotElf(why) if why.starts_with("not a 64-bit ELF file")), "{f:?}");
+    assert!(
+        matches!(&f, LoadFailure::NotElf(why) if why.starts_with("not a 64-bit ELF file")),
+        "{f:?}"
+    );
 }
 
 fn truncated_case(keep: impl Fn(&[u8]) -> usize, what: &str) {
@@ -139,9 +157,15 @@ fn truncated_case(keep: impl Fn(&[u8]) -> usize, what: &str) {
     let n = keep(&bytes);
     let (_d, p) = staged_bytes(&bytes[..n]);
     let f = failure(&p);
-    assert!(matches!(&f, LoadFailure::Truncated(why) if why.contains(what) && why.contains(&format!("the file has {n} bytes"))), "{f:?}");
+    assert!(
+        matches!(&f, LoadFailure::Truncated(why) if why.contains(what) && why.contains(&format!("the file has {n} bytes"))),
+        "{f:?}"
+    );
     let report = inspect_in_child(&p);
-    assert!(report.contains("loadable:   no: truncated or corrupt"), "{report}");
+    assert!(
+        report.contains("loadable:   no: truncated or corrupt"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -158,7 +182,10 @@ fn truncated_at_half() {
 
 #[test]
 fn truncated_one_byte_short_of_last_pt_load() {
-    truncated_case(|b| usize::try_from(last_pt_load_end(b)).unwrap() - 1, "PT_LOAD");
+    truncated_case(
+        |b| usize::try_from(last_pt_load_end(b)).unwrap() - 1,
+        "PT_LOAD",
+    );
 }
 
 #[test]
@@ -168,7 +195,9 @@ fn elf_for_another_machine() {
     let (_d, p) = staged_bytes(&bytes);
     let f = failure(&p);
     assert_eq!(f, LoadFailure::WrongMachine(object::elf::EM_AARCH64));
-    assert!(f.to_string().starts_with("ELF built for another machine (e_machine 183)"));
+    assert!(f
+        .to_string()
+        .starts_with("ELF built for another machine (e_machine 183)"));
     assert!(inspect_in_child(&p).contains("another machine"));
 }
 
@@ -222,14 +251,23 @@ fn group_writable_plugin_directory() {
 #[test]
 fn sha256_pin_mismatch_and_match() {
     let (_d, p) = staged(&fixtures().null, "libnodeinit_null.so");
-    let wrong = Sha256Pin::parse(&"0".repeat(64)).unwrap();
+    let wrong = Sha256Pin::try_from("0".repeat(64)).unwrap();
     let actual = nodeinit::loader::sha256_hex(&fs::File::open(&p).unwrap()).unwrap();
     match load_plugin(&p, Some(&wrong)) {
-        Err(e) => assert_eq!(e.failure, LoadFailure::PinMismatch { expected: "0".repeat(64), actual: actual.clone() }),
+        Err(e) => assert_eq!(
+            e.failure,
+            LoadFailure::PinMismatch {
+                expected: "0".repeat(64),
+                actual: actual.clone()
+            }
+        ),
         Ok(_) => panic!("pin mismatch loaded"),
     }
-    let right = Sha256Pin::parse(&actual).unwrap();
-    assert_eq!(load_plugin(&p, Some(&right)).unwrap().sha256.as_deref(), Some(actual.as_str()));
+    let right = Sha256Pin::try_from(actual.clone()).unwrap();
+    assert_eq!(
+        load_plugin(&p, Some(&right)).unwrap().sha256.as_deref(),
+        Some(actual.as_str())
+    );
 }
 
 #[test]
@@ -240,8 +278,14 @@ fn two_plugins_in_one_process_answer_with_their_own_names() {
     assert_eq!(panicky.library.name(), "panicky");
     // And their backends are really theirs: null's readiness obeys signal_ready,
     // panicky's (told nothing) is never ready.
-    let a = null.library.readiness(HostServices::new("null", None), "{}").unwrap();
-    let b = panicky.library.readiness(HostServices::new("panicky", None), "{}").unwrap();
+    let a = null
+        .library
+        .readiness(HostServices::new("null", None), "{}")
+        .unwrap();
+    let b = panicky
+        .library
+        .readiness(HostServices::new("panicky", None), "{}")
+        .unwrap();
     a.signal_ready("n1").unwrap();
     assert!(a.is_ready());
     assert!(!b.is_ready());
@@ -251,45 +295,80 @@ fn two_plugins_in_one_process_answer_with_their_own_names() {
 fn constructor_panic_is_an_error_and_the_host_lives() {
     let lib = load_plugin(&fixtures().panicky, None).unwrap().library;
     let err = lib
-        .cgroup(HostServices::new("panicky", None), r#"{"panic_in":["constructor"]}"#)
+        .cgroup(
+            HostServices::new("panicky", None),
+            r#"{"panic_in":["constructor"]}"#,
+        )
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::PANICKED);
-    assert_eq!(err.message.as_str(), "cgroup constructor in plugin panicky: panicky was told to panic in constructor");
-    assert_eq!(err.field("panic"), Some("panicky was told to panic in constructor"));
+    assert_eq!(
+        err.message.as_str(),
+        "cgroup constructor in plugin panicky: panicky was told to panic in constructor"
+    );
+    assert_eq!(
+        err.field("panic"),
+        Some("panicky was told to panic in constructor")
+    );
 }
 
 #[test]
 fn method_panic_is_an_error_and_the_backend_keeps_working() {
     let lib = load_plugin(&fixtures().panicky, None).unwrap().library;
     let cg = lib
-        .cgroup(HostServices::new("panicky", None), r#"{"panic_in":["create_hierarchy"]}"#)
+        .cgroup(
+            HostServices::new("panicky", None),
+            r#"{"panic_in":["create_hierarchy"]}"#,
+        )
         .unwrap();
-    let CgroupError::Io(io) = cg.create_hierarchy().unwrap_err() else { panic!("not Io") };
+    let CgroupError::Io(io) = cg.create_hierarchy().unwrap_err() else {
+        panic!("not Io")
+    };
     let fault = PluginFault::find(&io).unwrap();
     assert_eq!(fault.kind, ErrorKind::PANICKED);
     assert_eq!(io.to_string(), "plugin panicked: create_hierarchy in plugin panicky: panicky was told to panic in create_hierarchy");
     // Other methods still answer.
-    assert!(cg.is_scope_empty(&hpc_node::CgroupHandle { path: "x".into() }).unwrap());
+    assert!(cg
+        .is_scope_empty(&hpc_node::CgroupHandle { path: "x".into() })
+        .unwrap());
 
     let rd = lib
-        .readiness(HostServices::new("panicky", None), r#"{"panic_in":["signal_ready"]}"#)
+        .readiness(
+            HostServices::new("panicky", None),
+            r#"{"panic_in":["signal_ready"]}"#,
+        )
         .unwrap();
     let err = rd.signal_ready("n").unwrap_err();
-    assert!(matches!(&err, ReadinessError::BootFailed { reason } if reason.contains("panicky was told to panic in signal_ready")), "{err:?}");
+    assert!(
+        matches!(&err, ReadinessError::BootFailed { reason } if reason.contains("panicky was told to panic in signal_ready")),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn unknown_option_names_plugin_and_key() {
     let lib = load_plugin(&fixtures().null, None).unwrap().library;
-    let err = lib.mount(HostServices::new("null", None), r#"{"fial":["x"]}"#).unwrap_err();
+    let err = lib
+        .mount(HostServices::new("null", None), r#"{"fial":["x"]}"#)
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::INVALID_OPTIONS);
-    assert!(err.message.starts_with("plugin null: invalid options for the mount backend: unknown field `fial`"), "{}", err.message);
+    assert!(
+        err.message.starts_with(
+            "plugin null: invalid options for the mount backend: unknown field `fial`"
+        ),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
 fn missing_backend_kind_is_not_provided() {
     let lib = load_plugin(&fixtures().panicky, None).unwrap().library;
-    let err = lib.mount(HostServices::new("panicky", None), "{}").unwrap_err();
+    let err = lib
+        .mount(HostServices::new("panicky", None), "{}")
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NOT_PROVIDED);
-    assert_eq!(err.message.as_str(), "plugin panicky provides no mount backend (it provides: cgroup, readiness)");
+    assert_eq!(
+        err.message.as_str(),
+        "plugin panicky provides no mount backend (it provides: cgroup, readiness)"
+    );
 }

@@ -34,8 +34,12 @@ fn plugin_events_reach_the_host_log_with_level_target_and_fields() {
 
     let null = load_plugin(&built["nodeinit-null"], None).unwrap().library;
     null.cgroup(HostServices::new("null", None), "{}").unwrap();
-    let panicky = load_plugin(&built["nodeinit-panicky"], None).unwrap().library;
-    panicky.cgroup(HostServices::new("panicky", None), "{}").unwrap();
+    let panicky = load_plugin(&built["nodeinit-panicky"], None)
+        .unwrap()
+        .library;
+    panicky
+        .cgroup(HostServices::new("panicky", None), "{}")
+        .unwrap();
 
     let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     let null_line = log
@@ -44,13 +48,25 @@ fn plugin_events_reach_the_host_log_with_level_target_and_fields() {
         .unwrap_or_else(|| panic!("no null event in host log:\n{log}"));
     assert!(null_line.contains(" INFO nodeinit::plugin:"), "{null_line}");
     assert!(null_line.contains("plugin=\"null\""), "{null_line}");
-    assert!(null_line.contains("plugin_target=\"nodeinit_null\""), "{null_line}");
-    assert!(null_line.contains("fields=\"backend=\\\"cgroup\\\"\""), "{null_line}");
+    assert!(
+        null_line.contains("plugin_target=\"nodeinit_null\""),
+        "{null_line}"
+    );
+    assert!(
+        null_line.contains("fields=\"backend=\\\"cgroup\\\"\""),
+        "{null_line}"
+    );
 
     let panicky_line = log
         .lines()
         .find(|l| l.contains("panicky backend constructed"))
         .unwrap_or_else(|| panic!("no panicky event in host log:\n{log}"));
-    assert!(panicky_line.contains(" WARN nodeinit::plugin:"), "{panicky_line}");
-    assert!(panicky_line.contains("plugin=\"panicky\""), "{panicky_line}");
+    assert!(
+        panicky_line.contains(" WARN nodeinit::plugin:"),
+        "{panicky_line}"
+    );
+    assert!(
+        panicky_line.contains("plugin=\"panicky\""),
+        "{panicky_line}"
+    );
 }

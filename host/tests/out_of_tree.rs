@@ -16,7 +16,12 @@ fn build_out_of_tree(dir: &str, package: &str, features: &str) -> (tempfile::Tem
     let root = workspace_root();
     let manifest = root.join(dir).join("Cargo.toml");
     let target = root.join("target").join("out-of-tree");
-    let mut args = vec!["--manifest-path", manifest.to_str().unwrap(), "--target-dir", target.to_str().unwrap()];
+    let mut args = vec![
+        "--manifest-path",
+        manifest.to_str().unwrap(),
+        "--target-dir",
+        target.to_str().unwrap(),
+    ];
     if !features.is_empty() {
         args.extend(["--features", features]);
     }
@@ -40,33 +45,61 @@ fn vendor_plugin_builds_and_loads() {
     let (_d, so) = build_out_of_tree("examples/vendor-plugin", "acme-nodeinit-readiness", "");
     assert_eq!(so.file_name().unwrap(), "libnodeinit_acme.so");
     let plugin = load_plugin(&so, None).unwrap();
-    assert_eq!((plugin.library.name(), plugin.library.version()), ("acme", "0.3.1"));
-    let gate = plugin.library.readiness(HostServices::new("acme", None), r#"{"banner":"up"}"#).unwrap();
+    assert_eq!(
+        (plugin.library.name(), plugin.library.version()),
+        ("acme", "0.3.1")
+    );
+    let gate = plugin
+        .library
+        .readiness(HostServices::new("acme", None), r#"{"banner":"up"}"#)
+        .unwrap();
     assert!(!gate.is_ready());
     gate.signal_ready("n1").unwrap();
     assert!(gate.is_ready());
-    let err = plugin.library.readiness(HostServices::new("acme", None), r#"{"banner":""}"#).unwrap_err();
-    assert_eq!(err.message.as_str(), "plugin acme: readiness backend failed to start: option banner must not be empty");
+    let err = plugin
+        .library
+        .readiness(HostServices::new("acme", None), r#"{"banner":""}"#)
+        .unwrap_err();
+    assert_eq!(
+        err.message.as_str(),
+        "plugin acme: readiness backend failed to start: option banner must not be empty"
+    );
 }
 
 #[test]
 fn plugin_from_the_next_minor_interface_loads() {
-    let (_d, so) = build_out_of_tree("plugins/testing/next-interface", "nodeinit-next-interface", "next-minor");
+    let (_d, so) = build_out_of_tree(
+        "plugins/testing/next-interface",
+        "nodeinit-next-interface",
+        "next-minor",
+    );
     let plugin = load_plugin(&so, None).unwrap();
     assert_eq!(
         plugin.library.interface(),
-        InterfaceVersion { major: InterfaceVersion::CURRENT.major, minor: InterfaceVersion::CURRENT.minor + 1 }
+        InterfaceVersion {
+            major: InterfaceVersion::CURRENT.major,
+            minor: InterfaceVersion::CURRENT.minor + 1
+        }
     );
-    let gate = plugin.library.readiness(HostServices::new("next", None), "{}").unwrap();
+    let gate = plugin
+        .library
+        .readiness(HostServices::new("next", None), "{}")
+        .unwrap();
     assert!(gate.is_ready());
     gate.signal_ready("n").unwrap();
 }
 
 #[test]
 fn plugin_from_the_next_major_interface_is_refused_asking_to_upgrade_nodeinit() {
-    let (_d, so) = build_out_of_tree("plugins/testing/next-interface", "nodeinit-next-interface", "next-major");
+    let (_d, so) = build_out_of_tree(
+        "plugins/testing/next-interface",
+        "nodeinit-next-interface",
+        "next-major",
+    );
     let f = refused(&so);
-    let LoadFailure::Library(OpenError::Incompatible(i)) = &f else { panic!("{f:?}") };
+    let LoadFailure::Library(OpenError::Incompatible(i)) = &f else {
+        panic!("{f:?}")
+    };
     assert_eq!(i.plugin.major, InterfaceVersion::CURRENT.major + 1);
     assert!(
         f.to_string().starts_with(&format!(

@@ -78,17 +78,16 @@ make_fixtures() {
 }
 
 build_nodeinit() {
-    log "building nodeinit and the reference plugins (CARGO_TARGET_DIR=$target_dir)"
+    log "building nodeinit, the reference plugins and the test agent (CARGO_TARGET_DIR=$target_dir)"
     (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q -p nodeinit \
-        -p nodeinit-cgroupfs -p nodeinit-squashfs -p nodeinit-unshare -p nodeinit-readiness) >&2 ||
-        die "cargo build of nodeinit and its plugins failed"
-    log "building the test agent (tests/vm/agent)"
-    # Start from the workspace's lock so the agent gets the same dependency
-    # versions and reuses their artifacts in the shared target directory.
-    cp "$repo/Cargo.lock" "$here/agent/Cargo.lock"
-    (cd "$here/agent" && CARGO_TARGET_DIR=$target_dir cargo build -q) >&2 ||
-        die "cargo build of tests/vm/agent failed"
-    [[ -x $target_dir/debug/nodeinit ]] || die "$target_dir/debug/nodeinit was not built"
+        -p nodeinit-cgroupfs -p nodeinit-squashfs -p nodeinit-unshare -p nodeinit-readiness \
+        -p nodeinit-vm-agent) >&2 ||
+        die "cargo build of nodeinit, its plugins and tests/vm/agent failed"
+    local artifact
+    for artifact in nodeinit nodeinit-vm-agent libnodeinit_cgroupfs.so libnodeinit_squashfs.so \
+        libnodeinit_unshare.so libnodeinit_readiness.so; do
+        [[ -f $target_dir/debug/$artifact ]] || die "$target_dir/debug/$artifact was not built"
+    done
 }
 
 # --- configs ---------------------------------------------------------------

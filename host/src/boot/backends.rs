@@ -13,7 +13,7 @@ use nodeinit_plugin_api::{AllocationMounts, HostServices, PluginLibrary, Readine
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendKind, NodeConfig, PluginSpec};
-use crate::loader::{load_plugin, Sha256Pin};
+use crate::loader::load_plugin;
 
 /// One configured plugin, as `boot.json` and `nodeinit check` report it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +74,11 @@ impl LoadedBackends {
     pub fn errors(&self) -> Vec<String> {
         self.records
             .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("plugin {} ({}): {}", r.kind, r.path, e)))
+            .filter_map(|r| {
+                r.error
+                    .as_ref()
+                    .map(|e| format!("plugin {} ({}): {}", r.kind, r.path, e))
+            })
             .collect()
     }
 
@@ -85,7 +89,9 @@ impl LoadedBackends {
 
     /// Whether the plugin of `kind` is configured as required.
     pub fn is_required(&self, kind: BackendKind) -> bool {
-        self.records.iter().any(|r| r.kind == kind.as_str() && r.required)
+        self.records
+            .iter()
+            .any(|r| r.kind == kind.name() && r.required)
     }
 }
 
@@ -95,7 +101,7 @@ pub fn load_backends(config: &NodeConfig) -> LoadedBackends {
     for (kind, spec) in config.plugins.iter() {
         let path = spec.resolved_path(&config.host.plugin_dir);
         let mut record = PluginRecord {
-            kind: kind.as_str().to_owned(),
+            kind: kind.name().to_owned(),
             path: path.display().to_string(),
             required: spec.required,
             name: None,
@@ -118,9 +124,9 @@ pub fn load_backends(config: &NodeConfig) -> LoadedBackends {
         }
         if let Some(e) = &record.error {
             if record.required {
-                tracing::error!(kind = kind.as_str(), path = %record.path, "{e}");
+                tracing::error!(kind = kind.name(), path = %record.path, "{e}");
             } else {
-                tracing::warn!(kind = kind.as_str(), path = %record.path, "optional plugin unavailable: {e}");
+                tracing::warn!(kind = kind.name(), path = %record.path, "optional plugin unavailable: {e}");
             }
         }
         out.records.push(record);
@@ -128,22 +134,30 @@ pub fn load_backends(config: &NodeConfig) -> LoadedBackends {
     out
 }
 
-fn open(spec: &PluginSpec, path: &std::path::Path) -> Result<(PluginLibrary, Option<String>), String> {
-    let pin = match &spec.sha256 {
-        Some(p) => Some(Sha256Pin::parse(p.as_hex())?),
-        None => None,
-    };
-    let loaded = load_plugin(path, pin.as_ref()).map_err(|e| e.failure.to_string())?;
+fn open(
+    spec: &PluginSpec,
+    path: &std::path::Path,
+) -> Result<(PluginLibrary, Option<String>), String> {
+    let loaded = load_plugin(path, spec.sha256.as_ref()).map_err(|e| e.failure.to_string())?;
     Ok((loaded.library, loaded.sha256))
 }
 
-fn construct(kind: BackendKind, spec: &PluginSpec, library: &PluginLibrary, backends: &mut Backends) -> Result<(), String> {
+fn construct(
+    kind: BackendKind,
+    spec: &PluginSpec,
+    library: &PluginLibrary,
+    backends: &mut Backends,
+) -> Result<(), String> {
     let options = spec.options_json()?;
     let host = HostServices::new(library.name(), backends.mount.clone());
     let err = |e: nodeinit_plugin_api::PluginError| e.message.to_string();
     match kind {
-        BackendKind::Cgroup => backends.cgroup = Some(Arc::new(library.cgroup(host, &options).map_err(err)?)),
-        BackendKind::Mount => backends.mount = Some(Arc::new(library.mount(host, &options).map_err(err)?)),
+        BackendKind::Cgroup => {
+            backends.cgroup = Some(Arc::new(library.cgroup(host, &options).map_err(err)?))
+        }
+        BackendKind::Mount => {
+            backends.mount = Some(Arc::new(library.mount(host, &options).map_err(err)?))
+        }
         BackendKind::Namespace => {
             backends.namespace = Some(Arc::new(library.namespace(host, &options).map_err(err)?));
         }

@@ -73,7 +73,10 @@ impl PhaseRunner {
     /// A runner; with `continue_after_failure` (`on_failure = continue`) a
     /// failed required phase does not stop the later ones.
     pub fn new(continue_after_failure: bool) -> Self {
-        Self { continue_after_failure, ..Self::default() }
+        Self {
+            continue_after_failure,
+            ..Self::default()
+        }
     }
 
     /// Sets whether boot continues after a failure (known once the config is read).
@@ -85,8 +88,18 @@ impl PhaseRunner {
     pub fn run(&mut self, name: &str, body: impl FnOnce() -> PhaseResult) {
         if let Some(cause) = &self.broken {
             let detail = format!("not run: {cause}");
-            tracing::warn!(phase = name, status = "skipped", elapsed = "0ms", "{detail}");
-            self.records.push(PhaseRecord { name: name.to_owned(), status: PhaseStatus::Skipped, elapsed_ms: 0.0, detail: Some(detail) });
+            tracing::warn!(
+                phase = name,
+                status = "skipped",
+                elapsed = "0ms",
+                "{detail}"
+            );
+            self.records.push(PhaseRecord {
+                name: name.to_owned(),
+                status: PhaseStatus::Skipped,
+                elapsed_ms: 0.0,
+                detail: Some(detail),
+            });
             return;
         }
         let start = Instant::now();
@@ -102,26 +115,44 @@ impl PhaseRunner {
                 tracing::info!(phase = name, status = "skipped", elapsed = %elapsed, "{why}");
                 (PhaseStatus::Skipped, Some(why))
             }
-            PhaseResult::Failed { reason, required: true } => {
+            PhaseResult::Failed {
+                reason,
+                required: true,
+            } => {
                 tracing::error!(phase = name, status = "failed", elapsed = %elapsed, "{reason}");
                 if !self.continue_after_failure {
                     self.broken = Some(format!("phase {name} failed"));
                 }
                 (PhaseStatus::Failed, Some(reason))
             }
-            PhaseResult::Failed { reason, required: false } => {
+            PhaseResult::Failed {
+                reason,
+                required: false,
+            } => {
                 tracing::warn!(phase = name, status = "degraded", elapsed = %elapsed, "{reason}");
                 (PhaseStatus::Degraded, Some(reason))
             }
         };
-        self.records.push(PhaseRecord { name: name.to_owned(), status, elapsed_ms, detail });
+        self.records.push(PhaseRecord {
+            name: name.to_owned(),
+            status,
+            elapsed_ms,
+            detail,
+        });
     }
 
     /// The first required failure, as `phase: reason`.
     pub fn first_failure(&self) -> Option<String> {
-        self.records.iter().find(|r| r.status == PhaseStatus::Failed).map(|r| {
-            format!("phase {} failed: {}", r.name, r.detail.as_deref().unwrap_or("no detail"))
-        })
+        self.records
+            .iter()
+            .find(|r| r.status == PhaseStatus::Failed)
+            .map(|r| {
+                format!(
+                    "phase {} failed: {}",
+                    r.name,
+                    r.detail.as_deref().unwrap_or("no detail")
+                )
+            })
     }
 
     /// Whether no required phase failed and boot may go on.
@@ -143,16 +174,33 @@ mod tests {
     fn required_failure_skips_the_rest() {
         let mut r = PhaseRunner::new(false);
         r.run("a", || PhaseResult::Ok);
-        r.run("b", || PhaseResult::Failed { reason: "boom".into(), required: true });
+        r.run("b", || PhaseResult::Failed {
+            reason: "boom".into(),
+            required: true,
+        });
         let mut ran = false;
         r.run("c", || {
             ran = true;
             PhaseResult::Ok
         });
         assert!(!ran);
-        let s: Vec<_> = r.records().iter().map(|p| (p.name.as_str(), p.status)).collect();
-        assert_eq!(s, [("a", PhaseStatus::Ok), ("b", PhaseStatus::Failed), ("c", PhaseStatus::Skipped)]);
-        assert_eq!(r.records()[2].detail.as_deref(), Some("not run: phase b failed"));
+        let s: Vec<_> = r
+            .records()
+            .iter()
+            .map(|p| (p.name.as_str(), p.status))
+            .collect();
+        assert_eq!(
+            s,
+            [
+                ("a", PhaseStatus::Ok),
+                ("b", PhaseStatus::Failed),
+                ("c", PhaseStatus::Skipped)
+            ]
+        );
+        assert_eq!(
+            r.records()[2].detail.as_deref(),
+            Some("not run: phase b failed")
+        );
         assert_eq!(r.first_failure().as_deref(), Some("phase b failed: boom"));
         assert!(!r.is_healthy());
     }
@@ -160,11 +208,20 @@ mod tests {
     #[test]
     fn optional_failure_and_continue_policy_go_on() {
         let mut r = PhaseRunner::new(true);
-        r.run("a", || PhaseResult::Failed { reason: "x".into(), required: false });
-        r.run("b", || PhaseResult::Failed { reason: "y".into(), required: true });
+        r.run("a", || PhaseResult::Failed {
+            reason: "x".into(),
+            required: false,
+        });
+        r.run("b", || PhaseResult::Failed {
+            reason: "y".into(),
+            required: true,
+        });
         r.run("c", || PhaseResult::Ok);
         let s: Vec<_> = r.records().iter().map(|p| p.status).collect();
-        assert_eq!(s, [PhaseStatus::Degraded, PhaseStatus::Failed, PhaseStatus::Ok]);
+        assert_eq!(
+            s,
+            [PhaseStatus::Degraded, PhaseStatus::Failed, PhaseStatus::Ok]
+        );
         assert!(r.is_healthy());
     }
 }

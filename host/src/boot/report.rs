@@ -45,8 +45,10 @@ impl BootReport {
     /// The I/O error, naming the path.
     pub fn write_to(&self, dir: &Path) -> Result<PathBuf, String> {
         let path = dir.join(BOOT_REPORT_FILE);
-        let text = serde_json::to_string_pretty(self).map_err(|e| format!("encode boot report: {e}"))?;
-        write_atomic(&path, text.as_bytes()).map_err(|e| format!("write {}: {e}", path.display()))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| format!("encode boot report: {e}"))?;
+        write_atomic(&path, text.as_bytes())
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
         Ok(path)
     }
 
@@ -57,7 +59,8 @@ impl BootReport {
     /// Unreadable or not a boot report, naming the path.
     pub fn read_from(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: not a nodeinit boot report: {e}", path.display()))
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a nodeinit boot report: {e}", path.display()))
     }
 
     /// A human-readable table.
@@ -71,7 +74,11 @@ impl BootReport {
             if self.pid1 { "yes" } else { "no" },
             self.config.as_deref().unwrap_or("?")
         );
-        let _ = writeln!(out, "\n{:<18} {:<9} {:>10}  detail", "phase", "status", "elapsed");
+        let _ = writeln!(
+            out,
+            "\n{:<18} {:<9} {:>10}  detail",
+            "phase", "status", "elapsed"
+        );
         for p in &self.phases {
             let _ = writeln!(
                 out,
@@ -84,7 +91,11 @@ impl BootReport {
         }
         let _ = writeln!(out, "{:<18} {:<9} {:>8.3}ms", "total", "", self.total_ms);
         if !self.plugins.is_empty() {
-            let _ = writeln!(out, "\n{:<10} {:<12} {:<9} {:<6} {:<9} path", "kind", "plugin", "version", "iface", "status");
+            let _ = writeln!(
+                out,
+                "\n{:<10} {:<12} {:<9} {:<6} {:<9} path",
+                "kind", "plugin", "version", "iface", "status"
+            );
             for p in &self.plugins {
                 let _ = writeln!(
                     out,
@@ -93,7 +104,13 @@ impl BootReport {
                     p.name.as_deref().unwrap_or("-"),
                     p.version.as_deref().unwrap_or("-"),
                     p.interface.as_deref().unwrap_or("-"),
-                    if p.error.is_none() { "ok" } else if p.required { "FAILED" } else { "missing" },
+                    if p.error.is_none() {
+                        "ok"
+                    } else if p.required {
+                        "FAILED"
+                    } else {
+                        "missing"
+                    },
                     p.path
                 );
             }
@@ -113,7 +130,10 @@ impl BootReport {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -143,7 +163,12 @@ mod tests {
         let report = BootReport {
             nodeinit_version: "0.1.0".into(),
             node_id: Some("n1".into()),
-            phases: vec![PhaseRecord { name: "config".into(), status: PhaseStatus::Ok, elapsed_ms: 0.25, detail: None }],
+            phases: vec![PhaseRecord {
+                name: "config".into(),
+                status: PhaseStatus::Ok,
+                elapsed_ms: 0.25,
+                detail: None,
+            }],
             total_ms: 0.25,
             ..BootReport::default()
         };
@@ -152,7 +177,10 @@ mod tests {
         let back = BootReport::read_from(&path).unwrap();
         assert_eq!(back, report);
         let table = back.render();
-        assert!(table.contains("config             ok           0.250ms"), "{table}");
+        assert!(
+            table.contains("config             ok           0.250ms"),
+            "{table}"
+        );
         // No temp file left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -163,6 +191,9 @@ mod tests {
         let p = dir.path().join("boot.json");
         std::fs::write(&p, "{").unwrap();
         let e = BootReport::read_from(&p).unwrap_err();
-        assert!(e.starts_with(&format!("{}: not a nodeinit boot report", p.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("{}: not a nodeinit boot report", p.display())),
+            "{e}"
+        );
     }
 }

@@ -32,24 +32,39 @@ pub fn boot(env: &BootEnv) -> i32 {
             return code;
         }
     }
-    let handoff = prepared.config.as_ref().and_then(|c| c.config.handoff.clone());
+    let handoff = prepared
+        .config
+        .as_ref()
+        .and_then(|c| c.config.handoff.clone());
     let Some(handoff) = handoff else {
-        prepared.phases.run("handoff", || PhaseResult::NotApplicable("no [handoff] agent configured".into()));
+        prepared.phases.run("handoff", || {
+            PhaseResult::NotApplicable("no [handoff] agent configured".into())
+        });
         write_report(env, &prepared);
         return serve_until_shutdown(env, &mut prepared);
     };
     let command = AgentCommand::from(&handoff);
     let mut refused = None;
-    prepared.phases.run("handoff", || match preflight(&handoff, env.is_pid1) {
-        Ok(()) => PhaseResult::Ok,
-        Err(e) => {
-            refused = Some(e.to_string());
-            PhaseResult::Failed { reason: e.to_string(), required: true }
-        }
-    });
+    prepared
+        .phases
+        .run("handoff", || match preflight(&handoff, env.is_pid1) {
+            Ok(()) => PhaseResult::Ok,
+            Err(e) => {
+                refused = Some(e.to_string());
+                PhaseResult::Failed {
+                    reason: e.to_string(),
+                    required: true,
+                }
+            }
+        });
     write_report(env, &prepared);
     if let Some(reason) = refused {
-        return fail(env, &mut prepared, &format!("phase handoff failed: {reason}")).unwrap_or(1);
+        return fail(
+            env,
+            &mut prepared,
+            &format!("phase handoff failed: {reason}"),
+        )
+        .unwrap_or(1);
     }
     match handoff.mode {
         HandoffMode::Exec => {
@@ -60,17 +75,32 @@ pub fn boot(env: &BootEnv) -> i32 {
             }
             tracing::info!(agent = %command.program.display(), "exec");
             let err = exec_agent(&command);
-            fail(env, &mut prepared, &format!("exec of the agent failed: {err}")).unwrap_or(1)
+            fail(
+                env,
+                &mut prepared,
+                &format!("exec of the agent failed: {err}"),
+            )
+            .unwrap_or(1)
         }
         HandoffMode::Supervise => {
             let signals = match SignalPipe::install() {
                 Ok(s) => s,
-                Err(e) => return fail(env, &mut prepared, &format!("signal handlers: {e}")).unwrap_or(1),
+                Err(e) => {
+                    return fail(env, &mut prepared, &format!("signal handlers: {e}")).unwrap_or(1)
+                }
             };
             let mut options = SuperviseOptions {
                 grace: Duration::from_secs(handoff.grace_secs),
-                backoff: RestartBackoff::new(DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, STABLE_AFTER),
-                restart: if env.sandbox { RestartPolicy::Never } else { RestartPolicy::Always },
+                backoff: RestartBackoff::new(
+                    DEFAULT_INITIAL_DELAY,
+                    DEFAULT_MAX_DELAY,
+                    STABLE_AFTER,
+                ),
+                restart: if env.sandbox {
+                    RestartPolicy::Never
+                } else {
+                    RestartPolicy::Always
+                },
             };
             let outcome = supervise(&command, &mut options, signals, &mut |event| {
                 tracing::info!(?event, "supervise");
@@ -98,8 +128,15 @@ fn fail(env: &BootEnv, prepared: &mut Prepared, reason: &str) -> Option<i32> {
     }
     prepared.gate.fail(reason.to_owned());
     write_report(env, prepared);
-    let on_failure = prepared.config.as_ref().map_or_else(super::on_failure, |c| c.config.host.on_failure);
-    let context = FailureContext { is_pid1: env.is_pid1, sandbox: env.sandbox, shell: rescue_shell_at(std::path::Path::new("/bin/sh")) };
+    let on_failure = prepared
+        .config
+        .as_ref()
+        .map_or_else(super::on_failure, |c| c.config.host.on_failure);
+    let context = FailureContext {
+        is_pid1: env.is_pid1,
+        sandbox: env.sandbox,
+        shell: rescue_shell_at(std::path::Path::new("/bin/sh")),
+    };
     let outcome = decide_failure_outcome(on_failure, &context);
     if on_failure != OnFailure::Continue {
         prepared.release();
@@ -124,7 +161,10 @@ fn serve_until_shutdown(env: &BootEnv, prepared: &mut Prepared) -> i32 {
 /// Reaps children until a shutdown signal arrives; returns what it asks.
 fn wait_for_shutdown(signals: &SignalPipe) -> ShutdownAction {
     loop {
-        let mut fds = [nix::poll::PollFd::new(signals.fd(), nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            signals.fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
         reap_children();
         if let Some(action) = signals.drain().into_iter().find_map(shutdown_action_for) {
@@ -150,7 +190,10 @@ pub fn idle_as_pid1() -> ! {
 
 fn shut_down(env: &BootEnv, action: ShutdownAction) {
     if env.sandbox {
-        tracing::info!(action = action.as_str(), "sandbox: not carrying out the shutdown action");
+        tracing::info!(
+            action = action.as_str(),
+            "sandbox: not carrying out the shutdown action"
+        );
         nix::unistd::sync();
         return;
     }
@@ -163,7 +206,11 @@ fn write_report(env: &BootEnv, prepared: &Prepared) {
         Ok(path) => tracing::debug!(path = %path.display(), "boot report written"),
         Err(e) => tracing::warn!("boot report not written: {e}"),
     }
-    if report.phases.iter().any(|p| p.status == PhaseStatus::Failed) {
+    if report
+        .phases
+        .iter()
+        .any(|p| p.status == PhaseStatus::Failed)
+    {
         tracing::error!("boot failed; see `nodeinit report`");
     }
 }

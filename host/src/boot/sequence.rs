@@ -70,7 +70,9 @@ impl BootEnv {
     /// plugin names next to the nodeinit binary when the default plugin
     /// directory does not exist.
     pub fn for_sandbox(config: PathBuf) -> Self {
-        let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf));
         Self {
             config_arg: Some(config),
             default_config: None,
@@ -107,7 +109,10 @@ pub struct Prepared {
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared").field("node_id", &self.node_id).field("backends", &self.backends).finish_non_exhaustive()
+        f.debug_struct("Prepared")
+            .field("node_id", &self.node_id)
+            .field("backends", &self.backends)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +136,13 @@ impl Prepared {
                 .records()
                 .iter()
                 .filter(|r| matches!(r.status, PhaseStatus::Failed | PhaseStatus::Degraded))
-                .map(|r| format!("phase {}: {}", r.name, r.detail.as_deref().unwrap_or("no detail")))
+                .map(|r| {
+                    format!(
+                        "phase {}: {}",
+                        r.name,
+                        r.detail.as_deref().unwrap_or("no detail")
+                    )
+                })
                 .collect(),
             uptime_secs: uptime_secs(),
         }
@@ -174,10 +185,14 @@ pub fn prepare(env: &BootEnv) -> Prepared {
             loaded = Some((cfg, id));
             PhaseResult::Ok
         }
-        Err(e) => PhaseResult::Failed { reason: e, required: true },
+        Err(e) => PhaseResult::Failed {
+            reason: e,
+            required: true,
+        },
     });
     if let Some((cfg, id)) = loaded {
-        p.phases.set_continue_after_failure(cfg.config.host.on_failure == config::OnFailure::Continue);
+        p.phases
+            .set_continue_after_failure(cfg.config.host.on_failure == config::OnFailure::Continue);
         super::set_on_failure(cfg.config.host.on_failure);
         p.config = Some(cfg);
         p.node_id = Some(id);
@@ -195,7 +210,10 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         let result = if errs.is_empty() {
             PhaseResult::Ok
         } else {
-            PhaseResult::Failed { reason: errs.join("; "), required: l.required_failed() }
+            PhaseResult::Failed {
+                reason: errs.join("; "),
+                required: l.required_failed(),
+            }
         };
         loaded = Some(l);
         result
@@ -211,7 +229,10 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         None => PhaseResult::NotApplicable("no cgroup backend".into()),
         Some(cg) => match cg.create_hierarchy() {
             Ok(()) => PhaseResult::Ok,
-            Err(e) => PhaseResult::Failed { reason: e.to_string(), required: required(BackendKind::Cgroup) },
+            Err(e) => PhaseResult::Failed {
+                reason: e.to_string(),
+                required: required(BackendKind::Cgroup),
+            },
         },
     });
 
@@ -236,7 +257,10 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     });
     p.boot_mounts = acquired;
 
-    let supervise = config.handoff.as_ref().is_some_and(|h| h.mode == HandoffMode::Supervise);
+    let supervise = config
+        .handoff
+        .as_ref()
+        .is_some_and(|h| h.mode == HandoffMode::Supervise);
     let mut server = None;
     p.phases.run("handoff_socket", || {
         if !supervise {
@@ -245,7 +269,10 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         let Some(ns) = &backends.namespace else {
             return PhaseResult::NotApplicable("no namespace backend".into());
         };
-        let server_config = ServerConfig { socket_path: env.handoff_socket.clone(), ..ServerConfig::default() };
+        let server_config = ServerConfig {
+            socket_path: env.handoff_socket.clone(),
+            ..ServerConfig::default()
+        };
         match HandoffServer::start(Arc::clone(ns), server_config, p.gate.clone()) {
             Ok(s) => {
                 server = Some(s);
@@ -260,12 +287,17 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     p.server = server;
 
     let node_id = p.node_id.clone();
-    let agent_is_pact = config.handoff.as_ref().is_some_and(|h| h.agent == AgentKind::Pact);
+    let agent_is_pact = config
+        .handoff
+        .as_ref()
+        .is_some_and(|h| h.agent == AgentKind::Pact);
     let gate = p.gate.clone();
     p.phases.run("readiness", || {
         if agent_is_pact {
             gate.open();
-            return PhaseResult::NotApplicable("pact-agent signals readiness itself (/run/pact/ready)".into());
+            return PhaseResult::NotApplicable(
+                "pact-agent signals readiness itself (/run/pact/ready)".into(),
+            );
         }
         let Some(rd) = &backends.readiness else {
             gate.open();
@@ -277,14 +309,23 @@ pub fn prepare(env: &BootEnv) -> Prepared {
                 gate.open();
                 PhaseResult::Ok
             }
-            Err(e) => PhaseResult::Failed { reason: e.to_string(), required: required(BackendKind::Readiness) },
+            Err(e) => PhaseResult::Failed {
+                reason: e.to_string(),
+                required: required(BackendKind::Readiness),
+            },
         }
     });
     p
 }
 
 fn skip_rest(phases: &mut PhaseRunner) {
-    for name in ["plugins", "cgroup_hierarchy", "boot_mounts", "handoff_socket", "readiness"] {
+    for name in [
+        "plugins",
+        "cgroup_hierarchy",
+        "boot_mounts",
+        "handoff_socket",
+        "readiness",
+    ] {
         phases.run(name, || PhaseResult::NotApplicable("no config".into()));
     }
 }
@@ -296,7 +337,10 @@ fn early_mounts(env: &BootEnv) -> PhaseResult {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let steps = pid1::plan_early_mounts(&pid1::mount_points(&mountinfo), Path::new("/"));
     if let Err(e) = pid1::apply_early_mounts(&steps, &pid1::CGROUP2_OPTION_ATTEMPTS) {
-        return PhaseResult::Failed { reason: e.to_string(), required: true };
+        return PhaseResult::Failed {
+            reason: e.to_string(),
+            required: true,
+        };
     }
     if !env.sandbox {
         if let Err(e) = pid1::attach_stdio_to_console(Path::new("/dev/console")) {
@@ -320,21 +364,35 @@ fn kernel_modules(env: &BootEnv) -> PhaseResult {
             PhaseResult::Ok
         }
         // Not fatal by itself: what needs the module fails later, with its own message.
-        Ok(Some(done)) => PhaseResult::Failed { reason: done.failed.join("; "), required: false },
-        Err(e) => PhaseResult::Failed { reason: e, required: false },
+        Ok(Some(done)) => PhaseResult::Failed {
+            reason: done.failed.join("; "),
+            required: false,
+        },
+        Err(e) => PhaseResult::Failed {
+            reason: e,
+            required: false,
+        },
     }
 }
 
 fn load_config(env: &BootEnv) -> Result<(LoadedConfig, NodeId), String> {
-    let mut loaded = config::load(env.config_arg.as_deref(), &env.cmdline, env.default_config.as_deref())
-        .map_err(|e| e.to_string())?;
+    let mut loaded = config::load(
+        env.config_arg.as_deref(),
+        &env.cmdline,
+        env.default_config.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
     if let Some(dir) = &env.fallback_plugin_dir {
         let plugin_dir = &mut loaded.config.host.plugin_dir;
-        if plugin_dir.as_path() == Path::new(config::DEFAULT_PLUGIN_DIR) && !plugin_dir.as_path().exists() {
-            *plugin_dir = config::AbsolutePath::try_from(dir.display().to_string()).map_err(|e| format!("plugin directory {}: {e}", dir.display()))?;
+        if plugin_dir.as_path() == Path::new(config::DEFAULT_PLUGIN_DIR)
+            && !plugin_dir.as_path().exists()
+        {
+            *plugin_dir = config::AbsolutePath::try_from(dir.display().to_string())
+                .map_err(|e| format!("plugin directory {}: {e}", dir.display()))?;
         }
     }
-    let id = config::resolve_node_id(&env.cmdline, &loaded.config, &env.hostname_file).map_err(|e| e.to_string())?;
+    let id = config::resolve_node_id(&env.cmdline, &loaded.config, &env.hostname_file)
+        .map_err(|e| e.to_string())?;
     tracing::info!(config = ?loaded.origin, node_id = id.id.as_str(), node_id_source = ?id.source, "config loaded");
     Ok((loaded, id.id))
 }

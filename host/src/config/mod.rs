@@ -23,9 +23,10 @@ pub use error::ConfigError;
 pub use load::{load, load_from_str, ConfigOrigin, LoadedConfig};
 pub use location::SourceLocation;
 pub use node_id::{resolve_node_id, NodeId, NodeIdSource, ResolvedNodeId};
+pub use nodeinit_plugin_api::BackendKind;
 pub use schema::{
-    AgentKind, BackendKind, BootSection, HandoffMode, HandoffSection, HostSection, NodeConfig,
-    OnFailure, PluginSpec, PluginsSection,
+    AgentKind, BootSection, HandoffMode, HandoffSection, HostSection, NodeConfig, OnFailure,
+    PluginSpec, PluginsSection,
 };
 pub use values::{AbsolutePath, ImageRef, PluginPath, Sha256Pin};
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use nodeinit_plugin_api::BackendKind;
 use serde::Deserialize;
 
 use crate::config::defaults::{DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
@@ -83,34 +84,6 @@ impl OnFailure {
             Self::Poweroff => "poweroff",
             Self::Halt => "halt",
             Self::Continue => "continue",
-        }
-    }
-}
-
-/// The four backend kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BackendKind {
-    /// `hpc_node::CgroupManager`.
-    Cgroup,
-    /// `hpc_node::MountManager`.
-    Mount,
-    /// `hpc_node::NamespaceProvider`.
-    Namespace,
-    /// `hpc_node::ReadinessGate`.
-    Readiness,
-}
-
-impl BackendKind {
-    /// All kinds, in boot order of use.
-    pub const ALL: [Self; 4] = [Self::Cgroup, Self::Mount, Self::Namespace, Self::Readiness];
-
-    /// The table name under `[plugins]`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cgroup => "cgroup",
-            Self::Mount => "mount",
-            Self::Namespace => "namespace",
-            Self::Readiness => "readiness",
         }
     }
 }

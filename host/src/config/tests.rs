@@ -108,7 +108,7 @@ grace_secs = 30
         cgroup.options_json().unwrap(),
         r#"{"controllers":["cpu","memory","io","pids"]}"#
     );
-    let kinds: Vec<_> = config.plugins.iter().map(|(k, _)| k.as_str()).collect();
+    let kinds: Vec<_> = config.plugins.iter().map(|(k, _)| k.name()).collect();
     assert_eq!(kinds, ["cgroup", "mount"]);
     assert_eq!(config.boot.mounts[1].as_str(), "/images/tools.sqfs");
     let handoff = config.handoff.unwrap();
@@ -124,7 +124,7 @@ fn builtin_config_is_valid_and_serves_a_plain_node() {
     let kinds: Vec<_> = config
         .plugins
         .iter()
-        .map(|(k, s)| (k.as_str(), s.required))
+        .map(|(k, s)| (k.name(), s.required))
         .collect();
     assert_eq!(
         kinds,

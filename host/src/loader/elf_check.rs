@@ -28,20 +28,28 @@ pub fn check_elf(file: &File, len: u64) -> Result<(), LoadFailure> {
         return Err(bad("the file is empty".to_owned()));
     }
     let cache = ReadCache::new(file);
-    let header = FileHeader64::<Endianness>::parse(&cache)
-        .map_err(|_| bad(format!("not a 64-bit ELF file ({len} bytes, no valid ELF header)")))?;
+    let header = FileHeader64::<Endianness>::parse(&cache).map_err(|_| {
+        bad(format!(
+            "not a 64-bit ELF file ({len} bytes, no valid ELF header)"
+        ))
+    })?;
     let endian = header
         .endian()
         .map_err(|_| bad("unknown ELF byte order".to_owned()))?;
     if endian != Endianness::Little {
-        return Err(bad("big-endian ELF; this machine is little-endian".to_owned()));
+        return Err(bad(
+            "big-endian ELF; this machine is little-endian".to_owned()
+        ));
     }
     let machine = header.e_machine(endian);
     if machine != HOST_MACHINE {
         return Err(LoadFailure::WrongMachine(machine));
     }
     if header.e_type(endian) != ET_DYN {
-        return Err(bad(format!("ELF type {} is not a shared object (ET_DYN)", header.e_type(endian))));
+        return Err(bad(format!(
+            "ELF type {} is not a shared object (ET_DYN)",
+            header.e_type(endian)
+        )));
     }
     let segments = header
         .program_headers(endian, &cache)

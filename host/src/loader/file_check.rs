@@ -25,15 +25,23 @@ pub fn open_checked(path: &Path) -> Result<File, LoadFailure> {
             _ => LoadFailure::Open(e.to_string()),
         })?;
     // fstat of the descriptor we hold, not a second lookup of the path.
-    let st = file.metadata().map_err(|e| LoadFailure::Open(format!("fstat: {e}")))?;
+    let st = file
+        .metadata()
+        .map_err(|e| LoadFailure::Open(format!("fstat: {e}")))?;
     if st.is_dir() {
         return Err(LoadFailure::NotRegular("a directory".to_owned()));
     }
     if !st.is_file() {
-        return Err(LoadFailure::NotRegular(format!("file type {:?}", st.file_type())));
+        return Err(LoadFailure::NotRegular(format!(
+            "file type {:?}",
+            st.file_type()
+        )));
     }
     check_owner_and_mode("file", st.uid(), st.mode())?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let dst = std::fs::metadata(dir)
         .map_err(|e| LoadFailure::Open(format!("stat of directory {}: {e}", dir.display())))?;
     check_owner_and_mode("directory", dst.uid(), dst.mode())?;

@@ -1,7 +1,7 @@
 //! Loading plugin files (DESIGN.md §2 "Loading a plugin file").
 //!
-//! Owns the path from a config's `path` to an opened [`PluginLibrary`]:
-//! name resolution, the file and directory checks, the ELF check, the
+//! Owns the path from a resolved plugin file to an opened [`PluginLibrary`]
+//! (bare names are resolved by `config::PluginPath`): the file and directory checks, the ELF check, the
 //! optional pin, and `dlopen` of the checked descriptor through
 //! `/proc/self/fd/N`. Must never hand `dlopen` a path that was not checked,
 //! nor a bare relative name (it would search library paths).
@@ -22,7 +22,9 @@ use std::sync::{Mutex, PoisonError};
 
 use nodeinit_plugin_api::{OpenError, PluginLibrary};
 
-pub use pin::{sha256_hex, Sha256Pin};
+pub use pin::sha256_hex;
+
+use crate::config::Sha256Pin;
 
 /// Why one plugin file could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,29 +104,6 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Resolves a config `path`: absolute paths as they are, a bare name as
-/// `<plugin_dir>/libnodeinit_<name>.so`.
-///
-/// # Errors
-///
-/// A relative path with a `/` (ambiguous: relative to what?).
-pub fn resolve(path_or_name: &str, plugin_dir: &Path) -> Result<PathBuf, String> {
-    let p = Path::new(path_or_name);
-    if p.is_absolute() {
-        Ok(p.to_path_buf())
-    } else if !path_or_name.is_empty()
-        && path_or_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        Ok(plugin_dir.join(format!("libnodeinit_{path_or_name}.so")))
-    } else {
-        Err(format!(
-            "plugin path {path_or_name:?} is neither absolute nor a bare name ([A-Za-z0-9_-]+)"
-        ))
-    }
-}
-
 /// A plugin file, checked and opened.
 #[derive(Debug)]
 pub struct LoadedPlugin {
@@ -145,7 +124,10 @@ static LOADED_FDS: Mutex<Vec<File>> = Mutex::new(Vec::new());
 ///
 /// A [`LoadError`] naming `path` and the one-line reason.
 pub fn load_plugin(path: &Path, pin: Option<&Sha256Pin>) -> Result<LoadedPlugin, LoadError> {
-    let fail = |failure| LoadError { path: path.to_path_buf(), failure };
+    let fail = |failure| LoadError {
+        path: path.to_path_buf(),
+        failure,
+    };
     let file = file_check::open_checked(path).map_err(fail)?;
     let len = file
         .metadata()
@@ -161,9 +143,16 @@ pub fn load_plugin(path: &Path, pin: Option<&Sha256Pin>) -> Result<LoadedPlugin,
     };
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let library = open_library(&fd_path).map_err(|e| fail(LoadFailure::Library(e)))?;
-    LOADED_FDS.lock().unwrap_or_else(PoisonError::into_inner).push(file);
+    LOADED_FDS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(file);
     tracing::debug!(path = %path.display(), plugin = library.name(), version = library.version(), "plugin loaded");
-    Ok(LoadedPlugin { path: path.to_path_buf(), library, sha256 })
+    Ok(LoadedPlugin {
+        path: path.to_path_buf(),
+        library,
+        sha256,
+    })
 }
 
 fn open_library(fd_path: &Path) -> Result<PluginLibrary, OpenError> {
@@ -177,33 +166,4 @@ fn open_library(fd_path: &Path) -> Result<PluginLibrary, OpenError> {
         tracing::debug!(report = %report, "abi_stable layout report");
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bare_name_resolves_into_plugin_dir() {
-        assert_eq!(
-            resolve("cgroupfs", Path::new("/usr/lib/nodeinit/plugins")).unwrap(),
-            PathBuf::from("/usr/lib/nodeinit/plugins/libnodeinit_cgroupfs.so")
-        );
-        assert_eq!(resolve("/opt/x.so", Path::new("/p")).unwrap(), PathBuf::from("/opt/x.so"));
-    }
-
-    #[test]
-    fn relative_path_is_refused() {
-        assert_eq!(
-            resolve("plugins/x.so", Path::new("/p")).unwrap_err(),
-            "plugin path \"plugins/x.so\" is neither absolute nor a bare name ([A-Za-z0-9_-]+)"
-        );
-        assert!(resolve("", Path::new("/p")).unwrap_err().contains("neither absolute"));
-    }
-
-    #[test]
-    fn pin_must_be_hex() {
-        assert!(Sha256Pin::parse(&"a".repeat(64)).is_ok());
-        assert_eq!(Sha256Pin::parse("abc").unwrap_err(), "sha256 pin must be 64 hex digits, got \"abc\"");
-    }
 }

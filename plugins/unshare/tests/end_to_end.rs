@@ -59,7 +59,8 @@ impl ServerProcess {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         loop {
             match lines.next() {
-                Some(Ok(line)) if line == "SERVER-READY" => break,
+                // libtest prints "test <name> ... " before the test runs, on the same line.
+                Some(Ok(line)) if line.ends_with("SERVER-READY") => break,
                 Some(Ok(_)) => continue,
                 other => panic!("server process ended before it was ready: {other:?}"),
             }
