@@ -25,13 +25,32 @@ pub const DEMO_FILE: &str = "hello.txt";
 /// Its content.
 pub const DEMO_TEXT: &str = "hello from the nodeinit demo uenv\n";
 
-/// Makes the demo image, the demo agent link and (without `--config`) the
-/// sandbox config; returns the config path to boot with.
+/// Without `--config`: writes the built-in sandbox config and makes the
+/// demo (image and agent link). With `--config`: makes the demo only if that
+/// config refers to it (`/run/nodeinit/demo`). Returns the config to boot with.
 ///
 /// # Errors
 ///
 /// What could not be made, and what to install or fix.
 pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
+    match config {
+        None => {
+            make_demo()?;
+            let path = Path::new(DEMO_DIR).join("sandbox.toml");
+            std::fs::write(&path, SANDBOX_CONFIG).map_err(|e| format!("write {}: {e}", path.display()))?;
+            Ok(path)
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+            if text.contains(DEMO_DIR) {
+                make_demo()?;
+            }
+            Ok(path)
+        }
+    }
+}
+
+fn make_demo() -> Result<(), String> {
     let dir = Path::new(DEMO_DIR);
     let images = dir.join("images");
     let content = dir.join("content");

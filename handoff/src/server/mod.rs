@@ -143,6 +143,11 @@ impl HandoffServer {
         &self.path
     }
 
+    /// Requests waiting for readiness right now.
+    pub fn queued_requests(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
     /// Connections being served right now.
     pub fn active_connections(&self) -> usize {
         *self.shared.active.0.lock().unwrap_or_else(PoisonError::into_inner)
