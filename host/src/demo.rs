@@ -75,16 +75,7 @@ fn make_demo() -> Result<(), String> {
         std::env::current_exe().map_err(|e| format!("cannot find the nodeinit binary: {e}"))?;
     let agent = dir.join("demo-agent");
     let _ = std::fs::remove_file(&agent);
-    std::os::unix::fs::symlink(&exe, &agent).map_err(|e| format!("link demo agent: {e}"))?;
-    match config {
-        Some(c) => Ok(c),
-        None => {
-            let path = dir.join("sandbox.toml");
-            std::fs::write(&path, SANDBOX_CONFIG)
-                .map_err(|e| format!("write {}: {e}", path.display()))?;
-            Ok(path)
-        }
-    }
+    std::os::unix::fs::symlink(&exe, &agent).map_err(|e| format!("link demo agent: {e}"))
 }
 
 /// `nodeinit demo-agent`: request Pid+Net+Mount with the demo uenv, show

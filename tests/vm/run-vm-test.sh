@@ -20,7 +20,8 @@
 # Usage: run-vm-test.sh [SCENARIO...]   (default: all, in that order)
 #
 # Environment: VM_CARGO_TARGET_DIR (default <repo>/target), VM_BOOT_TIMEOUT
-# (seconds per boot, default 90), VM_CACHE (kernel cache, fetch-kernel.sh).
+# (seconds per boot, default 90), VM_CACHE (kernel cache, fetch-kernel.sh),
+# VM_NO_BUILD=1 (pack the artifacts already built instead of running cargo).
 # Must never touch the host beyond apt-get install and files under target/.
 set -euo pipefail
 
@@ -78,11 +79,15 @@ make_fixtures() {
 }
 
 build_nodeinit() {
-    log "building nodeinit, the reference plugins and the test agent (CARGO_TARGET_DIR=$target_dir)"
+    if [[ ${VM_NO_BUILD:-0} == 1 ]]; then
+        log "VM_NO_BUILD=1: using the artifacts already in $target_dir/debug"
+    else
+        log "building nodeinit, the reference plugins and the test agent (CARGO_TARGET_DIR=$target_dir)"
     (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q -p nodeinit \
         -p nodeinit-cgroupfs -p nodeinit-squashfs -p nodeinit-unshare -p nodeinit-readiness \
         -p nodeinit-vm-agent) >&2 ||
         die "cargo build of nodeinit, its plugins and tests/vm/agent failed"
+    fi
     local artifact
     for artifact in nodeinit nodeinit-vm-agent libnodeinit_cgroupfs.so libnodeinit_squashfs.so \
         libnodeinit_unshare.so libnodeinit_readiness.so; do
