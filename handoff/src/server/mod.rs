@@ -89,8 +89,15 @@ struct Shared {
     stopping: AtomicBool,
     /// Read end of a pipe whose write end the server holds: closing it wakes every poll.
     stop_signal: OwnedFd,
-    /// Live connection threads, and a condvar signalled when one ends.
-    active: (Mutex<usize>, Condvar),
+    /// Connection counts, and a condvar signalled when a connection ends.
+    active: (Mutex<ConnectionCounts>, Condvar),
+}
+
+/// Connections being served, and connections finished since start.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnectionCounts {
+    active: usize,
+    ended: u64,
 }
 
 /// A running handoff server. Dropping it shuts it down.
@@ -126,7 +133,7 @@ impl HandoffServer {
             queued: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop_signal,
-            active: (Mutex::new(0), Condvar::new()),
+            active: (Mutex::new(ConnectionCounts::default()), Condvar::new()),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -150,18 +157,44 @@ impl HandoffServer {
 
     /// Connections being served right now.
     pub fn active_connections(&self) -> usize {
+        self.counts().active
+    }
+
+    /// Connections that have ended since the server started.
+    pub fn ended_connections(&self) -> u64 {
+        self.counts().ended
+    }
+
+    fn counts(&self) -> ConnectionCounts {
         *self.shared.active.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait until at least `count` connections have ended since start, at
+    /// most `timeout`. Returns whether that happened.
+    pub fn wait_ended_connections(&self, count: u64, timeout: Duration) -> bool {
+        let (lock, changed) = &self.shared.active;
+        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = changed
+            .wait_timeout_while(guard, timeout, |c| c.ended < count)
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.ended >= count
     }
 
     /// Wait until no connection is being served, at most `timeout`.
     /// Returns whether the server is idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.wait_connections_at_most(0, timeout)
+    }
+
+    /// Wait until at most `max` connections are being served, at most `timeout`.
+    /// Returns whether that happened.
+    pub fn wait_connections_at_most(&self, max: usize, timeout: Duration) -> bool {
         let (lock, changed) = &self.shared.active;
         let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let (guard, _) = changed
-            .wait_timeout_while(guard, timeout, |n| *n > 0)
+            .wait_timeout_while(guard, timeout, |c| c.active > max)
             .unwrap_or_else(PoisonError::into_inner);
-        *guard == 0
+        guard.active <= max
     }
 
     /// Stop accepting, end every connection (queued requests get `not_ready`),
@@ -195,8 +228,9 @@ struct ActiveGuard(Arc<Shared>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let (lock, changed) = &self.0.active;
-        let mut n = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        *n = n.saturating_sub(1);
+        let mut counts = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.active = counts.active.saturating_sub(1);
+        counts.ended += 1;
         changed.notify_all();
     }
 }
@@ -230,12 +264,12 @@ fn accept_loop(listener: &listener::Listener, shared: &Arc<Shared>) {
         workers.retain(|w| !w.is_finished());
         {
             let mut active = shared.active.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if *active >= shared.config.max_connections {
+            if active.active >= shared.config.max_connections {
                 drop(active);
                 refuse_busy(&conn, shared.config.max_connections);
                 continue;
             }
-            *active += 1;
+            active.active += 1;
         }
         let guard = ActiveGuard(shared.clone());
         let worker_shared = shared.clone();

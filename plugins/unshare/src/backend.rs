@@ -17,7 +17,7 @@ use nodeinit_handoff::{AllocationId, NamespaceFdProvider};
 use nodeinit_plugin_api::AllocationMounts;
 
 use crate::allocation::{Allocation, UenvReference};
-use crate::options::UnshareConfig;
+use crate::options::{UnshareConfig, UnshareOptions};
 
 type Slot = Arc<Mutex<Option<Allocation>>>;
 
@@ -64,6 +64,17 @@ impl UnshareBackend {
             mounts,
             slots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The plugin constructor `export_plugin!` calls: options from the
+    /// config, the mount backend from the host.
+    ///
+    /// # Errors
+    ///
+    /// An invalid `uenv_mount_path` option, named with the rule it breaks.
+    pub fn from_plugin(host: &nodeinit_plugin_api::HostServices, options: UnshareOptions) -> Result<Self, String> {
+        let config = UnshareConfig::try_from(options).map_err(|e| format!("option uenv_mount_path: {e}"))?;
+        Ok(Self::new(config, host.mounts()))
     }
 
     /// Allocations currently live.

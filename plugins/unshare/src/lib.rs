@@ -17,3 +17,9 @@ mod options;
 
 pub use backend::UnshareBackend;
 pub use options::{UnshareConfig, UnshareOptions};
+
+nodeinit_plugin_api::export_plugin! {
+    name: "unshare",
+    version: env!("CARGO_PKG_VERSION"),
+    namespace: UnshareBackend::from_plugin,
+}

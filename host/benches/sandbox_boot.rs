@@ -1,0 +1,91 @@
+//! `nodeinit --sandbox` with the four reference plugins as `.so` files and
+//! a no-op agent (`/bin/date`, exec mode): time from process start to the
+//! agent's exec, the phase breakdown, and peak RSS. Each run is a fresh
+//! process (a real boot loads every library anew). Medians of this run.
+//!
+//! Run as root: `cargo bench -p nodeinit --bench sandbox_boot`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodeinit_tests::{build_cdylibs, Profile};
+
+const RUNS: usize = 31;
+
+const CONFIG: &str = r#"
+[host]
+on_failure = "poweroff"
+node_id = "bench-node"
+[plugins.cgroup]
+path = "cgroupfs"
+[plugins.mount]
+path = "squashfs"
+[plugins.namespace]
+path = "unshare"
+[plugins.readiness]
+path = "readiness"
+[handoff]
+agent = "command"
+exec = "/bin/date"
+args = ["+%s%N"]
+mode = "exec"
+"#;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // Benchmarks run as `--bench`; `cargo test` also runs them once with no
+    // args in some setups: only measure under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nodeinit"));
+    let built = build_cdylibs(
+        &["nodeinit-cgroupfs", "nodeinit-squashfs", "nodeinit-unshare", "nodeinit-readiness"],
+        Profile::Release,
+        &[],
+    )
+    .unwrap();
+    for so in built.values() {
+        assert_eq!(so.parent(), exe.parent(), "plugins must sit next to {}", exe.display());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bench.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+
+    let mut to_exec = Vec::new();
+    let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..RUNS {
+        let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let out = Command::new(exe).args(["--sandbox", "--config"]).arg(&config).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let agent_ns: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let agent = Duration::from_nanos(u64::try_from(agent_ns).unwrap());
+        to_exec.push((agent - t0).as_secs_f64() * 1e3);
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let (Some(p), Some(e)) = (field(line, "phase="), field(line, "elapsed=")) else { continue };
+            let ms: f64 = e.trim_end_matches("ms").parse().unwrap_or(0.0);
+            phases.entry(p).or_default().push(ms);
+        }
+    }
+    let rss_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap().max_rss();
+
+    println!("nodeinit --sandbox, 4 reference plugins (.so), no-op agent; medians of {RUNS} fresh runs");
+    println!("  process start -> agent exec (includes the date(1) start): {:>7.2} ms   (target <= 15 ms)", median(to_exec));
+    for (name, v) in phases {
+        println!("    phase {name:<17} {:>7.3} ms", median(v));
+    }
+    println!("  peak RSS (largest process of the run): {:.1} MiB   (target <= 10 MiB)", rss_kib as f64 / 1024.0);
+}
+
+/// `phase="x"` / `elapsed=1.2ms` values from a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let value = rest.split_whitespace().next()?;
+    Some(value.trim_matches('"').to_owned())
+}
