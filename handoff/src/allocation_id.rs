@@ -20,7 +20,9 @@ pub enum InvalidAllocationId {
     #[error("allocation_id is empty; it must match [A-Za-z0-9][A-Za-z0-9._-]* (at most {MAX_ALLOCATION_ID_LEN} bytes)")]
     Empty,
     /// The id is longer than [`MAX_ALLOCATION_ID_LEN`].
-    #[error("allocation_id is {len} bytes long; at most {MAX_ALLOCATION_ID_LEN} bytes are allowed")]
+    #[error(
+        "allocation_id is {len} bytes long; at most {MAX_ALLOCATION_ID_LEN} bytes are allowed"
+    )]
     TooLong {
         /// Its length in bytes.
         len: usize,
@@ -99,6 +101,9 @@ mod tests {
             );
         }
         let msg = AllocationId::parse("a/b").unwrap_err().to_string();
-        assert!(msg.contains("\"a/b\"") && msg.contains("[A-Za-z0-9][A-Za-z0-9._-]*"), "{msg}");
+        assert!(
+            msg.contains("\"a/b\"") && msg.contains("[A-Za-z0-9][A-Za-z0-9._-]*"),
+            "{msg}"
+        );
     }
 }

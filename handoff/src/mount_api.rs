@@ -33,8 +33,12 @@ struct MountAttr {
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{} contains NUL", path.display())))
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} contains NUL", path.display()),
+        )
+    })
 }
 
 fn fd_result(rc: libc::c_long, what: &str) -> io::Result<OwnedFd> {
@@ -42,7 +46,8 @@ fn fd_result(rc: libc::c_long, what: &str) -> io::Result<OwnedFd> {
         let err = io::Error::last_os_error();
         return Err(io::Error::new(err.kind(), format!("{what}: {err}")));
     }
-    let fd = RawFd::try_from(rc).map_err(|_| io::Error::other(format!("{what}: fd out of range")))?;
+    let fd =
+        RawFd::try_from(rc).map_err(|_| io::Error::other(format!("{what}: fd out of range")))?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -69,7 +74,11 @@ pub(crate) fn clone_tree(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
 
 /// Attach the detached mount `tree` at `to` (relative to `to_dir`, or the
 /// caller's cwd/root when `to_dir` is `None`).
-pub(crate) fn attach(tree: BorrowedFd<'_>, to_dir: Option<BorrowedFd<'_>>, to: &Path) -> io::Result<()> {
+pub(crate) fn attach(
+    tree: BorrowedFd<'_>,
+    to_dir: Option<BorrowedFd<'_>>,
+    to: &Path,
+) -> io::Result<()> {
     let c_to = c_path(to)?;
     let empty = c"";
     let dir = to_dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());

@@ -68,7 +68,9 @@ impl UenvMountPath {
     ///
     /// [`InvalidMountPath`] for relative paths, `/`, `.`/`..` components, empty components.
     pub fn parse(path: &str) -> Result<Self, InvalidMountPath> {
-        let bad = || InvalidMountPath { path: path.to_owned() };
+        let bad = || InvalidMountPath {
+            path: path.to_owned(),
+        };
         let p = Path::new(path);
         if !p.is_absolute() || path.contains("//") || path.ends_with('/') || path.contains('\0') {
             return Err(bad());
@@ -99,29 +101,44 @@ impl UenvMountPath {
 /// # Errors
 ///
 /// The step that failed, with its path and the kernel's reason.
-pub fn prepare(mnt_ns: BorrowedFd<'_>, propagation: Propagation, bind: Option<&UenvBind>) -> io::Result<()> {
+pub fn prepare(
+    mnt_ns: BorrowedFd<'_>,
+    propagation: Propagation,
+    bind: Option<&UenvBind>,
+) -> io::Result<()> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("nodeinit-mntns-setup".into())
             .spawn_scoped(scope, || prepare_in_namespace(mnt_ns, propagation, bind))
-            .map_err(|e| io::Error::other(format!("cannot start mount-namespace setup thread: {e}")))?
+            .map_err(|e| {
+                io::Error::other(format!("cannot start mount-namespace setup thread: {e}"))
+            })?
             .join()
             .map_err(|_| io::Error::other("mount-namespace setup thread panicked"))?
     })
 }
 
-fn prepare_in_namespace(mnt_ns: BorrowedFd<'_>, propagation: Propagation, bind: Option<&UenvBind>) -> io::Result<()> {
+fn prepare_in_namespace(
+    mnt_ns: BorrowedFd<'_>,
+    propagation: Propagation,
+    bind: Option<&UenvBind>,
+) -> io::Result<()> {
     // Threads share one filesystem context; setns(CLONE_NEWNS) requires our own.
-    unshare(CloneFlags::CLONE_FS).map_err(|e| io::Error::other(format!("unshare(CLONE_FS): {e}")))?;
-    setns(mnt_ns, CloneFlags::CLONE_NEWNS)
-        .map_err(|e| io::Error::other(format!("setns into the allocation's mount namespace: {e}")))?;
+    unshare(CloneFlags::CLONE_FS)
+        .map_err(|e| io::Error::other(format!("unshare(CLONE_FS): {e}")))?;
+    setns(mnt_ns, CloneFlags::CLONE_NEWNS).map_err(|e| {
+        io::Error::other(format!("setns into the allocation's mount namespace: {e}"))
+    })?;
     let flags = MsFlags::MS_REC
         | match propagation {
             Propagation::Slave => MsFlags::MS_SLAVE,
             Propagation::Private => MsFlags::MS_PRIVATE,
         };
-    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
-        .map_err(|e| io::Error::other(format!("making / {propagation:?} in the new mount namespace: {e}")))?;
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| {
+        io::Error::other(format!(
+            "making / {propagation:?} in the new mount namespace: {e}"
+        ))
+    })?;
     let Some(bind) = bind else {
         return Ok(());
     };
@@ -134,14 +151,24 @@ fn prepare_in_namespace(mnt_ns: BorrowedFd<'_>, propagation: Propagation, bind: 
             bind.target.display()
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => attach_under_shadow(image, &bind.target),
-        Err(e) => Err(io::Error::new(e.kind(), format!("stat {}: {e}", bind.target.display()))),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("stat {}: {e}", bind.target.display()),
+        )),
     }
 }
 
 /// What an entry of the shadowed directory becomes in the tmpfs.
 enum ShadowEntry {
-    Tree { name: CString, tree: OwnedFd, is_dir: bool },
-    Symlink { name: CString, target: PathBuf },
+    Tree {
+        name: CString,
+        tree: OwnedFd,
+        is_dir: bool,
+    },
+    Symlink {
+        name: CString,
+        target: PathBuf,
+    },
 }
 
 /// Cover the nearest existing ancestor of `target` with a tmpfs that mirrors
@@ -160,9 +187,16 @@ fn attach_under_shadow(image: OwnedFd, target: &Path) -> io::Result<()> {
             .map_err(|_| io::Error::other(format!("{} contains NUL", path.display())))?;
         let kind = entry.file_type()?;
         entries.push(if kind.is_symlink() {
-            ShadowEntry::Symlink { name, target: std::fs::read_link(&path)? }
+            ShadowEntry::Symlink {
+                name,
+                target: std::fs::read_link(&path)?,
+            }
         } else {
-            ShadowEntry::Tree { name, tree: mount_api::clone_tree(&path, true)?, is_dir: kind.is_dir() }
+            ShadowEntry::Tree {
+                name,
+                tree: mount_api::clone_tree(&path, true)?,
+                is_dir: kind.is_dir(),
+            }
         });
     }
     let shadow = mount_api::new_tmpfs(mode)?;
@@ -170,8 +204,17 @@ fn attach_under_shadow(image: OwnedFd, target: &Path) -> io::Result<()> {
     for entry in entries {
         match entry {
             ShadowEntry::Symlink { name, target } => {
-                nix::unistd::symlinkat(target.as_path(), Some(std::os::fd::AsRawFd::as_raw_fd(&shadow)), name.as_c_str())
-                    .map_err(|e| io::Error::other(format!("symlink {name:?} in the shadow of {}: {e}", ancestor.display())))?;
+                nix::unistd::symlinkat(
+                    target.as_path(),
+                    Some(std::os::fd::AsRawFd::as_raw_fd(&shadow)),
+                    name.as_c_str(),
+                )
+                .map_err(|e| {
+                    io::Error::other(format!(
+                        "symlink {name:?} in the shadow of {}: {e}",
+                        ancestor.display()
+                    ))
+                })?;
             }
             ShadowEntry::Tree { name, tree, is_dir } => {
                 create_mount_point(shadow.as_fd(), &name, is_dir)?;
@@ -204,7 +247,11 @@ fn create_mount_point(dir: BorrowedFd<'_>, name: &CString, is_dir: bool) -> io::
         )
         .and_then(nix::unistd::close)
     };
-    result.map_err(|e| io::Error::other(format!("creating mount point {name:?} in the shadow tmpfs: {e}")))
+    result.map_err(|e| {
+        io::Error::other(format!(
+            "creating mount point {name:?} in the shadow tmpfs: {e}"
+        ))
+    })
 }
 
 /// The deepest existing directory above `target` and the rest of the path below it.
@@ -217,15 +264,21 @@ fn nearest_existing_dir(target: &Path) -> io::Result<(PathBuf, PathBuf)> {
                     .map_err(|_| io::Error::other("mount path is not below its ancestor"))?;
                 return Ok((ancestor.to_path_buf(), missing.to_path_buf()));
             }
-            Ok(_) => {
-                return Err(io::Error::other(format!(
-                    "{} (a parent of the uenv mount path) is not a directory; configure another path",
-                    ancestor.display()
-                )))
-            }
+            Ok(_) => return Err(io::Error::other(format!(
+                "{} (a parent of the uenv mount path) is not a directory; configure another path",
+                ancestor.display()
+            ))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io::Error::new(e.kind(), format!("stat {}: {e}", ancestor.display()))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("stat {}: {e}", ancestor.display()),
+                ))
+            }
         }
     }
-    Err(io::Error::other(format!("no parent of {} exists", target.display())))
+    Err(io::Error::other(format!(
+        "no parent of {} exists",
+        target.display()
+    )))
 }

@@ -84,7 +84,10 @@ pub fn receive_message(socket: impl AsFd) -> io::Result<Received> {
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 // SAFETY: the kernel just installed these descriptors in this
                 // process for us (SCM_RIGHTS); nothing else owns them.
-                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         let truncated = message.flags.contains(MsgFlags::MSG_TRUNC);

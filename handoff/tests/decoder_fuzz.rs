@@ -8,7 +8,11 @@ use nodeinit_handoff::protocol::{decode, encode, DecodeError, Message, MAX_MESSA
 use proptest::prelude::*;
 
 fn namespace_type() -> impl Strategy<Value = NamespaceType> {
-    prop_oneof![Just(NamespaceType::Pid), Just(NamespaceType::Net), Just(NamespaceType::Mount)]
+    prop_oneof![
+        Just(NamespaceType::Pid),
+        Just(NamespaceType::Net),
+        Just(NamespaceType::Mount)
+    ]
 }
 
 proptest! {
@@ -48,6 +52,11 @@ proptest! {
 #[test]
 fn oversized_input_is_rejected_by_size_before_parsing() {
     let bytes = vec![b'{'; MAX_MESSAGE_BYTES + 1];
-    assert_eq!(decode(&bytes).unwrap_err(), DecodeError::TooLarge { len: MAX_MESSAGE_BYTES + 1 });
+    assert_eq!(
+        decode(&bytes).unwrap_err(),
+        DecodeError::TooLarge {
+            len: MAX_MESSAGE_BYTES + 1
+        }
+    );
     assert_eq!(decode(b"").unwrap_err(), DecodeError::Empty);
 }

@@ -46,13 +46,23 @@ fn main() {
     }
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nodeinit"));
     let built = build_cdylibs(
-        &["nodeinit-cgroupfs", "nodeinit-squashfs", "nodeinit-unshare", "nodeinit-readiness"],
+        &[
+            "nodeinit-cgroupfs",
+            "nodeinit-squashfs",
+            "nodeinit-unshare",
+            "nodeinit-readiness",
+        ],
         Profile::Release,
         &[],
     )
     .unwrap();
     for so in built.values() {
-        assert_eq!(so.parent(), exe.parent(), "plugins must sit next to {}", exe.display());
+        assert_eq!(
+            so.parent(),
+            exe.parent(),
+            "plugins must sit next to {}",
+            exe.display()
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bench.toml");
@@ -62,25 +72,42 @@ fn main() {
     let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..RUNS {
         let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let out = Command::new(exe).args(["--sandbox", "--config"]).arg(&config).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(exe)
+            .args(["--sandbox", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let agent_ns: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let agent = Duration::from_nanos(u64::try_from(agent_ns).unwrap());
         to_exec.push((agent - t0).as_secs_f64() * 1e3);
         for line in String::from_utf8_lossy(&out.stderr).lines() {
-            let (Some(p), Some(e)) = (field(line, "phase="), field(line, "elapsed=")) else { continue };
+            let (Some(p), Some(e)) = (field(line, "phase="), field(line, "elapsed=")) else {
+                continue;
+            };
             let ms: f64 = e.trim_end_matches("ms").parse().unwrap_or(0.0);
             phases.entry(p).or_default().push(ms);
         }
     }
-    let rss_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap().max_rss();
+    let rss_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .unwrap()
+        .max_rss();
 
-    println!("nodeinit --sandbox, 4 reference plugins (.so), no-op agent; medians of {RUNS} fresh runs");
+    println!(
+        "nodeinit --sandbox, 4 reference plugins (.so), no-op agent; medians of {RUNS} fresh runs"
+    );
     println!("  process start -> agent exec (includes the date(1) start): {:>7.2} ms   (target <= 15 ms)", median(to_exec));
     for (name, v) in phases {
         println!("    phase {name:<17} {:>7.3} ms", median(v));
     }
-    println!("  peak RSS (largest process of the run): {:.1} MiB   (target <= 10 MiB)", rss_kib as f64 / 1024.0);
+    println!(
+        "  peak RSS (largest process of the run): {:.1} MiB   (target <= 10 MiB)",
+        rss_kib as f64 / 1024.0
+    );
 }
 
 /// `phase="x"` / `elapsed=1.2ms` values from a log line.

@@ -37,11 +37,13 @@ pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
         None => {
             make_demo()?;
             let path = Path::new(DEMO_DIR).join("sandbox.toml");
-            std::fs::write(&path, SANDBOX_CONFIG).map_err(|e| format!("write {}: {e}", path.display()))?;
+            std::fs::write(&path, SANDBOX_CONFIG)
+                .map_err(|e| format!("write {}: {e}", path.display()))?;
             Ok(path)
         }
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
             if text.contains(DEMO_DIR) {
                 make_demo()?;
             }

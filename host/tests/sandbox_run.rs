@@ -8,8 +8,14 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 fn loop_devices() -> BTreeSet<String> {
-    let out = Command::new("losetup").args(["-a", "--noheadings"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    let out = Command::new("losetup")
+        .args(["-a", "--noheadings"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn mounts() -> BTreeSet<String> {
@@ -24,7 +30,11 @@ fn cgroup2_children() -> BTreeSet<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let root = info
         .lines()
-        .find(|l| l.split(" - ").nth(1).is_some_and(|r| r.starts_with("cgroup2 ")))
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
         .and_then(|l| l.split_whitespace().nth(4))
         .expect("this test needs a cgroup2 mount")
         .to_owned();
@@ -45,7 +55,12 @@ fn processes_named(name: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
         .count()
 }
@@ -53,21 +68,54 @@ fn processes_named(name: &str) -> usize {
 #[test]
 fn sandbox_boots_hands_off_and_leaves_nothing_behind() {
     // The plugins must sit next to the nodeinit binary (the sandbox's plugin_dir).
-    let built = nodeinit_tests::plugin_artifacts(&["nodeinit-cgroupfs", "nodeinit-squashfs", "nodeinit-unshare", "nodeinit-readiness"]);
+    let built = nodeinit_tests::plugin_artifacts(&[
+        "nodeinit-cgroupfs",
+        "nodeinit-squashfs",
+        "nodeinit-unshare",
+        "nodeinit-readiness",
+    ]);
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nodeinit"));
     for so in built.values() {
-        assert_eq!(so.parent(), exe.parent(), "plugin {} not next to {}", so.display(), exe.display());
+        assert_eq!(
+            so.parent(),
+            exe.parent(),
+            "plugin {} not next to {}",
+            so.display(),
+            exe.display()
+        );
     }
     let (loops, mnts, cgroups) = (loop_devices(), mounts(), cgroup2_children());
 
-    let out = Command::new(exe).arg("--sandbox").env("NODEINIT_LOG", "info").output().unwrap();
+    let out = Command::new(exe)
+        .arg("--sandbox")
+        .env("NODEINIT_LOG", "info")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for phase in ["config", "plugins", "cgroup_hierarchy", "boot_mounts", "handoff_socket", "readiness", "handoff"] {
-        assert!(stderr.contains(&format!("phase=\"{phase}\" status=\"ok\"")), "phase {phase} not ok:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for phase in [
+        "config",
+        "plugins",
+        "cgroup_hierarchy",
+        "boot_mounts",
+        "handoff_socket",
+        "readiness",
+        "handoff",
+    ] {
+        assert!(
+            stderr.contains(&format!("phase=\"{phase}\" status=\"ok\"")),
+            "phase {phase} not ok:\n{stderr}"
+        );
     }
-    assert!(stdout.contains("demo-agent: granted 3 namespaces for demo-1 (Provider)"), "{stdout}");
+    assert!(
+        stdout.contains("demo-agent: granted 3 namespaces for demo-1 (Provider)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("-> pid:["), "{stdout}");
     assert!(stdout.contains("-> net:["), "{stdout}");
     assert!(stdout.contains("-> mnt:["), "{stdout}");
@@ -75,10 +123,17 @@ fn sandbox_boots_hands_off_and_leaves_nothing_behind() {
         stdout.contains("demo-agent: read /user-environment/hello.txt inside the namespace: \"hello from the nodeinit demo uenv\""),
         "{stdout}"
     );
-    assert!(stdout.contains("demo-agent: allocation demo-1 ended"), "{stdout}");
+    assert!(
+        stdout.contains("demo-agent: allocation demo-1 ended"),
+        "{stdout}"
+    );
 
     assert_eq!(loop_devices(), loops, "loop devices left behind");
     assert_eq!(mounts(), mnts, "mounts left behind");
-    assert_eq!(cgroup2_children(), cgroups, "cgroup directories left behind");
+    assert_eq!(
+        cgroup2_children(),
+        cgroups,
+        "cgroup directories left behind"
+    );
     assert_eq!(processes_named("demo-agent"), 0, "demo agent still running");
 }

@@ -158,11 +158,13 @@ pub struct PluginRoot {
     pub mount: Option<extern "C" fn(HostServices, RStr<'_>) -> RResult<MountBox, PluginError>>,
     /// namespace backend constructor, if provided.
     // Spelled out: the StableAbi derive must see the fn-pointer type.
-    pub namespace: Option<extern "C" fn(HostServices, RStr<'_>) -> RResult<NamespaceBox, PluginError>>,
+    pub namespace:
+        Option<extern "C" fn(HostServices, RStr<'_>) -> RResult<NamespaceBox, PluginError>>,
     /// readiness backend constructor, if provided.
     #[sabi(last_prefix_field)]
     // Spelled out: the StableAbi derive must see the fn-pointer type.
-    pub readiness: Option<extern "C" fn(HostServices, RStr<'_>) -> RResult<ReadinessBox, PluginError>>,
+    pub readiness:
+        Option<extern "C" fn(HostServices, RStr<'_>) -> RResult<ReadinessBox, PluginError>>,
     /// Test-only field: what the next interface minor would append.
     #[cfg(feature = "__test-next-minor")]
     pub next_minor_probe: Option<extern "C" fn() -> u32>,

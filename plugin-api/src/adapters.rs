@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use abi_stable::std_types::{ROption, RString};
 use hpc_node::{
-    CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, MountError, MountHandle,
-    MountManager, NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse,
-    ReadinessError, ReadinessGate, ResourceLimits,
+    CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, MountError, MountHandle, MountManager,
+    NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse, ReadinessError,
+    ReadinessGate, ResourceLimits,
 };
 use nodeinit_handoff::NamespaceFdProvider;
 
@@ -26,7 +26,10 @@ pub struct CgroupAdapter {
 impl CgroupAdapter {
     /// Wraps a constructed backend; `label` names it in `Debug` output.
     pub fn new(backend: CgroupBox, label: &str) -> Self {
-        Self { backend, label: label.to_owned() }
+        Self {
+            backend,
+            label: label.to_owned(),
+        }
     }
 }
 
@@ -38,23 +41,45 @@ impl std::fmt::Debug for CgroupAdapter {
 
 impl CgroupManager for CgroupAdapter {
     fn create_hierarchy(&self) -> Result<(), CgroupError> {
-        self.backend.create_hierarchy().into_result().map_err(CgroupError::from)
-    }
-    fn create_scope(&self, parent_slice: &str, name: &str, limits: &ResourceLimits) -> Result<CgroupHandle, CgroupError> {
         self.backend
-            .create_scope(parent_slice.into(), name.into(), RResourceLimits::from(limits))
+            .create_hierarchy()
+            .into_result()
+            .map_err(CgroupError::from)
+    }
+    fn create_scope(
+        &self,
+        parent_slice: &str,
+        name: &str,
+        limits: &ResourceLimits,
+    ) -> Result<CgroupHandle, CgroupError> {
+        self.backend
+            .create_scope(
+                parent_slice.into(),
+                name.into(),
+                RResourceLimits::from(limits),
+            )
             .into_result()
             .map(|path| CgroupHandle { path: path.into() })
             .map_err(CgroupError::from)
     }
     fn destroy_scope(&self, handle: &CgroupHandle) -> Result<(), CgroupError> {
-        self.backend.destroy_scope(handle.path.as_str().into()).into_result().map_err(CgroupError::from)
+        self.backend
+            .destroy_scope(handle.path.as_str().into())
+            .into_result()
+            .map_err(CgroupError::from)
     }
     fn read_metrics(&self, path: &str) -> Result<CgroupMetrics, CgroupError> {
-        self.backend.read_metrics(path.into()).into_result().map(CgroupMetrics::from).map_err(CgroupError::from)
+        self.backend
+            .read_metrics(path.into())
+            .into_result()
+            .map(CgroupMetrics::from)
+            .map_err(CgroupError::from)
     }
     fn is_scope_empty(&self, handle: &CgroupHandle) -> Result<bool, CgroupError> {
-        self.backend.is_scope_empty(handle.path.as_str().into()).into_result().map_err(CgroupError::from)
+        self.backend
+            .is_scope_empty(handle.path.as_str().into())
+            .into_result()
+            .map_err(CgroupError::from)
     }
 }
 
@@ -67,7 +92,10 @@ pub struct MountAdapter {
 impl MountAdapter {
     /// Wraps a constructed backend.
     pub fn new(backend: MountBox, label: &str) -> Self {
-        Self { backend, label: label.to_owned() }
+        Self {
+            backend,
+            label: label.to_owned(),
+        }
     }
 }
 
@@ -79,22 +107,42 @@ impl std::fmt::Debug for MountAdapter {
 
 impl MountManager for MountAdapter {
     fn acquire_mount(&self, image_path: &str) -> Result<MountHandle, MountError> {
-        self.backend.acquire_mount(image_path.into()).into_result().map(MountHandle::from).map_err(MountError::from)
+        self.backend
+            .acquire_mount(image_path.into())
+            .into_result()
+            .map(MountHandle::from)
+            .map_err(MountError::from)
     }
     fn release_mount(&self, handle: &MountHandle) -> Result<(), MountError> {
-        self.backend.release_mount(&RMountHandle::from(handle)).into_result().map_err(MountError::from)
+        self.backend
+            .release_mount(&RMountHandle::from(handle))
+            .into_result()
+            .map_err(MountError::from)
     }
     fn force_unmount(&self, image_path: &str) -> Result<(), MountError> {
-        self.backend.force_unmount(image_path.into()).into_result().map_err(MountError::from)
+        self.backend
+            .force_unmount(image_path.into())
+            .into_result()
+            .map_err(MountError::from)
     }
     fn reconstruct_state(&self, active_allocations: &[String]) -> Result<(), MountError> {
-        let active: Vec<RString> = active_allocations.iter().map(|s| RString::from(s.as_str())).collect();
-        self.backend.reconstruct_state(active.as_slice().into()).into_result().map_err(MountError::from)
+        let active: Vec<RString> = active_allocations
+            .iter()
+            .map(|s| RString::from(s.as_str()))
+            .collect();
+        self.backend
+            .reconstruct_state(active.as_slice().into())
+            .into_result()
+            .map_err(MountError::from)
     }
 }
 
 impl AllocationMounts for MountAdapter {
-    fn acquire_for(&self, allocation_id: &str, image_path: &str) -> Result<MountHandle, MountError> {
+    fn acquire_for(
+        &self,
+        allocation_id: &str,
+        image_path: &str,
+    ) -> Result<MountHandle, MountError> {
         self.backend
             .acquire_for(allocation_id.into(), image_path.into())
             .into_result()
@@ -119,7 +167,10 @@ pub struct NamespaceAdapter {
 impl NamespaceAdapter {
     /// Wraps a constructed backend.
     pub fn new(backend: NamespaceBox, label: &str) -> Self {
-        Self { backend, label: label.to_owned() }
+        Self {
+            backend,
+            label: label.to_owned(),
+        }
     }
 }
 
@@ -130,7 +181,10 @@ impl std::fmt::Debug for NamespaceAdapter {
 }
 
 impl NamespaceProvider for NamespaceAdapter {
-    fn create_namespaces(&self, request: &NamespaceRequest) -> Result<NamespaceResponse, NamespaceError> {
+    fn create_namespaces(
+        &self,
+        request: &NamespaceRequest,
+    ) -> Result<NamespaceResponse, NamespaceError> {
         let response = self
             .backend
             .create_namespaces(&RNamespaceRequest::from(request))
@@ -139,13 +193,20 @@ impl NamespaceProvider for NamespaceAdapter {
         response.to_hpc().map_err(NamespaceError::from)
     }
     fn release_namespaces(&self, allocation_id: &str) -> Result<(), NamespaceError> {
-        self.backend.release_namespaces(allocation_id.into()).into_result().map_err(NamespaceError::from)
+        self.backend
+            .release_namespaces(allocation_id.into())
+            .into_result()
+            .map_err(NamespaceError::from)
     }
 }
 
 impl NamespaceFdProvider for NamespaceAdapter {
     fn namespace_fds(&self, allocation_id: &str) -> Result<Vec<OwnedFd>, NamespaceError> {
-        let raw = self.backend.namespace_fds(allocation_id.into()).into_result().map_err(NamespaceError::from)?;
+        let raw = self
+            .backend
+            .namespace_fds(allocation_id.into())
+            .into_result()
+            .map_err(NamespaceError::from)?;
         Ok(raw.into_iter().map(take_fd).collect())
     }
 }
@@ -166,7 +227,10 @@ pub struct ReadinessAdapter {
 impl ReadinessAdapter {
     /// Wraps a constructed backend.
     pub fn new(backend: ReadinessBox, label: &str) -> Self {
-        Self { backend, label: label.to_owned() }
+        Self {
+            backend,
+            label: label.to_owned(),
+        }
     }
 }
 
@@ -187,13 +251,22 @@ impl ReadinessGate for ReadinessAdapter {
 
 impl ReadinessProvider for ReadinessAdapter {
     fn signal_ready(&self, node_id: &str) -> Result<(), ReadinessError> {
-        self.backend.signal_ready(node_id.into()).into_result().map_err(ReadinessError::from)
+        self.backend
+            .signal_ready(node_id.into())
+            .into_result()
+            .map_err(ReadinessError::from)
     }
     fn signal_failed(&self, reason: &str) -> Result<(), ReadinessError> {
-        self.backend.signal_failed(reason.into()).into_result().map_err(ReadinessError::from)
+        self.backend
+            .signal_failed(reason.into())
+            .into_result()
+            .map_err(ReadinessError::from)
     }
     fn wait_ready_timeout(&self, timeout: Option<Duration>) -> Result<(), ReadinessError> {
         let ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        self.backend.wait_ready(ROption::from(ms)).into_result().map_err(ReadinessError::from)
+        self.backend
+            .wait_ready(ROption::from(ms))
+            .into_result()
+            .map_err(ReadinessError::from)
     }
 }

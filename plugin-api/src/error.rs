@@ -160,7 +160,8 @@ impl PluginError {
     }
 
     fn from_io(kind: ErrorKind, err: &io::Error) -> Self {
-        let mut out = Self::new(kind, err.to_string()).with_field("io_kind", io_kind_name(err.kind()));
+        let mut out =
+            Self::new(kind, err.to_string()).with_field("io_kind", io_kind_name(err.kind()));
         match (err.raw_os_error(), err.get_ref()) {
             (Some(code), None) => out = out.with_field("os_error", code.to_string()),
             (_, Some(inner)) => out = out.with_field("io_message", inner.to_string()),
@@ -175,7 +176,9 @@ impl PluginError {
         if let Some(code) = self.field("os_error").and_then(|c| c.parse::<i32>().ok()) {
             return io::Error::from_raw_os_error(code);
         }
-        let kind = self.field("io_kind").map_or(io::ErrorKind::Other, io_kind_from_name);
+        let kind = self
+            .field("io_kind")
+            .map_or(io::ErrorKind::Other, io_kind_from_name);
         io::Error::new(kind, self.field_or_message("io_message"))
     }
 
@@ -205,7 +208,13 @@ impl std::fmt::Display for PluginFault {
         if self.kind == ErrorKind::PANICKED {
             write!(f, "plugin panicked: {}", self.message)
         } else {
-            write!(f, "plugin error {} ({}): {}", self.kind.0, self.kind.name(), self.message)
+            write!(
+                f,
+                "plugin error {} ({}): {}",
+                self.kind.0,
+                self.kind.name(),
+                self.message
+            )
         }
     }
 }
@@ -224,11 +233,14 @@ impl From<&CgroupError> for PluginError {
         let msg = e.to_string();
         match e {
             CgroupError::CreationFailed { reason } => {
-                Self::new(ErrorKind::CGROUP_CREATION_FAILED, msg).with_field("reason", reason.clone())
+                Self::new(ErrorKind::CGROUP_CREATION_FAILED, msg)
+                    .with_field("reason", reason.clone())
             }
-            CgroupError::KillFailed { path, reason } => Self::new(ErrorKind::CGROUP_KILL_FAILED, msg)
-                .with_field("path", path.clone())
-                .with_field("reason", reason.clone()),
+            CgroupError::KillFailed { path, reason } => {
+                Self::new(ErrorKind::CGROUP_KILL_FAILED, msg)
+                    .with_field("path", path.clone())
+                    .with_field("reason", reason.clone())
+            }
             CgroupError::NotFound { path } => {
                 Self::new(ErrorKind::CGROUP_NOT_FOUND, msg).with_field("path", path.clone())
             }
@@ -264,7 +276,8 @@ impl From<PluginError> for CgroupError {
             ErrorKind::CGROUP_NOT_FOUND => Self::NotFound {
                 path: e.field_or_message("path"),
             },
-            ErrorKind::CGROUP_PERMISSION_DENIED => match e.field("owner").and_then(owner_from_name) {
+            ErrorKind::CGROUP_PERMISSION_DENIED => match e.field("owner").and_then(owner_from_name)
+            {
                 Some(owner) => Self::PermissionDenied {
                     path: e.field_or_message("path"),
                     owner,
@@ -281,14 +294,17 @@ impl From<&MountError> for PluginError {
     fn from(e: &MountError) -> Self {
         let msg = e.to_string();
         match e {
-            MountError::MountFailed { image_path, reason } => Self::new(ErrorKind::MOUNT_FAILED, msg)
-                .with_field("image_path", image_path.clone())
-                .with_field("reason", reason.clone()),
-            MountError::UnmountFailed { mount_point, reason } => {
-                Self::new(ErrorKind::MOUNT_UNMOUNT_FAILED, msg)
-                    .with_field("mount_point", mount_point.clone())
+            MountError::MountFailed { image_path, reason } => {
+                Self::new(ErrorKind::MOUNT_FAILED, msg)
+                    .with_field("image_path", image_path.clone())
                     .with_field("reason", reason.clone())
             }
+            MountError::UnmountFailed {
+                mount_point,
+                reason,
+            } => Self::new(ErrorKind::MOUNT_UNMOUNT_FAILED, msg)
+                .with_field("mount_point", mount_point.clone())
+                .with_field("reason", reason.clone()),
             MountError::RefcountInconsistency { image_path, detail } => {
                 Self::new(ErrorKind::MOUNT_REFCOUNT_INCONSISTENCY, msg)
                     .with_field("image_path", image_path.clone())
@@ -334,10 +350,12 @@ impl From<&NamespaceError> for PluginError {
         let msg = e.to_string();
         match e {
             NamespaceError::SocketUnavailable { reason } => {
-                Self::new(ErrorKind::NAMESPACE_SOCKET_UNAVAILABLE, msg).with_field("reason", reason.clone())
+                Self::new(ErrorKind::NAMESPACE_SOCKET_UNAVAILABLE, msg)
+                    .with_field("reason", reason.clone())
             }
             NamespaceError::CreationFailed { reason } => {
-                Self::new(ErrorKind::NAMESPACE_CREATION_FAILED, msg).with_field("reason", reason.clone())
+                Self::new(ErrorKind::NAMESPACE_CREATION_FAILED, msg)
+                    .with_field("reason", reason.clone())
             }
             NamespaceError::AllocationNotFound { allocation_id } => {
                 Self::new(ErrorKind::NAMESPACE_ALLOCATION_NOT_FOUND, msg)
@@ -380,7 +398,8 @@ impl From<&ReadinessError> for PluginError {
         let msg = e.to_string();
         match e {
             ReadinessError::BootFailed { reason } => {
-                Self::new(ErrorKind::READINESS_BOOT_FAILED, msg).with_field("reason", reason.clone())
+                Self::new(ErrorKind::READINESS_BOOT_FAILED, msg)
+                    .with_field("reason", reason.clone())
             }
             ReadinessError::Timeout => Self::new(ErrorKind::READINESS_TIMEOUT, msg),
         }

@@ -43,7 +43,11 @@ impl<T> Guarded<T> {
         Self { inner, plugin }
     }
 
-    fn call<R, E>(&self, method: &str, f: impl FnOnce(&T) -> Result<R, E>) -> RResult<R, PluginError>
+    fn call<R, E>(
+        &self,
+        method: &str,
+        f: impl FnOnce(&T) -> Result<R, E>,
+    ) -> RResult<R, PluginError>
     where
         PluginError: From<E>,
     {
@@ -62,20 +66,30 @@ pub(crate) fn panicked(plugin: &str, method: &str, payload: &(dyn Any + Send)) -
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned());
-    PluginError::new(ErrorKind::PANICKED, format!("{method} in plugin {plugin}: {text}"))
-        .with_field("method", method)
-        .with_field("panic", text)
+    PluginError::new(
+        ErrorKind::PANICKED,
+        format!("{method} in plugin {plugin}: {text}"),
+    )
+    .with_field("method", method)
+    .with_field("panic", text)
 }
 
 fn handle(path: RStr<'_>) -> CgroupHandle {
-    CgroupHandle { path: path.to_string() }
+    CgroupHandle {
+        path: path.to_string(),
+    }
 }
 
 impl<T: CgroupManager> CgroupBackend for Guarded<T> {
     fn create_hierarchy(&self) -> RResult<(), PluginError> {
         self.call("create_hierarchy", |b| b.create_hierarchy())
     }
-    fn create_scope(&self, parent_slice: RStr<'_>, name: RStr<'_>, limits: RResourceLimits) -> RResult<RString, PluginError> {
+    fn create_scope(
+        &self,
+        parent_slice: RStr<'_>,
+        name: RStr<'_>,
+        limits: RResourceLimits,
+    ) -> RResult<RString, PluginError> {
         self.call("create_scope", |b| {
             b.create_scope(parent_slice.as_str(), name.as_str(), &limits.into())
                 .map(|h| RString::from(h.path))
@@ -85,7 +99,10 @@ impl<T: CgroupManager> CgroupBackend for Guarded<T> {
         self.call("destroy_scope", |b| b.destroy_scope(&handle(handle_path)))
     }
     fn read_metrics(&self, path: RStr<'_>) -> RResult<RCgroupMetrics, PluginError> {
-        self.call("read_metrics", |b| b.read_metrics(path.as_str()).map(|m| RCgroupMetrics::from(&m)))
+        self.call("read_metrics", |b| {
+            b.read_metrics(path.as_str())
+                .map(|m| RCgroupMetrics::from(&m))
+        })
     }
     fn is_scope_empty(&self, handle_path: RStr<'_>) -> RResult<bool, PluginError> {
         self.call("is_scope_empty", |b| b.is_scope_empty(&handle(handle_path)))
@@ -94,10 +111,15 @@ impl<T: CgroupManager> CgroupBackend for Guarded<T> {
 
 impl<T: AllocationMounts> MountBackend for Guarded<T> {
     fn acquire_mount(&self, image_path: RStr<'_>) -> RResult<RMountHandle, PluginError> {
-        self.call("acquire_mount", |b| b.acquire_mount(image_path.as_str()).map(|h| RMountHandle::from(&h)))
+        self.call("acquire_mount", |b| {
+            b.acquire_mount(image_path.as_str())
+                .map(|h| RMountHandle::from(&h))
+        })
     }
     fn release_mount(&self, h: &RMountHandle) -> RResult<(), PluginError> {
-        self.call("release_mount", |b| b.release_mount(&MountHandle::from(h.clone())))
+        self.call("release_mount", |b| {
+            b.release_mount(&MountHandle::from(h.clone()))
+        })
     }
     fn force_unmount(&self, image_path: RStr<'_>) -> RResult<(), PluginError> {
         self.call("force_unmount", |b| b.force_unmount(image_path.as_str()))
@@ -108,19 +130,28 @@ impl<T: AllocationMounts> MountBackend for Guarded<T> {
             b.reconstruct_state(&active)
         })
     }
-    fn acquire_for(&self, allocation_id: RStr<'_>, image_path: RStr<'_>) -> RResult<RMountHandle, PluginError> {
+    fn acquire_for(
+        &self,
+        allocation_id: RStr<'_>,
+        image_path: RStr<'_>,
+    ) -> RResult<RMountHandle, PluginError> {
         self.call("acquire_for", |b| {
             b.acquire_for(allocation_id.as_str(), image_path.as_str())
                 .map(|h| RMountHandle::from(&h))
         })
     }
     fn release_for(&self, allocation_id: RStr<'_>, h: &RMountHandle) -> RResult<(), PluginError> {
-        self.call("release_for", |b| b.release_for(allocation_id.as_str(), &MountHandle::from(h.clone())))
+        self.call("release_for", |b| {
+            b.release_for(allocation_id.as_str(), &MountHandle::from(h.clone()))
+        })
     }
 }
 
 impl<T: NamespaceFdProvider> NamespaceBackend for Guarded<T> {
-    fn create_namespaces(&self, request: &RNamespaceRequest) -> RResult<RNamespaceResponse, PluginError> {
+    fn create_namespaces(
+        &self,
+        request: &RNamespaceRequest,
+    ) -> RResult<RNamespaceResponse, PluginError> {
         self.call("create_namespaces", |b| {
             let req = request.to_hpc()?;
             b.create_namespaces(&req)
@@ -129,7 +160,9 @@ impl<T: NamespaceFdProvider> NamespaceBackend for Guarded<T> {
         })
     }
     fn release_namespaces(&self, allocation_id: RStr<'_>) -> RResult<(), PluginError> {
-        self.call("release_namespaces", |b| b.release_namespaces(allocation_id.as_str()))
+        self.call("release_namespaces", |b| {
+            b.release_namespaces(allocation_id.as_str())
+        })
     }
     fn namespace_fds(&self, allocation_id: RStr<'_>) -> RResult<RVec<i32>, PluginError> {
         self.call("namespace_fds", |b| {
@@ -142,7 +175,10 @@ impl<T: NamespaceFdProvider> NamespaceBackend for Guarded<T> {
 impl<T: ReadinessProvider> ReadinessBackend for Guarded<T> {
     fn is_ready(&self) -> bool {
         // A panicking is_ready reads as "not ready".
-        matches!(self.call("is_ready", |b| Ok::<_, PluginError>(b.is_ready())), RResult::ROk(true))
+        matches!(
+            self.call("is_ready", |b| Ok::<_, PluginError>(b.is_ready())),
+            RResult::ROk(true)
+        )
     }
     fn wait_ready(&self, timeout_ms: ROption<u64>) -> RResult<(), PluginError> {
         self.call("wait_ready", |b| {
@@ -192,7 +228,11 @@ where
     }));
     match outcome {
         Ok(result) => result,
-        Err(payload) => Err(panicked(plugin, &format!("{kind} constructor"), payload.as_ref())),
+        Err(payload) => Err(panicked(
+            plugin,
+            &format!("{kind} constructor"),
+            payload.as_ref(),
+        )),
     }
 }
 

@@ -97,7 +97,9 @@ impl HostServices {
     /// The host's mount backend, when the host has one loaded.
     pub fn mounts(&self) -> Option<Arc<dyn AllocationMounts>> {
         match self.api.mount_backend() {
-            ROption::RSome(backend) => Some(Arc::new(MountAdapter::new(backend, "host mount backend"))),
+            ROption::RSome(backend) => {
+                Some(Arc::new(MountAdapter::new(backend, "host mount backend")))
+            }
             ROption::RNone => None,
         }
     }
@@ -135,7 +137,13 @@ impl HostApi for HostSide {
     fn log(&self, level: u8, target: RStr<'_>, message: RStr<'_>, fields: RStr<'_>) {
         // A panic must not unwind into the plugin (that would abort PID 1).
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            emit_plugin_record(&self.plugin, LogLevel::from_code(level), target.as_str(), message.as_str(), fields.as_str());
+            emit_plugin_record(
+                &self.plugin,
+                LogLevel::from_code(level),
+                target.as_str(),
+                message.as_str(),
+                fields.as_str(),
+            );
         }));
     }
 
@@ -180,7 +188,10 @@ fn emit_plugin_record(plugin: &str, level: LogLevel, target: &str, message: &str
 struct SharedMounts(Arc<dyn AllocationMounts>);
 
 impl hpc_node::MountManager for SharedMounts {
-    fn acquire_mount(&self, image_path: &str) -> Result<hpc_node::MountHandle, hpc_node::MountError> {
+    fn acquire_mount(
+        &self,
+        image_path: &str,
+    ) -> Result<hpc_node::MountHandle, hpc_node::MountError> {
         self.0.acquire_mount(image_path)
     }
     fn release_mount(&self, handle: &hpc_node::MountHandle) -> Result<(), hpc_node::MountError> {
@@ -195,10 +206,18 @@ impl hpc_node::MountManager for SharedMounts {
 }
 
 impl AllocationMounts for SharedMounts {
-    fn acquire_for(&self, allocation_id: &str, image_path: &str) -> Result<hpc_node::MountHandle, hpc_node::MountError> {
+    fn acquire_for(
+        &self,
+        allocation_id: &str,
+        image_path: &str,
+    ) -> Result<hpc_node::MountHandle, hpc_node::MountError> {
         self.0.acquire_for(allocation_id, image_path)
     }
-    fn release_for(&self, allocation_id: &str, handle: &hpc_node::MountHandle) -> Result<(), hpc_node::MountError> {
+    fn release_for(
+        &self,
+        allocation_id: &str,
+        handle: &hpc_node::MountHandle,
+    ) -> Result<(), hpc_node::MountError> {
         self.0.release_for(allocation_id, handle)
     }
 }

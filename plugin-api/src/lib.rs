@@ -95,13 +95,17 @@ pub use version::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::{CgroupBox, MountBox, NamespaceBox, ReadinessBox};
-    pub use crate::export::{construct_cgroup, construct_mount, construct_namespace, construct_readiness};
+    pub use crate::export::{
+        construct_cgroup, construct_mount, construct_namespace, construct_readiness,
+    };
     pub use abi_stable::library::{
-        CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader,
+        __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };
     pub use abi_stable::std_types::{RResult, RStr};
 
-    use crate::abi::{CgroupCtor, MountCtor, NamespaceCtor, PluginRoot, PluginRootRef, ReadinessCtor};
+    use crate::abi::{
+        CgroupCtor, MountCtor, NamespaceCtor, PluginRoot, PluginRootRef, ReadinessCtor,
+    };
     use abi_stable::prefix_type::PrefixTypeTrait;
 
     /// The constructors a plugin provides.

@@ -130,7 +130,9 @@ impl PluginLibrary {
             .map_err(|e| OpenError::NotAPlugin(one_line(&e)))?;
         // abi_stable never unloads libraries; neither do we.
         std::mem::forget(raw);
-        let root = header.init_root_module::<PluginRootRef>().map_err(classify)?;
+        let root = header
+            .init_root_module::<PluginRootRef>()
+            .map_err(classify)?;
         Ok(Self { root })
     }
 
@@ -152,8 +154,18 @@ impl PluginLibrary {
     /// The backend kinds it provides.
     pub fn backends(&self) -> Vec<BackendKind> {
         let r = &self.root;
-        let present = [r.cgroup().is_some(), r.mount().is_some(), r.namespace().is_some(), r.readiness().is_some()];
-        BackendKind::ALL.into_iter().zip(present).filter(|(_, p)| *p).map(|(k, _)| k).collect()
+        let present = [
+            r.cgroup().is_some(),
+            r.mount().is_some(),
+            r.namespace().is_some(),
+            r.readiness().is_some(),
+        ];
+        BackendKind::ALL
+            .into_iter()
+            .zip(present)
+            .filter(|(_, p)| *p)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     fn not_provided(&self, kind: BackendKind) -> PluginError {
@@ -162,7 +174,11 @@ impl PluginLibrary {
             format!(
                 "plugin {} provides no {kind} backend (it provides: {})",
                 self.name(),
-                self.backends().iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                self.backends()
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     }
@@ -172,9 +188,18 @@ impl PluginLibrary {
     /// # Errors
     ///
     /// `NOT_PROVIDED`, `INVALID_OPTIONS`, `CONSTRUCTION_FAILED` or `PANICKED`.
-    pub fn cgroup(&self, host: HostServices, options_json: &str) -> Result<CgroupAdapter, PluginError> {
-        let ctor = self.root.cgroup().ok_or_else(|| self.not_provided(BackendKind::Cgroup))?;
-        ctor(host, RStr::from_str(options_json)).into_result().map(|b| CgroupAdapter::new(b, self.name()))
+    pub fn cgroup(
+        &self,
+        host: HostServices,
+        options_json: &str,
+    ) -> Result<CgroupAdapter, PluginError> {
+        let ctor = self
+            .root
+            .cgroup()
+            .ok_or_else(|| self.not_provided(BackendKind::Cgroup))?;
+        ctor(host, RStr::from_str(options_json))
+            .into_result()
+            .map(|b| CgroupAdapter::new(b, self.name()))
     }
 
     /// Constructs its mount backend with `options_json`.
@@ -182,9 +207,18 @@ impl PluginLibrary {
     /// # Errors
     ///
     /// As [`Self::cgroup`].
-    pub fn mount(&self, host: HostServices, options_json: &str) -> Result<MountAdapter, PluginError> {
-        let ctor = self.root.mount().ok_or_else(|| self.not_provided(BackendKind::Mount))?;
-        ctor(host, RStr::from_str(options_json)).into_result().map(|b| MountAdapter::new(b, self.name()))
+    pub fn mount(
+        &self,
+        host: HostServices,
+        options_json: &str,
+    ) -> Result<MountAdapter, PluginError> {
+        let ctor = self
+            .root
+            .mount()
+            .ok_or_else(|| self.not_provided(BackendKind::Mount))?;
+        ctor(host, RStr::from_str(options_json))
+            .into_result()
+            .map(|b| MountAdapter::new(b, self.name()))
     }
 
     /// Constructs its namespace backend with `options_json`.
@@ -192,9 +226,18 @@ impl PluginLibrary {
     /// # Errors
     ///
     /// As [`Self::cgroup`].
-    pub fn namespace(&self, host: HostServices, options_json: &str) -> Result<NamespaceAdapter, PluginError> {
-        let ctor = self.root.namespace().ok_or_else(|| self.not_provided(BackendKind::Namespace))?;
-        ctor(host, RStr::from_str(options_json)).into_result().map(|b| NamespaceAdapter::new(b, self.name()))
+    pub fn namespace(
+        &self,
+        host: HostServices,
+        options_json: &str,
+    ) -> Result<NamespaceAdapter, PluginError> {
+        let ctor = self
+            .root
+            .namespace()
+            .ok_or_else(|| self.not_provided(BackendKind::Namespace))?;
+        ctor(host, RStr::from_str(options_json))
+            .into_result()
+            .map(|b| NamespaceAdapter::new(b, self.name()))
     }
 
     /// Constructs its readiness backend with `options_json`.
@@ -202,34 +245,48 @@ impl PluginLibrary {
     /// # Errors
     ///
     /// As [`Self::cgroup`].
-    pub fn readiness(&self, host: HostServices, options_json: &str) -> Result<ReadinessAdapter, PluginError> {
-        let ctor = self.root.readiness().ok_or_else(|| self.not_provided(BackendKind::Readiness))?;
-        ctor(host, RStr::from_str(options_json)).into_result().map(|b| ReadinessAdapter::new(b, self.name()))
+    pub fn readiness(
+        &self,
+        host: HostServices,
+        options_json: &str,
+    ) -> Result<ReadinessAdapter, PluginError> {
+        let ctor = self
+            .root
+            .readiness()
+            .ok_or_else(|| self.not_provided(BackendKind::Readiness))?;
+        ctor(host, RStr::from_str(options_json))
+            .into_result()
+            .map(|b| ReadinessAdapter::new(b, self.name()))
     }
 }
 
 fn read_mark(raw: &RawLibrary) -> Result<InterfaceMark, OpenError> {
     // SAFETY: a symbol's address is read as a pointer-sized value; we only
     // interpret the pointee after checking the magic bytes it must start with.
-    let ptr: *const InterfaceMark = match unsafe { raw.get::<*const InterfaceMark>(INTERFACE_MARK_SYMBOL) } {
-        Ok(sym) => *sym,
-        Err(_) => {
-            return Err(OpenError::NotAPlugin(
-                "symbol NODEINIT_PLUGIN_INTERFACE not found (was the plugin built with \
+    let ptr: *const InterfaceMark =
+        match unsafe { raw.get::<*const InterfaceMark>(INTERFACE_MARK_SYMBOL) } {
+            Ok(sym) => *sym,
+            Err(_) => {
+                return Err(OpenError::NotAPlugin(
+                    "symbol NODEINIT_PLUGIN_INTERFACE not found (was the plugin built with \
                  nodeinit_plugin_api::export_plugin!?)"
-                    .to_owned(),
-            ))
-        }
-    };
+                        .to_owned(),
+                ))
+            }
+        };
     if ptr.is_null() {
-        return Err(OpenError::NotAPlugin("NODEINIT_PLUGIN_INTERFACE is null".to_owned()));
+        return Err(OpenError::NotAPlugin(
+            "NODEINIT_PLUGIN_INTERFACE is null".to_owned(),
+        ));
     }
     // SAFETY: non-null, and exported by the library as a `#[repr(C)]`
     // `InterfaceMark`-sized static whose first 8 bytes we check next; the
     // library stays mapped for the life of the process.
     let mark = unsafe { ptr.read_unaligned() };
     if mark.magic != INTERFACE_MARK_MAGIC {
-        return Err(OpenError::NotAPlugin("NODEINIT_PLUGIN_INTERFACE has the wrong magic bytes".to_owned()));
+        return Err(OpenError::NotAPlugin(
+            "NODEINIT_PLUGIN_INTERFACE has the wrong magic bytes".to_owned(),
+        ));
     }
     Ok(mark)
 }
@@ -238,7 +295,10 @@ fn classify(e: LibraryError) -> OpenError {
     match e {
         LibraryError::AbiInstability(_) => {
             let report = e.to_string();
-            OpenError::AbiMismatch { summary: summarize_abi_report(&report), report }
+            OpenError::AbiMismatch {
+                summary: summarize_abi_report(&report),
+                report,
+            }
         }
         LibraryError::RootModule { .. } => OpenError::RootModule(one_line(&e)),
         other => OpenError::NotAPlugin(one_line(&other)),
@@ -246,7 +306,10 @@ fn classify(e: LibraryError) -> OpenError {
 }
 
 fn one_line(e: &dyn fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The `Error:` lines of an abi_stable layout report, on one line.
@@ -261,7 +324,12 @@ pub fn summarize_abi_report(report: &str) -> String {
         }
     }
     let mut out = if seen.is_empty() {
-        report.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("layout check failed").to_owned()
+        report
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("layout check failed")
+            .to_owned()
     } else {
         seen.join("; ")
     };
@@ -283,11 +351,17 @@ mod tests {
     #[test]
     fn summary_keeps_error_lines_once() {
         let report = "Layout of expected type:\n  lots\nError:field count mismatch\n   more\n  Error: field count mismatch\nError:  different name: a vs b\n";
-        assert_eq!(summarize_abi_report(report), "field count mismatch; different name: a vs b");
+        assert_eq!(
+            summarize_abi_report(report),
+            "field count mismatch; different name: a vs b"
+        );
     }
 
     #[test]
     fn summary_without_error_lines_uses_first_line() {
-        assert_eq!(summarize_abi_report("\n  something odd\nsecond"), "something odd");
+        assert_eq!(
+            summarize_abi_report("\n  something odd\nsecond"),
+            "something odd"
+        );
     }
 }

@@ -4,8 +4,7 @@
 use abi_stable::std_types::{ROption, RString, RVec};
 use abi_stable::StableAbi;
 use hpc_node::{
-    CgroupMetrics, MountHandle, NamespaceRequest, NamespaceResponse, NamespaceType,
-    ResourceLimits,
+    CgroupMetrics, MountHandle, NamespaceRequest, NamespaceResponse, NamespaceType, ResourceLimits,
 };
 
 use crate::error::{ErrorKind, PluginError};
@@ -164,7 +163,11 @@ impl From<&NamespaceRequest> for RNamespaceRequest {
     fn from(r: &NamespaceRequest) -> Self {
         Self {
             allocation_id: r.allocation_id.as_str().into(),
-            namespaces: r.namespaces.iter().map(|t| RNamespaceType::from(*t)).collect(),
+            namespaces: r
+                .namespaces
+                .iter()
+                .map(|t| RNamespaceType::from(*t))
+                .collect(),
             uenv_image: r.uenv_image.as_deref().map(RString::from).into(),
         }
     }
@@ -180,7 +183,11 @@ impl RNamespaceRequest {
         Ok(NamespaceRequest {
             allocation_id: self.allocation_id.to_string(),
             namespaces: types_to_hpc(&self.namespaces)?,
-            uenv_image: self.uenv_image.as_ref().map(|s| s.to_string()).into_option(),
+            uenv_image: self
+                .uenv_image
+                .as_ref()
+                .map(|s| s.to_string())
+                .into_option(),
         })
     }
 }
@@ -201,7 +208,11 @@ impl From<&NamespaceResponse> for RNamespaceResponse {
     fn from(r: &NamespaceResponse) -> Self {
         Self {
             allocation_id: r.allocation_id.as_str().into(),
-            fd_types: r.fd_types.iter().map(|t| RNamespaceType::from(*t)).collect(),
+            fd_types: r
+                .fd_types
+                .iter()
+                .map(|t| RNamespaceType::from(*t))
+                .collect(),
             uenv_mount_path: r.uenv_mount_path.as_deref().map(RString::from).into(),
         }
     }
@@ -217,7 +228,11 @@ impl RNamespaceResponse {
         Ok(NamespaceResponse {
             allocation_id: self.allocation_id.to_string(),
             fd_types: types_to_hpc(&self.fd_types)?,
-            uenv_mount_path: self.uenv_mount_path.as_ref().map(|s| s.to_string()).into_option(),
+            uenv_mount_path: self
+                .uenv_mount_path
+                .as_ref()
+                .map(|s| s.to_string())
+                .into_option(),
         })
     }
 }
@@ -254,11 +269,31 @@ mod tests {
 
     #[test]
     fn limits_and_metrics_round_trip() {
-        let l = ResourceLimits { memory_max: Some(1 << 30), cpu_weight: Some(250), io_max: None };
+        let l = ResourceLimits {
+            memory_max: Some(1 << 30),
+            cpu_weight: Some(250),
+            io_max: None,
+        };
         let back = ResourceLimits::from(RResourceLimits::from(&l));
-        assert_eq!((back.memory_max, back.cpu_weight, back.io_max), (Some(1 << 30), Some(250), None));
-        let m = CgroupMetrics { memory_current: 5, memory_max: None, cpu_usage_usec: 7, nr_processes: 2 };
+        assert_eq!(
+            (back.memory_max, back.cpu_weight, back.io_max),
+            (Some(1 << 30), Some(250), None)
+        );
+        let m = CgroupMetrics {
+            memory_current: 5,
+            memory_max: None,
+            cpu_usage_usec: 7,
+            nr_processes: 2,
+        };
         let back = CgroupMetrics::from(RCgroupMetrics::from(&m));
-        assert_eq!((back.memory_current, back.memory_max, back.cpu_usage_usec, back.nr_processes), (5, None, 7, 2));
+        assert_eq!(
+            (
+                back.memory_current,
+                back.memory_max,
+                back.cpu_usage_usec,
+                back.nr_processes
+            ),
+            (5, None, 7, 2)
+        );
     }
 }

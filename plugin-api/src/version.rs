@@ -152,8 +152,14 @@ mod tests {
 
     #[test]
     fn older_and_newer_minor_load() {
-        assert_eq!(HOST.check_plugin(InterfaceVersion { major: 1, minor: 0 }), Ok(()));
-        assert_eq!(HOST.check_plugin(InterfaceVersion { major: 1, minor: 9 }), Ok(()));
+        assert_eq!(
+            HOST.check_plugin(InterfaceVersion { major: 1, minor: 0 }),
+            Ok(())
+        );
+        assert_eq!(
+            HOST.check_plugin(InterfaceVersion { major: 1, minor: 9 }),
+            Ok(())
+        );
     }
 
     #[test]

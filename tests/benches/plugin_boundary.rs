@@ -48,7 +48,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn measure_loads(paths: &[PathBuf]) -> Duration {
-    let spec = paths.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>().join(":");
+    let spec = paths
+        .iter()
+        .map(|p| p.to_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
     let exe = std::env::current_exe().unwrap();
     let samples = (0..SAMPLES)
         .map(|_| {
@@ -95,29 +99,48 @@ fn main() {
     let one = measure_loads(&copies[..1]);
     let four = measure_loads(&copies);
 
-    let mut c = Criterion::default().output_directory(&criterion_dir()).configure_from_args();
+    let mut c = Criterion::default()
+        .output_directory(&criterion_dir())
+        .configure_from_args();
     let lib = load_plugin(so, None).unwrap().library;
-    let ready_so = lib.readiness(HostServices::new("null", None), "{}").unwrap();
-    let ready_rlib = NullReadiness::from_plugin(&HostServices::new("null", None), NullOptions::default()).unwrap();
+    let ready_so = lib
+        .readiness(HostServices::new("null", None), "{}")
+        .unwrap();
+    let ready_rlib =
+        NullReadiness::from_plugin(&HostServices::new("null", None), NullOptions::default())
+            .unwrap();
     let cg_so = lib.cgroup(HostServices::new("null", None), "{}").unwrap();
-    let cg_rlib = NullCgroups::from_plugin(&HostServices::new("null", None), NullOptions::default()).unwrap();
-    let handle = CgroupHandle { path: "workload.slice/job-1.scope".into() };
+    let cg_rlib =
+        NullCgroups::from_plugin(&HostServices::new("null", None), NullOptions::default()).unwrap();
+    let handle = CgroupHandle {
+        path: "workload.slice/job-1.scope".into(),
+    };
     {
         let mut g = c.benchmark_group("is_ready");
         g.bench_function("adapter", |b| b.iter(|| black_box(&ready_so).is_ready()));
         g.bench_function("rlib", |b| b.iter(|| black_box(&ready_rlib).is_ready()));
         g.finish();
         let mut g = c.benchmark_group("is_scope_empty");
-        g.bench_function("adapter", |b| b.iter(|| black_box(&cg_so).is_scope_empty(black_box(&handle))));
-        g.bench_function("rlib", |b| b.iter(|| black_box(&cg_rlib).is_scope_empty(black_box(&handle))));
+        g.bench_function("adapter", |b| {
+            b.iter(|| black_box(&cg_so).is_scope_empty(black_box(&handle)))
+        });
+        g.bench_function("rlib", |b| {
+            b.iter(|| black_box(&cg_rlib).is_scope_empty(black_box(&handle)))
+        });
         g.finish();
     }
     c.final_summary();
 
     println!();
     println!("plugin boundary, medians of this run ({SAMPLES} fresh processes for loads):");
-    println!("  load + construct 1 plugin:   {:>9.3} ms", one.as_secs_f64() * 1e3);
-    println!("  load + construct 4 plugins:  {:>9.3} ms   (target <= 2 ms)", four.as_secs_f64() * 1e3);
+    println!(
+        "  load + construct 1 plugin:   {:>9.3} ms",
+        one.as_secs_f64() * 1e3
+    );
+    println!(
+        "  load + construct 4 plugins:  {:>9.3} ms   (target <= 2 ms)",
+        four.as_secs_f64() * 1e3
+    );
     for group in ["is_ready", "is_scope_empty"] {
         let a = criterion_median_ns(group, "adapter");
         let r = criterion_median_ns(group, "rlib");

@@ -75,7 +75,9 @@ pub fn build_cdylibs(
     }
     for p in packages {
         if !found.contains_key(*p) {
-            return Err(format!("cargo build produced no .so for package {p} (is it a cdylib?)"));
+            return Err(format!(
+                "cargo build produced no .so for package {p} (is it a cdylib?)"
+            ));
         }
     }
     Ok(found)

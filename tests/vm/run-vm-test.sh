@@ -140,11 +140,7 @@ $(namespace_table)
 path = "readiness"
 required = true
 
-[handoff]
-agent = "command"
-exec = "$agent_path"
-args = ["--mode", "$scenario"]
-mode = "$scenario"
+$(scenario_tables "$scenario")
 EOF
             ;;
         missing)
@@ -164,6 +160,19 @@ args = ["--mode", "exec"]
 mode = "exec"
 EOF
             ;;
+    esac
+}
+
+# [boot] and [handoff] of the exec and supervise scenarios: exec acquires the
+# uenv image during boot (the boot_mounts phase); supervise leaves that to the
+# namespace request and has the restarted agent ask for a power-off (SIGPWR;
+# SIGTERM would mean reboot).
+scenario_tables() { # scenario
+    case $1 in
+        exec) printf '[boot]\nmounts = ["%s"]\n\n[handoff]\nagent = "command"\nexec = "%s"\nargs = ["--mode", "exec"]\nmode = "exec"\n' \
+            "$uenv_image" "$agent_path" ;;
+        supervise) printf '[handoff]\nagent = "command"\nexec = "%s"\nargs = ["--mode", "supervise", "--shutdown-signal", "PWR"]\nmode = "supervise"\ngrace_secs = 5\n' \
+            "$agent_path" ;;
     esac
 }
 
@@ -200,7 +209,8 @@ refuse() { # scenario console description grep-pattern
 
 show_markers() { # scenario console
     log "--- $1: console markers ---"
-    grep -E 'VMTEST|STANDIN|phase=|reboot: |Run /init|Kernel panic|Attempted to kill init' "$2" | sed 's/^/  | /' >&2 || true
+    grep -E 'VMTEST|STANDIN|phase=|supervise event=|shutting down|nodeinit: |reboot: |Run /init|Kernel panic|Attempted to kill init' "$2" |
+        grep -vE 'VMTEST INFO (phase|handoff-uptime|restart-uptime):' | sed 's/^/  | /' >&2 || true
 }
 
 boot() { # scenario: packs and boots it; console in $work/SCENARIO.console, QEMU status in BOOT_STATUS
@@ -272,6 +282,8 @@ run_standin() {
 
 agent_checks() { # scenario console
     local s=$1 c=$2 slice
+    expect "$s" "$c" "boot.json: PID 1, node id, every needed phase ok" "VMTEST PASS boot-json: pid1, node_id \"$node_id\""
+    expect "$s" "$c" "nodeinit loaded the packed kernel modules" 'VMTEST PASS modules: loaded by nodeinit: .*squashfs.*virtio_blk'
     expect "$s" "$c" "cgroup2 mounted at /sys/fs/cgroup" 'VMTEST PASS cgroup2:'
     for slice in pact.slice pact.slice/infra.slice pact.slice/network.slice pact.slice/gpu.slice pact.slice/audit.slice workload.slice; do
         expect "$s" "$c" "cpu memory io pids enabled in $slice" "VMTEST PASS controllers $slice:"
@@ -279,8 +291,8 @@ agent_checks() { # scenario console
     expect "$s" "$c" "cgroupfs scope reads back memory.max, cpu.weight, io.max" 'VMTEST PASS scope: memory.max=268435456 cpu.weight=250 io.max=\[[0-9]+:0 rbps=4194304 wbps=4194304'
     expect "$s" "$c" "readiness file holds the node id from the kernel command line" "VMTEST PASS readiness: /run/pact/ready holds \"$node_id\""
     refuse "$s" "$c" "no agent check failed" 'VMTEST FAIL'
-    log "--- $s: timings ---"
-    grep -E 'VMTEST INFO (boot.json|handoff-uptime)' "$c" | sed 's/^.*VMTEST INFO /  /' >&2 || true
+    log "--- $s: per-phase timings (boot.json) and kernel uptime ---"
+    grep -E 'VMTEST INFO (phase|handoff-uptime|restart-uptime):' "$c" | sed 's/^.*VMTEST INFO /  /' >&2 || true
 }
 
 run_exec() {
@@ -289,6 +301,7 @@ run_exec() {
     show_markers exec "$console"
     common_end exec "$console"
     expect exec "$console" "after handoff the agent is PID 1" 'VMTEST PASS pid: exec mode: the agent is PID 1'
+    expect exec "$console" "[boot].mounts image mounted under /run/pact/uenv" 'VMTEST PASS uenv-host: /run/pact/uenv/'
     agent_checks exec "$console"
     expect exec "$console" "agent finished with no failure" 'VMTEST DONE pass=[0-9]+ fail=0'
 }
@@ -305,8 +318,12 @@ run_supervise() {
     expect supervise "$console" "received FDs are new pid/net/mnt namespaces" 'VMTEST PASS namespace-fds:'
     expect supervise "$console" "uenv file read after setns into the mount namespace" 'VMTEST PASS uenv-in-namespace:'
     expect supervise "$console" "allocation_ended acknowledged by the provider" 'VMTEST PASS allocation-ended:'
+    expect supervise "$console" "nodeinit saw the agent crash" 'supervise event=Exited \{ pid: [0-9]+, status: "killed by SIGABRT" \}'
     expect supervise "$console" "crashed agent was restarted" 'VMTEST PASS restarted:'
+    expect supervise "$console" "nodeinit took SIGPWR as a power-off request" 'supervise event=ShutdownRequested \{ signal: SIGPWR \}'
     expect supervise "$console" "nodeinit stopped the agent with SIGTERM on shutdown" 'VMTEST INFO shutdown: got SIGTERM from nodeinit'
+    expect supervise "$console" "the agent exited 0 before the power-off" 'supervise event=Exited \{ pid: [0-9]+, status: "exited 0" \}'
+    expect supervise "$console" "nodeinit powered off (not reboot)" 'shutting down action="poweroff"'
 }
 
 run_missing() {
@@ -314,7 +331,10 @@ run_missing() {
     boot missing
     show_markers missing "$console"
     common_end missing "$console"
-    expect missing "$console" "the error names the missing plugin" 'libnodeinit_vmtest_missing\.so'
+    expect missing "$console" "the plugins phase failed, naming the missing plugin" 'phase="plugins" status="failed"'
+    expect missing "$console" "the error on the console names the missing .so" 'nodeinit: boot failed: phase plugins failed: plugin cgroup \(/usr/lib/nodeinit/plugins/libnodeinit_vmtest_missing\.so\): no such file'
+    expect missing "$console" "later phases did not run on a broken base" 'not run: phase plugins failed phase="cgroup_hierarchy" status="skipped"'
+    expect missing "$console" "on_failure = poweroff was applied" 'shutting down action="poweroff"'
     refuse missing "$console" "the agent never ran on a broken base" 'VMTEST '
 }
 

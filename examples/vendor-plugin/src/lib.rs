@@ -37,13 +37,20 @@ impl AcmeReadiness {
         if options.banner.is_empty() {
             return Err("option banner must not be empty".to_owned());
         }
-        Ok(Self { banner: options.banner, state: Mutex::new(None), changed: Condvar::new() })
+        Ok(Self {
+            banner: options.banner,
+            state: Mutex::new(None),
+            changed: Condvar::new(),
+        })
     }
 }
 
 impl ReadinessGate for AcmeReadiness {
     fn is_ready(&self) -> bool {
-        matches!(*self.state.lock().unwrap_or_else(PoisonError::into_inner), Some(Ok(())))
+        matches!(
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            Some(Ok(()))
+        )
     }
     fn wait_ready(&self) -> Result<(), ReadinessError> {
         self.wait_ready_timeout(None)
@@ -68,7 +75,11 @@ impl ReadinessProvider for AcmeReadiness {
         loop {
             match &*state {
                 Some(Ok(())) => return Ok(()),
-                Some(Err(reason)) => return Err(ReadinessError::BootFailed { reason: reason.clone() }),
+                Some(Err(reason)) => {
+                    return Err(ReadinessError::BootFailed {
+                        reason: reason.clone(),
+                    })
+                }
                 None => {}
             }
             let left = match deadline {
@@ -78,7 +89,11 @@ impl ReadinessProvider for AcmeReadiness {
                 },
                 None => Duration::from_secs(3600),
             };
-            state = self.changed.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }

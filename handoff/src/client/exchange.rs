@@ -9,7 +9,10 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use hpc_node::{NamespaceError, NamespaceRequest, NamespaceResponse};
-use nix::sys::socket::{connect as sys_connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{
+    connect as sys_connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+    UnixAddr,
+};
 use nix::sys::time::TimeVal;
 
 use super::ClientConfig;
@@ -26,7 +29,12 @@ fn timeval(d: std::time::Duration) -> TimeVal {
 /// Connect to the server. For `AF_UNIX` the kernel bounds a blocking
 /// `connect` (full backlog) by `SO_SNDTIMEO`, which carries the connect timeout.
 pub(super) fn connect(config: &ClientConfig) -> io::Result<OwnedFd> {
-    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     setsockopt(&fd, sockopt::SendTimeout, &timeval(config.connect_timeout))?;
     setsockopt(&fd, sockopt::ReceiveTimeout, &timeval(config.reply_timeout))?;
     let addr = UnixAddr::new(&config.socket_path)?;
@@ -34,7 +42,10 @@ pub(super) fn connect(config: &ClientConfig) -> io::Result<OwnedFd> {
         Ok(()) => Ok(fd),
         Err(nix::errno::Errno::EAGAIN) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("connect timed out after {:?} (server backlog full)", config.connect_timeout),
+            format!(
+                "connect timed out after {:?} (server backlog full)",
+                config.connect_timeout
+            ),
         )),
         Err(e) => Err(e.into()),
     }
@@ -45,7 +56,10 @@ fn broken(what: String) -> NamespaceError {
 }
 
 /// Send `message`; return the server's reply and its FDs.
-fn round_trip(conn: &OwnedFd, message: &Message) -> Result<(Message, Vec<OwnedFd>), NamespaceError> {
+fn round_trip(
+    conn: &OwnedFd,
+    message: &Message,
+) -> Result<(Message, Vec<OwnedFd>), NamespaceError> {
     let no_fds: [OwnedFd; 0] = [];
     if let Err(e) = send_message(conn, &encode(message), &no_fds) {
         // A server that refused us (busy) queued its reason before closing: read it.
@@ -55,14 +69,25 @@ fn round_trip(conn: &OwnedFd, message: &Message) -> Result<(Message, Vec<OwnedFd
     }
     let (bytes, fds) = match receive_message(conn) {
         Ok(Received::Message { bytes, fds }) => (bytes, fds),
-        Ok(Received::Closed) => return Err(broken("the handoff server closed the connection without a reply".into())),
-        Ok(Received::TooLarge { len }) => return Err(broken(format!("the handoff server sent an oversized reply ({len} bytes)"))),
+        Ok(Received::Closed) => {
+            return Err(broken(
+                "the handoff server closed the connection without a reply".into(),
+            ))
+        }
+        Ok(Received::TooLarge { len }) => {
+            return Err(broken(format!(
+                "the handoff server sent an oversized reply ({len} bytes)"
+            )))
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            return Err(broken("no reply from the handoff server within the reply timeout".into()))
+            return Err(broken(
+                "no reply from the handoff server within the reply timeout".into(),
+            ))
         }
         Err(e) => return Err(NamespaceError::FdPassing(e)),
     };
-    let reply = decode(&bytes).map_err(|e| broken(format!("undecodable reply from the handoff server: {e}")))?;
+    let reply = decode(&bytes)
+        .map_err(|e| broken(format!("undecodable reply from the handoff server: {e}")))?;
     Ok((reply, fds))
 }
 
@@ -78,7 +103,10 @@ fn from_error_reply(reply: ErrorReply) -> NamespaceError {
     }
 }
 
-pub(super) fn request(conn: &OwnedFd, request: &NamespaceRequest) -> Result<(NamespaceResponse, Vec<OwnedFd>), NamespaceError> {
+pub(super) fn request(
+    conn: &OwnedFd,
+    request: &NamespaceRequest,
+) -> Result<(NamespaceResponse, Vec<OwnedFd>), NamespaceError> {
     match round_trip(conn, &Message::NamespaceRequest(request.clone()))? {
         (Message::NamespaceResponse(response), fds) => {
             if response.allocation_id != request.allocation_id {
@@ -97,15 +125,23 @@ pub(super) fn request(conn: &OwnedFd, request: &NamespaceRequest) -> Result<(Nam
             Ok((response, fds))
         }
         (Message::Error(reply), _) => Err(from_error_reply(reply)),
-        (other, _) => Err(broken(format!("unexpected {} reply to namespace_request", other.type_name()))),
+        (other, _) => Err(broken(format!(
+            "unexpected {} reply to namespace_request",
+            other.type_name()
+        ))),
     }
 }
 
 pub(super) fn end(conn: &OwnedFd, allocation_id: &str) -> Result<(), NamespaceError> {
-    let message = Message::AllocationEnded { allocation_id: allocation_id.to_owned() };
+    let message = Message::AllocationEnded {
+        allocation_id: allocation_id.to_owned(),
+    };
     match round_trip(conn, &message)? {
         (Message::Ack { .. }, _) => Ok(()),
         (Message::Error(reply), _) => Err(from_error_reply(reply)),
-        (other, _) => Err(broken(format!("unexpected {} reply to allocation_ended", other.type_name()))),
+        (other, _) => Err(broken(format!(
+            "unexpected {} reply to allocation_ended",
+            other.type_name()
+        ))),
     }
 }

@@ -39,11 +39,18 @@ impl LocalNamespaces {
     }
 
     fn release_all(&mut self) -> Result<(), NamespaceError> {
-        let killed = self.holder.take().map_or(Ok(()), NamespaceHolder::terminate);
+        let killed = self
+            .holder
+            .take()
+            .map_or(Ok(()), NamespaceHolder::terminate);
         let released = match self.mount.take() {
-            Some((mounts, handle)) => mounts.release_mount(&handle).map_err(|e| NamespaceError::CreationFailed {
-                reason: format!("releasing uenv {}: {e}", handle.image_path),
-            }),
+            Some((mounts, handle)) => {
+                mounts
+                    .release_mount(&handle)
+                    .map_err(|e| NamespaceError::CreationFailed {
+                        reason: format!("releasing uenv {}: {e}", handle.image_path),
+                    })
+            }
             None => Ok(()),
         };
         killed.map_err(NamespaceError::FdPassing)?;
@@ -65,11 +72,16 @@ pub(super) fn create(
     mounts: Option<&Arc<dyn MountManager>>,
     reason: String,
 ) -> Result<GrantedNamespaces, NamespaceError> {
-    crate::protocol::validate(request).map_err(|e| NamespaceError::CreationFailed { reason: e.to_string() })?;
+    crate::protocol::validate(request).map_err(|e| NamespaceError::CreationFailed {
+        reason: e.to_string(),
+    })?;
     let failed = |what: String| NamespaceError::CreationFailed {
         reason: format!("fallback (handoff socket unreachable: {reason}): {what}"),
     };
-    let mut local = LocalNamespaces { holder: None, mount: None };
+    let mut local = LocalNamespaces {
+        holder: None,
+        mount: None,
+    };
     let mut bind = None;
     if let Some(image) = &request.uenv_image {
         let mounts = mounts.ok_or_else(|| {
@@ -77,15 +89,18 @@ pub(super) fn create(
                 "uenv_image {image:?} needs a mount manager; construct the client with_fallback_mounts"
             ))
         })?;
-        let handle = mounts.acquire_mount(image).map_err(|e| failed(format!("acquiring uenv {image:?}: {e}")))?;
+        let handle = mounts
+            .acquire_mount(image)
+            .map_err(|e| failed(format!("acquiring uenv {image:?}: {e}")))?;
         bind = Some(UenvBind {
             source: handle.mount_point.clone().into(),
             target: config.uenv_mount_path.as_path().to_path_buf(),
         });
         local.mount = Some((mounts.clone(), handle));
     }
-    let holder = NamespaceHolder::spawn_prepared(&request.namespaces, config.propagation, bind.as_ref())
-        .map_err(|e| failed(e.to_string()))?;
+    let holder =
+        NamespaceHolder::spawn_prepared(&request.namespaces, config.propagation, bind.as_ref())
+            .map_err(|e| failed(e.to_string()))?;
     let fds = holder.duplicate_fds().map_err(NamespaceError::FdPassing)?;
     local.holder = Some(holder);
     let response = NamespaceResponse {
@@ -93,5 +108,10 @@ pub(super) fn create(
         fd_types: request.namespaces.clone(),
         uenv_mount_path: bind.map(|b| b.target.display().to_string()),
     };
-    Ok(GrantedNamespaces { response, fds, source: GrantSource::Fallback { reason }, local: Some(local) })
+    Ok(GrantedNamespaces {
+        response,
+        fds,
+        source: GrantSource::Fallback { reason },
+        local: Some(local),
+    })
 }

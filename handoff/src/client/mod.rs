@@ -34,7 +34,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hpc_node::{MountManager, NamespaceConsumer, NamespaceError, NamespaceRequest, NamespaceResponse, NamespaceType};
+use hpc_node::{
+    MountManager, NamespaceConsumer, NamespaceError, NamespaceRequest, NamespaceResponse,
+    NamespaceType,
+};
 
 use crate::mount_namespace::{Propagation, UenvMountPath};
 
@@ -109,7 +112,9 @@ impl GrantedNamespaces {
 
     /// Fallback only: the pid of the local holder process.
     pub fn local_holder_pid(&self) -> Option<i32> {
-        self.local.as_ref().map(fallback::LocalNamespaces::holder_pid)
+        self.local
+            .as_ref()
+            .map(fallback::LocalNamespaces::holder_pid)
     }
 }
 
@@ -124,7 +129,9 @@ pub struct HandoffClient {
 
 impl std::fmt::Debug for HandoffClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandoffClient").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("HandoffClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +139,11 @@ impl HandoffClient {
     /// A client with `config`; fallback requests with a `uenv_image` fail
     /// unless [`HandoffClient::with_fallback_mounts`] is used.
     pub fn new(config: ClientConfig) -> Self {
-        Self { config, fallback_mounts: None, granted: Mutex::new(HashMap::new()) }
+        Self {
+            config,
+            fallback_mounts: None,
+            granted: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Use `mounts` (the agent's own mount manager) for uenv images in fallback mode.
@@ -159,16 +170,29 @@ impl HandoffClient {
                 let reason = format!("{}: {e}", self.config.socket_path.display());
                 tracing::warn!(allocation = %request.allocation_id, %reason,
                     "handoff socket unreachable; creating namespaces locally (fallback, WI4)");
-                return fallback::create(request, &self.config, self.fallback_mounts.as_ref(), reason);
+                return fallback::create(
+                    request,
+                    &self.config,
+                    self.fallback_mounts.as_ref(),
+                    reason,
+                );
             }
             Err(e) => {
                 return Err(NamespaceError::SocketUnavailable {
-                    reason: format!("{}: {e} (fallback disabled)", self.config.socket_path.display()),
+                    reason: format!(
+                        "{}: {e} (fallback disabled)",
+                        self.config.socket_path.display()
+                    ),
                 })
             }
         };
         let (response, fds) = exchange::request(&conn, request)?;
-        Ok(GrantedNamespaces { response, fds, source: GrantSource::Provider, local: None })
+        Ok(GrantedNamespaces {
+            response,
+            fds,
+            source: GrantSource::Provider,
+            local: None,
+        })
     }
 
     /// Tell the server an allocation ended (`allocation_ended` → `ack`).
@@ -179,9 +203,10 @@ impl HandoffClient {
     /// [`NamespaceError::AllocationNotFound`] when the server does not know it,
     /// others as [`HandoffClient::request`].
     pub fn end_allocation(&self, allocation_id: &str) -> Result<(), NamespaceError> {
-        let conn = exchange::connect(&self.config).map_err(|e| NamespaceError::SocketUnavailable {
-            reason: format!("{}: {e}", self.config.socket_path.display()),
-        })?;
+        let conn =
+            exchange::connect(&self.config).map_err(|e| NamespaceError::SocketUnavailable {
+                reason: format!("{}: {e}", self.config.socket_path.display()),
+            })?;
         exchange::end(&conn, allocation_id)
     }
 
@@ -193,7 +218,12 @@ impl HandoffClient {
     /// As [`HandoffClient::end_allocation`]; for fallback grants, the holder
     /// or mount release failing.
     pub fn release(&self, granted: GrantedNamespaces) -> Result<(), NamespaceError> {
-        let GrantedNamespaces { response, fds, local, .. } = granted;
+        let GrantedNamespaces {
+            response,
+            fds,
+            local,
+            ..
+        } = granted;
         drop(fds);
         match local {
             Some(local) => local.release(),
@@ -204,12 +234,18 @@ impl HandoffClient {
     /// The namespaces granted through [`NamespaceConsumer::request_namespaces`]
     /// for `allocation_id`, removed from the client.
     pub fn take_granted(&self, allocation_id: &str) -> Option<GrantedNamespaces> {
-        self.granted.lock().unwrap_or_else(PoisonError::into_inner).remove(allocation_id)
+        self.granted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(allocation_id)
     }
 }
 
 impl NamespaceConsumer for HandoffClient {
-    fn request_namespaces(&self, request: &NamespaceRequest) -> Result<NamespaceResponse, NamespaceError> {
+    fn request_namespaces(
+        &self,
+        request: &NamespaceRequest,
+    ) -> Result<NamespaceResponse, NamespaceError> {
         let granted = self.request(request)?;
         let response = granted.response.clone();
         self.granted

@@ -69,8 +69,12 @@ impl NamespaceHolder {
         };
         for ns in namespaces {
             let path = format!("/proc/{pid}/ns/{}", proc_ns_name(*ns));
-            let fd = open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
+            let fd = open(
+                path.as_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
             // SAFETY: open returned a new descriptor that nothing else owns.
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
             holder.namespaces.push((*ns, fd));
@@ -126,7 +130,10 @@ impl NamespaceHolder {
     ///
     /// `dup` failing (`EMFILE`: the process is out of FDs).
     pub fn duplicate_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        self.namespaces.iter().map(|(_, fd)| fd.try_clone()).collect()
+        self.namespaces
+            .iter()
+            .map(|(_, fd)| fd.try_clone())
+            .collect()
     }
 
     /// Kill the holder (and with it every process of its PID namespace), reap

@@ -16,7 +16,8 @@ pub(crate) fn open(pid: Pid) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd_open returned an fd out of range"))?;
+    let fd = i32::try_from(fd)
+        .map_err(|_| io::Error::other("pidfd_open returned an fd out of range"))?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -64,7 +64,12 @@ fn clone_holder(flags: CloneFlags) -> Reply {
     // and never returns, so the copied state of other threads (locks held,
     // allocator) is never touched.
     let pid = unsafe {
-        nix::sched::clone(Box::new(holder_main), &mut stack, flags, Some(libc::SIGCHLD))
+        nix::sched::clone(
+            Box::new(holder_main),
+            &mut stack,
+            flags,
+            Some(libc::SIGCHLD),
+        )
     }
     .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))?;
     match pidfd::open(pid) {

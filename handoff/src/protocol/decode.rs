@@ -49,7 +49,9 @@ pub enum DecodeError {
     #[error("message has no \"v\" field; this server speaks protocol v{PROTOCOL_VERSION}: add \"v\": {PROTOCOL_VERSION}")]
     MissingVersion,
     /// A `"v"` other than 1.
-    #[error("protocol version {found} is not supported; this server speaks v{PROTOCOL_VERSION} only")]
+    #[error(
+        "protocol version {found} is not supported; this server speaks v{PROTOCOL_VERSION} only"
+    )]
     UnsupportedVersion {
         /// The `"v"` received, as JSON text.
         found: String,

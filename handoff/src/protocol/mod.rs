@@ -8,8 +8,8 @@ mod decode;
 mod error_kind;
 mod message;
 
-pub use decode::{decode, validate, DecodeError};
 pub(crate) use decode::allocation_id_hint;
+pub use decode::{decode, validate, DecodeError};
 pub use error_kind::ErrorKind;
 pub use message::{encode, ErrorReply, Message};
 

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn root_always_others_by_uid_or_primary_gid() {
         let peer = |uid, gid| Peer { pid: 1, uid, gid };
-        let policy = AccessPolicy { uids: vec![1000], gids: vec![300] };
+        let policy = AccessPolicy {
+            uids: vec![1000],
+            gids: vec![300],
+        };
         assert!(AccessPolicy::root_only().allows(&peer(0, 0)));
         assert!(!AccessPolicy::root_only().allows(&peer(1000, 1000)));
         assert!(policy.allows(&peer(1000, 5)));

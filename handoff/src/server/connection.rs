@@ -48,12 +48,21 @@ pub(super) fn serve(conn: OwnedFd, shared: &Shared) {
             }
             Ok(Received::Closed) => return,
             Ok(_) if !authorized => {
-                tracing::warn!(peer.pid = peer.pid, peer.uid = peer.uid, peer.gid = peer.gid, "unauthorised peer refused");
+                tracing::warn!(
+                    peer.pid = peer.pid,
+                    peer.uid = peer.uid,
+                    peer.gid = peer.gid,
+                    "unauthorised peer refused"
+                );
                 let message = format!(
                     "peer uid {} gid {} is not allowed on this socket (root and the configured uids/gids are); closing the connection",
                     peer.uid, peer.gid
                 );
-                (Message::error(ErrorKind::Unauthorized, message, None), Vec::new(), Next::Close)
+                (
+                    Message::error(ErrorKind::Unauthorized, message, None),
+                    Vec::new(),
+                    Next::Close,
+                )
             }
             Ok(Received::TooLarge { len }) => {
                 invalid(DecodeError::TooLarge { len }.to_string(), None)
@@ -75,7 +84,11 @@ pub(super) fn serve(conn: OwnedFd, shared: &Shared) {
 type Reply = (Message, Vec<OwnedFd>, Next);
 
 fn invalid(message: String, allocation_id: Option<&str>) -> Reply {
-    (Message::error(ErrorKind::InvalidRequest, message, allocation_id), Vec::new(), Next::Continue)
+    (
+        Message::error(ErrorKind::InvalidRequest, message, allocation_id),
+        Vec::new(),
+        Next::Continue,
+    )
 }
 
 fn plain(message: Message) -> Reply {
@@ -145,7 +158,13 @@ fn namespace_request(request: &NamespaceRequest, peer: &Peer, shared: &Shared) -
     });
     match created {
         Ok((response, fds)) if fds.len() == response.fd_types.len() => {
-            tracing::info!(allocation = id, peer.pid = peer.pid, peer.uid = peer.uid, fds = fds.len(), "namespaces handed off");
+            tracing::info!(
+                allocation = id,
+                peer.pid = peer.pid,
+                peer.uid = peer.uid,
+                fds = fds.len(),
+                "namespaces handed off"
+            );
             (Message::NamespaceResponse(response), fds, Next::Continue)
         }
         Ok((response, fds)) => plain(Message::error(
@@ -174,7 +193,11 @@ fn wait_for_readiness(id: &str, shared: &Shared) -> Result<(), Message> {
     let outcome = if queued >= limit {
         None
     } else {
-        tracing::info!(allocation = id, queued = queued + 1, "namespace request queued until the node is ready");
+        tracing::info!(
+            allocation = id,
+            queued = queued + 1,
+            "namespace request queued until the node is ready"
+        );
         Some(shared.gate.wait(shared.config.ready_wait, &shared.stopping))
     };
     shared.queued.fetch_sub(1, Ordering::AcqRel);
@@ -184,7 +207,10 @@ fn wait_for_readiness(id: &str, shared: &Shared) -> Result<(), Message> {
             ErrorKind::Busy,
             format!("{limit} requests are already queued waiting for node readiness; retry later"),
         ),
-        Some(GateOutcome::Failed(reason)) => (ErrorKind::NotReady, format!("the node failed to boot: {reason}")),
+        Some(GateOutcome::Failed(reason)) => (
+            ErrorKind::NotReady,
+            format!("the node failed to boot: {reason}"),
+        ),
         Some(GateOutcome::TimedOut) => (
             ErrorKind::NotReady,
             format!(
@@ -192,7 +218,10 @@ fn wait_for_readiness(id: &str, shared: &Shared) -> Result<(), Message> {
                 shared.config.ready_wait.as_secs()
             ),
         ),
-        Some(GateOutcome::Interrupted) => (ErrorKind::NotReady, "the handoff server is shutting down".to_owned()),
+        Some(GateOutcome::Interrupted) => (
+            ErrorKind::NotReady,
+            "the handoff server is shutting down".to_owned(),
+        ),
     };
     Err(Message::error(kind, message, Some(id)))
 }
@@ -209,7 +238,10 @@ fn guarded<T>(call: impl FnOnce() -> Result<T, NamespaceError>) -> Result<T, (Er
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
             tracing::error!(panic = %what, "namespace backend panicked");
-            Err((ErrorKind::Internal, format!("the namespace backend panicked: {what}")))
+            Err((
+                ErrorKind::Internal,
+                format!("the namespace backend panicked: {what}"),
+            ))
         }
     }
 }
@@ -219,6 +251,8 @@ pub(crate) fn kind_of(error: &NamespaceError) -> ErrorKind {
     match error {
         NamespaceError::CreationFailed { .. } => ErrorKind::CreationFailed,
         NamespaceError::AllocationNotFound { .. } => ErrorKind::AllocationNotFound,
-        NamespaceError::SocketUnavailable { .. } | NamespaceError::FdPassing(_) => ErrorKind::Internal,
+        NamespaceError::SocketUnavailable { .. } | NamespaceError::FdPassing(_) => {
+            ErrorKind::Internal
+        }
     }
 }

@@ -164,6 +164,9 @@ mod tests {
 
     #[test]
     fn closed_gate_times_out() {
-        assert_eq!(ReadyGate::new().wait(Duration::ZERO, &AtomicBool::new(false)), GateOutcome::TimedOut);
+        assert_eq!(
+            ReadyGate::new().wait(Duration::ZERO, &AtomicBool::new(false)),
+            GateOutcome::TimedOut
+        );
     }
 }

@@ -11,7 +11,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::sys::socket::{bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{
+    bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
 use nix::unistd::{chown, Gid};
 
 /// The listening socket and the identity of the file it is bound to.
@@ -25,14 +27,22 @@ pub(super) struct Listener {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn new_socket(flags: SockFlag) -> io::Result<OwnedFd> {
-    Ok(socket(AddressFamily::Unix, SockType::SeqPacket, flags | SockFlag::SOCK_CLOEXEC, None)?)
+    Ok(socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        flags | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
 }
 
 fn addr(path: &Path) -> io::Result<UnixAddr> {
     UnixAddr::new(path).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{}: not usable as a socket address ({e}; at most 107 bytes)", path.display()),
+            format!(
+                "{}: not usable as a socket address ({e}; at most 107 bytes)",
+                path.display()
+            ),
         )
     })
 }
@@ -42,33 +52,58 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("stat {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("stat {}: {e}", path.display()),
+            ))
+        }
     };
     if !meta.file_type().is_socket() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket; remove it or configure another socket path", path.display()),
+            format!(
+                "{} exists and is not a socket; remove it or configure another socket path",
+                path.display()
+            ),
         ));
     }
     let probe = new_socket(SockFlag::empty())?;
     if connect(probe.as_raw_fd(), &addr(path)?).is_ok() {
         return Err(io::Error::new(
             io::ErrorKind::AddrInUse,
-            format!("another server is listening on {}; stop it first", path.display()),
+            format!(
+                "another server is listening on {}; stop it first",
+                path.display()
+            ),
         ));
     }
-    std::fs::remove_file(path).map_err(|e| io::Error::new(e.kind(), format!("removing stale socket {}: {e}", path.display())))
+    std::fs::remove_file(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("removing stale socket {}: {e}", path.display()),
+        )
+    })
 }
 
 impl Listener {
     /// Bind, set mode and group, listen, publish at `path`.
-    pub(super) fn create(path: &Path, mode: u32, group: Option<u32>, backlog: i32) -> io::Result<Self> {
-        let parent = path
-            .parent()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no parent directory", path.display())))?;
+    pub(super) fn create(
+        path: &Path,
+        mode: u32,
+        group: Option<u32>,
+        backlog: i32,
+    ) -> io::Result<Self> {
+        let parent = path.parent().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no parent directory", path.display()),
+            )
+        })?;
         if !parent.exists() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                io::Error::new(e.kind(), format!("creating {}: {e}", parent.display()))
+            })?;
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
         }
         clear_stale(path)?;
@@ -79,21 +114,33 @@ impl Listener {
         ));
         let fd = new_socket(SockFlag::SOCK_NONBLOCK)?;
         let publish = || -> io::Result<(u64, u64)> {
-            bind(fd.as_raw_fd(), &addr(&temp)?).map_err(|e| io::Error::other(format!("bind {}: {e}", temp.display())))?;
+            bind(fd.as_raw_fd(), &addr(&temp)?)
+                .map_err(|e| io::Error::other(format!("bind {}: {e}", temp.display())))?;
             std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode & 0o777))?;
             if let Some(gid) = group {
-                chown(&temp, None, Some(Gid::from_raw(gid)))
-                    .map_err(|e| io::Error::other(format!("chown {} to gid {gid}: {e}", temp.display())))?;
+                chown(&temp, None, Some(Gid::from_raw(gid))).map_err(|e| {
+                    io::Error::other(format!("chown {} to gid {gid}: {e}", temp.display()))
+                })?;
             }
-            let backlog = Backlog::new(backlog).map_err(|e| io::Error::other(format!("listen backlog: {e}")))?;
-            listen(&fd, backlog).map_err(|e| io::Error::other(format!("listen on {}: {e}", temp.display())))?;
+            let backlog = Backlog::new(backlog)
+                .map_err(|e| io::Error::other(format!("listen backlog: {e}")))?;
+            listen(&fd, backlog)
+                .map_err(|e| io::Error::other(format!("listen on {}: {e}", temp.display())))?;
             let meta = std::fs::symlink_metadata(&temp)?;
-            std::fs::rename(&temp, path)
-                .map_err(|e| io::Error::new(e.kind(), format!("rename {} to {}: {e}", temp.display(), path.display())))?;
+            std::fs::rename(&temp, path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("rename {} to {}: {e}", temp.display(), path.display()),
+                )
+            })?;
             Ok((meta.dev(), meta.ino()))
         };
         match publish() {
-            Ok(dev_ino) => Ok(Self { fd, path: path.to_path_buf(), dev_ino }),
+            Ok(dev_ino) => Ok(Self {
+                fd,
+                path: path.to_path_buf(),
+                dev_ino,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
                 Err(e)

@@ -110,7 +110,9 @@ pub struct HandoffServer {
 
 impl std::fmt::Debug for HandoffServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandoffServer").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("HandoffServer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,8 +123,17 @@ impl HandoffServer {
     ///
     /// The socket cannot be created (path in use by a live server, not a
     /// socket, directory not creatable, ...), or a thread cannot start.
-    pub fn start(provider: Arc<dyn NamespaceFdProvider>, config: ServerConfig, gate: ReadyGate) -> io::Result<Self> {
-        let listener = listener::Listener::create(&config.socket_path, config.socket_mode, config.socket_group, 128)?;
+    pub fn start(
+        provider: Arc<dyn NamespaceFdProvider>,
+        config: ServerConfig,
+        gate: ReadyGate,
+    ) -> io::Result<Self> {
+        let listener = listener::Listener::create(
+            &config.socket_path,
+            config.socket_mode,
+            config.socket_group,
+            128,
+        )?;
         let (stop_signal, stop_trigger) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
         let path = listener.path.clone();
@@ -142,7 +153,12 @@ impl HandoffServer {
                 .spawn(move || accept_loop(&listener, &shared))?
         };
         tracing::info!(path = %path.display(), "handoff server listening");
-        Ok(Self { shared, stop_trigger: Some(stop_trigger), acceptor: Some(acceptor), path })
+        Ok(Self {
+            shared,
+            stop_trigger: Some(stop_trigger),
+            acceptor: Some(acceptor),
+            path,
+        })
     }
 
     /// The socket path served.
@@ -166,7 +182,12 @@ impl HandoffServer {
     }
 
     fn counts(&self) -> ConnectionCounts {
-        *self.shared.active.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .shared
+            .active
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wait until at least `count` connections have ended since start, at
@@ -254,7 +275,11 @@ fn accept_loop(listener: &listener::Listener, shared: &Arc<Shared>) {
         let conn = match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             // SAFETY: accept4 returned a new descriptor that nothing else owns.
             Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
+            Err(
+                nix::errno::Errno::EAGAIN
+                | nix::errno::Errno::EINTR
+                | nix::errno::Errno::ECONNABORTED,
+            ) => continue,
             Err(e) => {
                 // EMFILE/ENFILE/ENOMEM: keep serving existing connections.
                 tracing::error!(error = %e, "accept on the handoff socket failed");
@@ -263,7 +288,11 @@ fn accept_loop(listener: &listener::Listener, shared: &Arc<Shared>) {
         };
         workers.retain(|w| !w.is_finished());
         {
-            let mut active = shared.active.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut active = shared
+                .active
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if active.active >= shared.config.max_connections {
                 drop(active);
                 refuse_busy(&conn, shared.config.max_connections);

@@ -22,12 +22,21 @@ fn handoff(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let socket_path = tmp.path().join("handoff.sock");
     let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), None));
-    let config = ServerConfig { socket_path: socket_path.clone(), ..ServerConfig::default() };
+    let config = ServerConfig {
+        socket_path: socket_path.clone(),
+        ..ServerConfig::default()
+    };
     let server = HandoffServer::start(backend, config, ReadyGate::opened()).unwrap();
-    let client = HandoffClient::new(ClientConfig { socket_path, fallback: false, ..ClientConfig::default() });
+    let client = HandoffClient::new(ClientConfig {
+        socket_path,
+        fallback: false,
+        ..ClientConfig::default()
+    });
 
     let mut group = c.benchmark_group("namespace_handoff");
-    group.sample_size(60).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(60)
+        .measurement_time(Duration::from_secs(8));
     let mut next = 0u64;
     group.bench_function("handoff_request_3fds", |b| {
         b.iter_custom(|iters| {
@@ -54,12 +63,23 @@ fn handoff(c: &mut Criterion) {
             for _ in 0..iters {
                 let start = Instant::now();
                 let mut child = Command::new("unshare")
-                    .args(["--pid", "--net", "--mount", "--fork", "sh", "-c", "echo forked; exec sleep 1000"])
+                    .args([
+                        "--pid",
+                        "--net",
+                        "--mount",
+                        "--fork",
+                        "--kill-child",
+                        "sh",
+                        "-c",
+                        "echo forked; exec sleep 1000",
+                    ])
                     .stdout(Stdio::piped())
                     .spawn()
                     .unwrap();
                 let mut line = String::new();
-                BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+                BufReader::new(child.stdout.as_mut().unwrap())
+                    .read_line(&mut line)
+                    .unwrap();
                 let pid = child.id();
                 let fds: Vec<std::fs::File> = ["pid_for_children", "net", "mnt"]
                     .iter()

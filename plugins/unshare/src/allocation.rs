@@ -36,20 +36,23 @@ impl Allocation {
 
     fn release_resources(&mut self) -> Result<(), NamespaceError> {
         let killed = match self.holder.take() {
-            Some(holder) => holder.terminate().map_err(|e| NamespaceError::CreationFailed {
-                reason: format!("releasing allocation {}: {e}", self.id),
-            }),
+            Some(holder) => holder
+                .terminate()
+                .map_err(|e| NamespaceError::CreationFailed {
+                    reason: format!("releasing allocation {}: {e}", self.id),
+                }),
             None => Ok(()),
         };
         let released = match self.uenv.take() {
-            Some(uenv) => uenv.mounts.release_for(self.id.as_str(), &uenv.handle).map_err(|e| {
-                NamespaceError::CreationFailed {
+            Some(uenv) => uenv
+                .mounts
+                .release_for(self.id.as_str(), &uenv.handle)
+                .map_err(|e| NamespaceError::CreationFailed {
                     reason: format!(
                         "releasing uenv {} of allocation {}: {e}",
                         uenv.handle.image_path, self.id
                     ),
-                }
-            }),
+                }),
             None => Ok(()),
         };
         killed.and(released)

@@ -72,8 +72,12 @@ impl UnshareBackend {
     /// # Errors
     ///
     /// An invalid `uenv_mount_path` option, named with the rule it breaks.
-    pub fn from_plugin(host: &nodeinit_plugin_api::HostServices, options: UnshareOptions) -> Result<Self, String> {
-        let config = UnshareConfig::try_from(options).map_err(|e| format!("option uenv_mount_path: {e}"))?;
+    pub fn from_plugin(
+        host: &nodeinit_plugin_api::HostServices,
+        options: UnshareOptions,
+    ) -> Result<Self, String> {
+        let config =
+            UnshareConfig::try_from(options).map_err(|e| format!("option uenv_mount_path: {e}"))?;
         Ok(Self::new(config, host.mounts()))
     }
 
@@ -82,7 +86,11 @@ impl UnshareBackend {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let mut ids: Vec<String> = slots
             .iter()
-            .filter(|(_, slot)| slot.lock().unwrap_or_else(PoisonError::into_inner).is_some())
+            .filter(|(_, slot)| {
+                slot.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some()
+            })
             .map(|(id, _)| id.to_string())
             .collect();
         ids.sort();
@@ -113,14 +121,21 @@ impl UnshareBackend {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(current) = slots.get(id) {
             if Arc::ptr_eq(current, slot)
-                && current.lock().unwrap_or_else(PoisonError::into_inner).is_none()
+                && current
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_none()
             {
                 slots.remove(id);
             }
         }
     }
 
-    fn create(&self, id: &AllocationId, request: &NamespaceRequest) -> Result<Allocation, NamespaceError> {
+    fn create(
+        &self,
+        id: &AllocationId,
+        request: &NamespaceRequest,
+    ) -> Result<Allocation, NamespaceError> {
         let mut uenv = None;
         let mut bind = None;
         if let Some(image) = &request.uenv_image {
@@ -129,9 +144,9 @@ impl UnshareBackend {
                     "allocation {id}: uenv_image {image:?} requested but no mount backend is configured; add a [plugins.mount] table"
                 ))
             })?;
-            let handle = mounts
-                .acquire_for(id.as_str(), image)
-                .map_err(|e| creation_failed(format!("allocation {id}: uenv image {image:?}: {e}")))?;
+            let handle = mounts.acquire_for(id.as_str(), image).map_err(|e| {
+                creation_failed(format!("allocation {id}: uenv image {image:?}: {e}"))
+            })?;
             bind = Some(UenvBind {
                 source: handle.mount_point.clone().into(),
                 target: self.config.uenv_mount_path.as_path().to_path_buf(),
@@ -152,8 +167,12 @@ impl UnshareBackend {
             holder: None,
             uenv,
         };
-        let holder = NamespaceHolder::spawn_prepared(&request.namespaces, self.config.propagation, bind.as_ref())
-            .map_err(|e| creation_failed(format!("allocation {id}: {e}")))?;
+        let holder = NamespaceHolder::spawn_prepared(
+            &request.namespaces,
+            self.config.propagation,
+            bind.as_ref(),
+        )
+        .map_err(|e| creation_failed(format!("allocation {id}: {e}")))?;
         tracing::info!(allocation = %id, holder = %holder.pid(), namespaces = ?request.namespaces,
             uenv = ?request.uenv_image, "namespaces created");
         allocation.holder = Some(holder);
@@ -162,8 +181,12 @@ impl UnshareBackend {
 }
 
 impl NamespaceProvider for UnshareBackend {
-    fn create_namespaces(&self, request: &NamespaceRequest) -> Result<NamespaceResponse, NamespaceError> {
-        let id = nodeinit_handoff::protocol::validate(request).map_err(|e| creation_failed(e.to_string()))?;
+    fn create_namespaces(
+        &self,
+        request: &NamespaceRequest,
+    ) -> Result<NamespaceResponse, NamespaceError> {
+        let id = nodeinit_handoff::protocol::validate(request)
+            .map_err(|e| creation_failed(e.to_string()))?;
         let slot = self
             .slots
             .lock()
@@ -221,7 +244,10 @@ impl NamespaceFdProvider for UnshareBackend {
         };
         let slot = self.slot(allocation_id).ok_or_else(not_found)?;
         let guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let holder = guard.as_ref().and_then(|a| a.holder.as_ref()).ok_or_else(not_found)?;
+        let holder = guard
+            .as_ref()
+            .and_then(|a| a.holder.as_ref())
+            .ok_or_else(not_found)?;
         holder.duplicate_fds().map_err(NamespaceError::FdPassing)
     }
 }

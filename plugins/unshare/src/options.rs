@@ -70,20 +70,35 @@ mod tests {
         let parsed: UnshareOptions = serde_json::from_str("{}").unwrap();
         assert_eq!(parsed, UnshareOptions::default());
         assert_eq!(parsed.uenv_mount_path, "/user-environment");
-        let err = serde_json::from_str::<UnshareOptions>(r#"{"uenv_mount_pth": "/x"}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown field `uenv_mount_pth`"), "{err}");
-        let private: UnshareOptions = serde_json::from_str(r#"{"propagation": "private"}"#).unwrap();
+        let err =
+            serde_json::from_str::<UnshareOptions>(r#"{"uenv_mount_pth": "/x"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `uenv_mount_pth`"),
+            "{err}"
+        );
+        let private: UnshareOptions =
+            serde_json::from_str(r#"{"propagation": "private"}"#).unwrap();
         assert_eq!(private.propagation, Propagation::Private);
     }
 
     #[test]
     fn mount_path_is_validated() {
         for bad in ["relative", "/", "/a/../b", "/a//b", "/a/"] {
-            let options = UnshareOptions { uenv_mount_path: bad.into(), ..Default::default() };
+            let options = UnshareOptions {
+                uenv_mount_path: bad.into(),
+                ..Default::default()
+            };
             let err = UnshareConfig::try_from(options).unwrap_err();
             assert_eq!(err.path, bad);
         }
-        let ok = UnshareConfig::try_from(UnshareOptions { uenv_mount_path: "/opt/uenv".into(), ..Default::default() }).unwrap();
-        assert_eq!(ok.uenv_mount_path.as_path(), std::path::Path::new("/opt/uenv"));
+        let ok = UnshareConfig::try_from(UnshareOptions {
+            uenv_mount_path: "/opt/uenv".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            ok.uenv_mount_path.as_path(),
+            std::path::Path::new("/opt/uenv")
+        );
     }
 }

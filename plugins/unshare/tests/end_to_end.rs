@@ -23,11 +23,22 @@ const ROLE_ENV: &str = "NODEINIT_E2E_SERVER_DIR";
 /// It returns at once unless that test started this binary with `ROLE_ENV`.
 #[test]
 fn zz_server_process_helper() {
-    let Ok(dir) = std::env::var(ROLE_ENV) else { return };
+    let Ok(dir) = std::env::var(ROLE_ENV) else {
+        return;
+    };
     let dir = PathBuf::from(dir);
-    let mounts = Arc::new(common::TestMounts::new(&dir.join("images"), &dir.join("uenv")));
-    let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), Some(mounts.clone())));
-    let config = ServerConfig { socket_path: dir.join("handoff.sock"), ..ServerConfig::default() };
+    let mounts = Arc::new(common::TestMounts::new(
+        &dir.join("images"),
+        &dir.join("uenv"),
+    ));
+    let backend = Arc::new(UnshareBackend::new(
+        UnshareConfig::default(),
+        Some(mounts.clone()),
+    ));
+    let config = ServerConfig {
+        socket_path: dir.join("handoff.sock"),
+        ..ServerConfig::default()
+    };
     let server = HandoffServer::start(backend.clone(), config, ReadyGate::opened()).unwrap();
     println!("SERVER-READY");
     std::io::stdout().flush().unwrap();
@@ -37,7 +48,11 @@ fn zz_server_process_helper() {
         line.clear();
     }
     server.shutdown();
-    assert_eq!(backend.live_allocations(), Vec::<String>::new(), "allocations left at shutdown");
+    assert_eq!(
+        backend.live_allocations(),
+        Vec::<String>::new(),
+        "allocations left at shutdown"
+    );
 }
 
 /// Kills the server process if the test fails before shutting it down.
@@ -49,7 +64,12 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(dir: &Path) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["zz_server_process_helper", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "zz_server_process_helper",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ROLE_ENV, dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -107,15 +127,32 @@ fn namespaces_reach_a_client_in_another_process() {
         })
         .unwrap();
     assert_eq!(granted.source, GrantSource::Provider);
-    assert_eq!(granted.response.fd_types, vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount]);
-    assert_eq!(granted.response.uenv_mount_path.as_deref(), Some("/user-environment"));
+    assert_eq!(
+        granted.response.fd_types,
+        vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount]
+    );
+    assert_eq!(
+        granted.response.uenv_mount_path.as_deref(),
+        Some("/user-environment")
+    );
     assert_eq!(granted.fds.len(), 3);
-    let links: Vec<String> = granted.fds.iter().map(|fd| common::fd_link(fd.as_fd())).collect();
+    let links: Vec<String> = granted
+        .fds
+        .iter()
+        .map(|fd| common::fd_link(fd.as_fd()))
+        .collect();
     for (link, prefix) in links.iter().zip(["pid:[", "net:[", "mnt:["]) {
-        assert!(link.starts_with(prefix), "{link} should start with {prefix}");
+        assert!(
+            link.starts_with(prefix),
+            "{link} should start with {prefix}"
+        );
     }
     let own_net = std::fs::read_link("/proc/self/ns/net").unwrap();
-    assert_ne!(links[1], own_net.to_string_lossy(), "the net namespace must be new");
+    assert_ne!(
+        links[1],
+        own_net.to_string_lossy(),
+        "the net namespace must be new"
+    );
 
     // A child that joins the namespaces sees the image and lives under the holder.
     let out = common::run_in_namespaces(
@@ -124,17 +161,43 @@ fn namespaces_reach_a_client_in_another_process() {
     );
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some(common::IMAGE_FILE_CONTENT.trim_end()));
-    assert_eq!(lines.next(), Some(links[0].as_str()), "grandchild is in the granted PID namespace");
+    assert_eq!(
+        lines.next(),
+        Some(links[0].as_str()),
+        "grandchild is in the granted PID namespace"
+    );
     let nspid: Vec<&str> = lines.next().unwrap().split_whitespace().skip(1).collect();
-    assert_eq!(nspid.len(), 2, "grandchild has a pid in the host and one in the new namespace: {nspid:?}");
-    assert_eq!(lines.map(str::trim).collect::<Vec<_>>(), vec!["lo"], "only loopback in the new net namespace");
-    let holder = common::pid_namespace_init(&links[0]).expect("the holder is PID 1 of the granted PID namespace");
-    assert!(common::process_state(holder).unwrap().starts_with('S'), "holder sleeps (reaping)");
+    assert_eq!(
+        nspid.len(),
+        2,
+        "grandchild has a pid in the host and one in the new namespace: {nspid:?}"
+    );
+    assert_eq!(
+        lines.map(str::trim).collect::<Vec<_>>(),
+        vec!["lo"],
+        "only loopback in the new net namespace"
+    );
+    let holder = common::pid_namespace_init(&links[0])
+        .expect("the holder is PID 1 of the granted PID namespace");
+    assert!(
+        common::process_state(holder).unwrap().starts_with('S'),
+        "holder sleeps (reaping)"
+    );
     let mount_point = tmp.path().join("uenv/hello");
-    let mounted = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&format!(" {} ", mount_point.display()));
-    assert!(mounted(), "the image is mounted in the host namespace while the allocation lives");
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", mount_point.display()))
+    };
+    assert!(
+        mounted(),
+        "the image is mounted in the host namespace while the allocation lives"
+    );
     if !user_env_existed {
-        assert!(!Path::new("/user-environment").exists(), "the host root must not get /user-environment");
+        assert!(
+            !Path::new("/user-environment").exists(),
+            "the host root must not get /user-environment"
+        );
     }
 
     // A duplicate request returns the same namespaces.
@@ -145,15 +208,29 @@ fn namespaces_reach_a_client_in_another_process() {
             uenv_image: Some("hello.sqfs".into()),
         })
         .unwrap();
-    let again_links: Vec<String> = again.fds.iter().map(|fd| common::fd_link(fd.as_fd())).collect();
+    let again_links: Vec<String> = again
+        .fds
+        .iter()
+        .map(|fd| common::fd_link(fd.as_fd()))
+        .collect();
     assert_eq!(again_links, links);
     drop(again);
 
     // allocation_ended: holder killed and reaped (no zombie), mount released.
     client.release(granted).unwrap();
-    assert_eq!(common::process_state(holder), None, "holder {holder} must be gone, not a zombie");
-    assert!(!mounted(), "the image must be unmounted once the allocation ended");
+    assert_eq!(
+        common::process_state(holder),
+        None,
+        "holder {holder} must be gone, not a zombie"
+    );
+    assert!(
+        !mounted(),
+        "the image must be unmounted once the allocation ended"
+    );
     let err = client.end_allocation("e2e-1").unwrap_err();
-    assert!(matches!(err, hpc_node::NamespaceError::AllocationNotFound { ref allocation_id } if allocation_id == "e2e-1"), "{err}");
+    assert!(
+        matches!(err, hpc_node::NamespaceError::AllocationNotFound { ref allocation_id } if allocation_id == "e2e-1"),
+        "{err}"
+    );
     server.stop();
 }

@@ -17,7 +17,13 @@ use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
 use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
 fn connect_to(path: &Path) -> OwnedFd {
-    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
     connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
     fd
 }
@@ -43,7 +49,11 @@ fn error_on(conn: &OwnedFd, bytes: &[u8]) -> ErrorReply {
 
 fn assert_error(reply: &ErrorReply, kind: ErrorKind, needle: &str) {
     assert_eq!(reply.kind, kind, "{reply:?}");
-    assert!(reply.message.contains(needle), "{:?} should contain {needle:?}", reply.message);
+    assert!(
+        reply.message.contains(needle),
+        "{:?} should contain {needle:?}",
+        reply.message
+    );
 }
 
 fn request(id: &str, namespaces: &[NamespaceType], uenv: Option<&str>) -> Vec<u8> {
@@ -57,7 +67,9 @@ fn request(id: &str, namespaces: &[NamespaceType], uenv: Option<&str>) -> Vec<u8
 const ALL: [NamespaceType; 3] = [NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount];
 
 fn ended(id: &str) -> Vec<u8> {
-    encode(&Message::AllocationEnded { allocation_id: id.into() })
+    encode(&Message::AllocationEnded {
+        allocation_id: id.into(),
+    })
 }
 
 fn assert_granted(conn: &OwnedFd, id: &str) {
@@ -84,7 +96,11 @@ fn requests_before_readiness_are_queued_bounded_and_fail_with_the_boot() {
     let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), None));
     let path = tmp.path().join("handoff.sock");
     let gate = ReadyGate::new();
-    let config = ServerConfig { socket_path: path.clone(), max_queued_requests: 1, ..ServerConfig::default() };
+    let config = ServerConfig {
+        socket_path: path.clone(),
+        max_queued_requests: 1,
+        ..ServerConfig::default()
+    };
     let server = HandoffServer::start(backend.clone(), config, gate.clone()).unwrap();
 
     let waiting = {
@@ -97,24 +113,41 @@ fn requests_before_readiness_are_queued_bounded_and_fail_with_the_boot() {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.queued_requests() == 0 {
-        assert!(Instant::now() < deadline, "the early request never reached the queue");
+        assert!(
+            Instant::now() < deadline,
+            "the early request never reached the queue"
+        );
         std::thread::yield_now();
     }
     // The queue (1) is full: the next request is told so at once.
     let conn = connect_to(&path);
-    assert_error(&error_on(&conn, &request("early-2", &ALL, None)), ErrorKind::Busy, "1 requests are already queued");
-    assert!(waiting.is_finished() == false, "the queued request is still waiting");
+    assert_error(
+        &error_on(&conn, &request("early-2", &ALL, None)),
+        ErrorKind::Busy,
+        "1 requests are already queued",
+    );
+    assert!(
+        waiting.is_finished() == false,
+        "the queued request is still waiting"
+    );
     gate.open();
     waiting.join().unwrap();
     server.shutdown();
 
     // A failed boot answers queued and later requests with not_ready and the reason.
     let gate = ReadyGate::new();
-    let config = ServerConfig { socket_path: path.clone(), ..ServerConfig::default() };
+    let config = ServerConfig {
+        socket_path: path.clone(),
+        ..ServerConfig::default()
+    };
     let server = HandoffServer::start(backend.clone(), config, gate.clone()).unwrap();
     gate.fail("cgroup hierarchy could not be created");
     let conn = connect_to(&path);
-    assert_error(&error_on(&conn, &request("late-1", &ALL, None)), ErrorKind::NotReady, "cgroup hierarchy could not be created");
+    assert_error(
+        &error_on(&conn, &request("late-1", &ALL, None)),
+        ErrorKind::NotReady,
+        "cgroup hierarchy could not be created",
+    );
     server.shutdown();
     assert!(backend.live_allocations().is_empty());
 }

@@ -13,9 +13,9 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hpc_node::{
-    CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, MountError, MountHandle,
-    MountManager, NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse,
-    NamespaceType, ReadinessError, ReadinessGate, ResourceLimits,
+    CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, MountError, MountHandle, MountManager,
+    NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse, NamespaceType,
+    ReadinessError, ReadinessGate, ResourceLimits,
 };
 use nodeinit_handoff::NamespaceFdProvider;
 use nodeinit_plugin_api::{AllocationMounts, HostServices, ReadinessProvider};
@@ -58,31 +58,54 @@ impl NullCgroups {
     /// When `fail` contains `"constructor"`.
     pub fn from_plugin(_host: &HostServices, options: NullOptions) -> Result<Self, String> {
         refuse_if_asked(&options, "cgroup")?;
-        Ok(Self { options, scopes: Mutex::default() })
+        Ok(Self {
+            options,
+            scopes: Mutex::default(),
+        })
     }
 }
 
 impl CgroupManager for NullCgroups {
     fn create_hierarchy(&self) -> Result<(), CgroupError> {
         if self.options.fails("create_hierarchy") {
-            return Err(CgroupError::CreationFailed { reason: "null: create_hierarchy asked to fail".into() });
+            return Err(CgroupError::CreationFailed {
+                reason: "null: create_hierarchy asked to fail".into(),
+            });
         }
         Ok(())
     }
-    fn create_scope(&self, parent_slice: &str, name: &str, _limits: &ResourceLimits) -> Result<CgroupHandle, CgroupError> {
+    fn create_scope(
+        &self,
+        parent_slice: &str,
+        name: &str,
+        _limits: &ResourceLimits,
+    ) -> Result<CgroupHandle, CgroupError> {
         let path = format!("{parent_slice}/{name}.scope");
-        self.scopes.lock().unwrap_or_else(PoisonError::into_inner).insert(path.clone());
+        self.scopes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.clone());
         Ok(CgroupHandle { path })
     }
     fn destroy_scope(&self, handle: &CgroupHandle) -> Result<(), CgroupError> {
-        self.scopes.lock().unwrap_or_else(PoisonError::into_inner).remove(&handle.path);
+        self.scopes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&handle.path);
         Ok(())
     }
     fn read_metrics(&self, path: &str) -> Result<CgroupMetrics, CgroupError> {
-        if self.scopes.lock().unwrap_or_else(PoisonError::into_inner).contains(path) {
+        if self
+            .scopes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(path)
+        {
             Ok(CgroupMetrics::default())
         } else {
-            Err(CgroupError::NotFound { path: path.to_owned() })
+            Err(CgroupError::NotFound {
+                path: path.to_owned(),
+            })
         }
     }
     fn is_scope_empty(&self, _handle: &CgroupHandle) -> Result<bool, CgroupError> {
@@ -105,22 +128,41 @@ impl NullMounts {
     /// When `fail` contains `"constructor"`.
     pub fn from_plugin(_host: &HostServices, options: NullOptions) -> Result<Self, String> {
         refuse_if_asked(&options, "mount")?;
-        Ok(Self { options, counts: Mutex::default() })
+        Ok(Self {
+            options,
+            counts: Mutex::default(),
+        })
     }
 
     /// Current count of `image_path`.
     pub fn refcount(&self, image_path: &str) -> u64 {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner).get(image_path).copied().unwrap_or(0)
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(image_path)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
 impl MountManager for NullMounts {
     fn acquire_mount(&self, image_path: &str) -> Result<MountHandle, MountError> {
         if self.options.fails("acquire_mount") {
-            return Err(MountError::MountFailed { image_path: image_path.into(), reason: "null: acquire_mount asked to fail".into() });
+            return Err(MountError::MountFailed {
+                image_path: image_path.into(),
+                reason: "null: acquire_mount asked to fail".into(),
+            });
         }
-        *self.counts.lock().unwrap_or_else(PoisonError::into_inner).entry(image_path.to_owned()).or_default() += 1;
-        Ok(MountHandle { image_path: image_path.into(), mount_point: format!("/null/{image_path}") })
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(image_path.to_owned())
+            .or_default() += 1;
+        Ok(MountHandle {
+            image_path: image_path.into(),
+            mount_point: format!("/null/{image_path}"),
+        })
     }
     fn release_mount(&self, handle: &MountHandle) -> Result<(), MountError> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -129,11 +171,17 @@ impl MountManager for NullMounts {
                 *n -= 1;
                 Ok(())
             }
-            _ => Err(MountError::RefcountInconsistency { image_path: handle.image_path.clone(), detail: "release below zero".into() }),
+            _ => Err(MountError::RefcountInconsistency {
+                image_path: handle.image_path.clone(),
+                detail: "release below zero".into(),
+            }),
         }
     }
     fn force_unmount(&self, image_path: &str) -> Result<(), MountError> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner).remove(image_path);
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(image_path);
         Ok(())
     }
     fn reconstruct_state(&self, _active: &[String]) -> Result<(), MountError> {
@@ -142,7 +190,11 @@ impl MountManager for NullMounts {
 }
 
 impl AllocationMounts for NullMounts {
-    fn acquire_for(&self, _allocation_id: &str, image_path: &str) -> Result<MountHandle, MountError> {
+    fn acquire_for(
+        &self,
+        _allocation_id: &str,
+        image_path: &str,
+    ) -> Result<MountHandle, MountError> {
         self.acquire_mount(image_path)
     }
     fn release_for(&self, _allocation_id: &str, handle: &MountHandle) -> Result<(), MountError> {
@@ -165,14 +217,22 @@ impl NullNamespaces {
     /// When `fail` contains `"constructor"`.
     pub fn from_plugin(_host: &HostServices, options: NullOptions) -> Result<Self, String> {
         refuse_if_asked(&options, "namespace")?;
-        Ok(Self { options, live: Mutex::default() })
+        Ok(Self {
+            options,
+            live: Mutex::default(),
+        })
     }
 }
 
 impl NamespaceProvider for NullNamespaces {
-    fn create_namespaces(&self, request: &NamespaceRequest) -> Result<NamespaceResponse, NamespaceError> {
+    fn create_namespaces(
+        &self,
+        request: &NamespaceRequest,
+    ) -> Result<NamespaceResponse, NamespaceError> {
         if self.options.fails("create_namespaces") {
-            return Err(NamespaceError::CreationFailed { reason: "null: create_namespaces asked to fail".into() });
+            return Err(NamespaceError::CreationFailed {
+                reason: "null: create_namespaces asked to fail".into(),
+            });
         }
         self.live
             .lock()
@@ -181,13 +241,23 @@ impl NamespaceProvider for NullNamespaces {
         Ok(NamespaceResponse {
             allocation_id: request.allocation_id.clone(),
             fd_types: request.namespaces.clone(),
-            uenv_mount_path: request.uenv_image.as_ref().map(|_| "/user-environment".to_owned()),
+            uenv_mount_path: request
+                .uenv_image
+                .as_ref()
+                .map(|_| "/user-environment".to_owned()),
         })
     }
     fn release_namespaces(&self, allocation_id: &str) -> Result<(), NamespaceError> {
-        match self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(allocation_id) {
+        match self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(allocation_id)
+        {
             Some(_) => Ok(()),
-            None => Err(NamespaceError::AllocationNotFound { allocation_id: allocation_id.into() }),
+            None => Err(NamespaceError::AllocationNotFound {
+                allocation_id: allocation_id.into(),
+            }),
         }
     }
 }
@@ -200,7 +270,9 @@ impl NamespaceFdProvider for NullNamespaces {
             .unwrap_or_else(PoisonError::into_inner)
             .get(allocation_id)
             .cloned()
-            .ok_or_else(|| NamespaceError::AllocationNotFound { allocation_id: allocation_id.into() })?;
+            .ok_or_else(|| NamespaceError::AllocationNotFound {
+                allocation_id: allocation_id.into(),
+            })?;
         types
             .iter()
             .map(|t| {
@@ -209,7 +281,9 @@ impl NamespaceFdProvider for NullNamespaces {
                     NamespaceType::Net => "net",
                     NamespaceType::Mount => "mnt",
                 };
-                File::open(format!("/proc/self/ns/{name}")).map(OwnedFd::from).map_err(NamespaceError::FdPassing)
+                File::open(format!("/proc/self/ns/{name}"))
+                    .map(OwnedFd::from)
+                    .map_err(NamespaceError::FdPassing)
             })
             .collect()
     }
@@ -231,13 +305,19 @@ impl NullReadiness {
     /// When `fail` contains `"constructor"`.
     pub fn from_plugin(_host: &HostServices, options: NullOptions) -> Result<Self, String> {
         refuse_if_asked(&options, "readiness")?;
-        Ok(Self { options, ..Self::default() })
+        Ok(Self {
+            options,
+            ..Self::default()
+        })
     }
 }
 
 impl ReadinessGate for NullReadiness {
     fn is_ready(&self) -> bool {
-        matches!(*self.state.lock().unwrap_or_else(PoisonError::into_inner), Some(Ok(_)))
+        matches!(
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            Some(Ok(_))
+        )
     }
     fn wait_ready(&self) -> Result<(), ReadinessError> {
         self.wait_ready_timeout(None)
@@ -247,7 +327,9 @@ impl ReadinessGate for NullReadiness {
 impl ReadinessProvider for NullReadiness {
     fn signal_ready(&self, node_id: &str) -> Result<(), ReadinessError> {
         if self.options.fails("signal_ready") {
-            return Err(ReadinessError::BootFailed { reason: "null: signal_ready asked to fail".into() });
+            return Err(ReadinessError::BootFailed {
+                reason: "null: signal_ready asked to fail".into(),
+            });
         }
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Some(Ok(node_id.to_owned()));
         self.changed.notify_all();
@@ -264,17 +346,27 @@ impl ReadinessProvider for NullReadiness {
         loop {
             match &*state {
                 Some(Ok(_)) => return Ok(()),
-                Some(Err(reason)) => return Err(ReadinessError::BootFailed { reason: reason.clone() }),
+                Some(Err(reason)) => {
+                    return Err(ReadinessError::BootFailed {
+                        reason: reason.clone(),
+                    })
+                }
                 None => {}
             }
             state = match deadline {
-                None => self.changed.wait(state).unwrap_or_else(PoisonError::into_inner),
+                None => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(ReadinessError::Timeout);
                     }
-                    self.changed.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
                 }
             };
         }

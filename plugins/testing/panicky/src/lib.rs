@@ -39,7 +39,9 @@ impl Panicky {
     /// Never; it panics instead when told to.
     pub fn from_plugin(_host: &HostServices, options: PanickyOptions) -> Result<Self, String> {
         tracing::warn!(target: "nodeinit_panicky", panic_in = ?options.panic_in, "panicky backend constructed");
-        let me = Self { panic_in: options.panic_in };
+        let me = Self {
+            panic_in: options.panic_in,
+        };
         me.maybe_panic("constructor");
         Ok(me)
     }
@@ -50,9 +52,16 @@ impl CgroupManager for Panicky {
         self.maybe_panic("create_hierarchy");
         Ok(())
     }
-    fn create_scope(&self, parent: &str, name: &str, _l: &ResourceLimits) -> Result<CgroupHandle, CgroupError> {
+    fn create_scope(
+        &self,
+        parent: &str,
+        name: &str,
+        _l: &ResourceLimits,
+    ) -> Result<CgroupHandle, CgroupError> {
         self.maybe_panic("create_scope");
-        Ok(CgroupHandle { path: format!("{parent}/{name}.scope") })
+        Ok(CgroupHandle {
+            path: format!("{parent}/{name}.scope"),
+        })
     }
     fn destroy_scope(&self, _h: &CgroupHandle) -> Result<(), CgroupError> {
         self.maybe_panic("destroy_scope");

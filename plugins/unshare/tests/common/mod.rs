@@ -29,7 +29,11 @@ pub fn make_image(dir: &Path, name: &str) -> PathBuf {
         .args(["-quiet", "-noappend", "-no-progress"])
         .output()
         .expect("mksquashfs is required for these tests: apt-get install -y squashfs-tools");
-    assert!(out.status.success(), "mksquashfs failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mksquashfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     image
 }
 
@@ -62,14 +66,19 @@ impl TestMounts {
         } else {
             self.image_dir.join(image_path)
         };
-        let resolved = candidate.canonicalize().map_err(|e| MountError::MountFailed {
-            image_path: image_path.into(),
-            reason: format!("{e}"),
-        })?;
+        let resolved = candidate
+            .canonicalize()
+            .map_err(|e| MountError::MountFailed {
+                image_path: image_path.into(),
+                reason: format!("{e}"),
+            })?;
         if resolved.parent() != Some(self.image_dir.as_path()) {
             return Err(MountError::MountFailed {
                 image_path: image_path.into(),
-                reason: format!("image is outside the image directories [{}]", self.image_dir.display()),
+                reason: format!(
+                    "image is outside the image directories [{}]",
+                    self.image_dir.display()
+                ),
             });
         }
         Ok(resolved)
@@ -103,7 +112,11 @@ impl MountManager for TestMounts {
 }
 
 impl AllocationMounts for TestMounts {
-    fn acquire_for(&self, allocation_id: &str, image_path: &str) -> Result<MountHandle, MountError> {
+    fn acquire_for(
+        &self,
+        allocation_id: &str,
+        image_path: &str,
+    ) -> Result<MountHandle, MountError> {
         let image = self.resolve(image_path)?;
         let mount_point = self.mount_point(&image);
         let key = image.to_str().unwrap().to_owned();
@@ -125,21 +138,28 @@ impl AllocationMounts for TestMounts {
         }
         entry.0 += 1;
         entry.1.push(allocation_id.to_owned());
-        Ok(MountHandle { image_path: key, mount_point: mount_point.to_str().unwrap().to_owned() })
+        Ok(MountHandle {
+            image_path: key,
+            mount_point: mount_point.to_str().unwrap().to_owned(),
+        })
     }
 
     fn release_for(&self, allocation_id: &str, handle: &MountHandle) -> Result<(), MountError> {
         let mut refs = self.refs.lock().unwrap();
-        let entry = refs.get_mut(&handle.image_path).ok_or_else(|| MountError::RefcountInconsistency {
-            image_path: handle.image_path.clone(),
-            detail: "not mounted".into(),
-        })?;
-        let pos = entry.1.iter().position(|a| a == allocation_id).ok_or_else(|| {
-            MountError::RefcountInconsistency {
+        let entry =
+            refs.get_mut(&handle.image_path)
+                .ok_or_else(|| MountError::RefcountInconsistency {
+                    image_path: handle.image_path.clone(),
+                    detail: "not mounted".into(),
+                })?;
+        let pos = entry
+            .1
+            .iter()
+            .position(|a| a == allocation_id)
+            .ok_or_else(|| MountError::RefcountInconsistency {
                 image_path: handle.image_path.clone(),
                 detail: format!("{allocation_id} holds no reference"),
-            }
-        })?;
+            })?;
         entry.1.remove(pos);
         entry.0 -= 1;
         if entry.0 == 0 {
@@ -196,7 +216,11 @@ pub fn run_in_namespaces(fds: &[OwnedFd], script: &str) -> String {
         });
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "script in namespaces failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "script in namespaces failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -204,13 +228,20 @@ pub fn run_in_namespaces(fds: &[OwnedFd], script: &str) -> String {
 /// scanning /proc: the process whose ns/pid matches and whose NSpid ends in 1.
 pub fn pid_namespace_init(pid_ns_link: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+            continue;
+        };
         if link.to_string_lossy() != pid_ns_link {
             continue;
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
+        let nspid = status
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .unwrap_or("");
         if nspid.split_whitespace().last() == Some("1") {
             return Some(pid);
         }

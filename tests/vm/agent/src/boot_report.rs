@@ -64,7 +64,9 @@ impl BootJson {
             lines.push(format!("{:<17} {:<8} {total:>9.1} ms", "total", ""));
         }
         if let Some(uptime) = number("uptime_secs") {
-            lines.push(format!("kernel uptime when boot.json was written: {uptime:.2} s"));
+            lines.push(format!(
+                "kernel uptime when boot.json was written: {uptime:.2} s"
+            ));
         }
         lines
     }
@@ -88,13 +90,13 @@ impl BootJson {
         let phases = self.phases();
         let not_ok: Vec<String> = must_be_ok
             .iter()
-            .filter_map(|wanted| {
-                match phases.iter().find(|(name, _, _)| name == wanted) {
+            .filter_map(
+                |wanted| match phases.iter().find(|(name, _, _)| name == wanted) {
                     Some((_, status, _)) if status == "ok" => None,
                     Some((_, status, _)) => Some(format!("{wanted}={status}")),
                     None => Some(format!("{wanted} missing")),
-                }
-            })
+                },
+            )
             .collect();
         if not_ok.is_empty() {
             Ok(format!(
@@ -102,10 +104,7 @@ impl BootJson {
                 must_be_ok.join(" ")
             ))
         } else {
-            Err(format!(
-                "{BOOT_JSON}: phases not ok: {}",
-                not_ok.join(", ")
-            ))
+            Err(format!("{BOOT_JSON}: phases not ok: {}", not_ok.join(", ")))
         }
     }
 }

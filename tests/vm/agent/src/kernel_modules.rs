@@ -19,7 +19,9 @@ pub fn packed_modules_loaded() -> Result<String, String> {
         .release()
         .to_string_lossy()
         .into_owned();
-    let list_path = Path::new("/lib/modules").join(&release).join("modules.load");
+    let list_path = Path::new("/lib/modules")
+        .join(&release)
+        .join("modules.load");
     let list = std::fs::read_to_string(&list_path)
         .map_err(|e| format!("cannot read {}: {e}", list_path.display()))?;
     let names: Vec<String> = list

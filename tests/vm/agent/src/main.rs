@@ -10,6 +10,7 @@
 //!   namespace handoff, then crashes; the restarted run checks it was
 //!   restarted and asks nodeinit to shut the VM down.
 
+mod boot_report;
 mod kernel_cmdline;
 mod kernel_modules;
 mod lifecycle;
@@ -18,11 +19,34 @@ mod report;
 mod scope;
 mod slices;
 
+use boot_report::BootJson;
 use hpc_node::readiness::READINESS_FILE_PATH;
 use nix::sys::signal::Signal;
 use report::Report;
 
-const BOOT_JSON: &str = "/run/nodeinit/boot.json";
+/// The boot phases that must have succeeded before the handoff, per mode:
+/// exec acquires a `[boot].mounts` image, supervise serves the handoff socket.
+const EXEC_PHASES: [&str; 8] = [
+    "early_mounts",
+    "kernel_modules",
+    "config",
+    "plugins",
+    "cgroup_hierarchy",
+    "boot_mounts",
+    "readiness",
+    "handoff",
+];
+const SUPERVISE_PHASES: [&str; 8] = [
+    "early_mounts",
+    "kernel_modules",
+    "config",
+    "plugins",
+    "cgroup_hierarchy",
+    "handoff_socket",
+    "readiness",
+    "handoff",
+];
+
 const USAGE: &str = "usage: nodeinit-vm-agent --mode exec|supervise [--shutdown-signal TERM]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -71,11 +95,6 @@ fn parse_mode(word: Option<String>) -> Result<Mode, String> {
 
 fn main() {
     let mut report = Report::open();
-    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    report.info(
-        "handoff-uptime",
-        uptime.split_whitespace().next().unwrap_or("?"),
-    );
     let args = match parse_args() {
         Ok(args) => args,
         Err(why) => {
@@ -98,9 +117,23 @@ fn main() {
 }
 
 fn first_run(report: &mut Report, mode: Mode) -> ! {
-    match std::fs::read_to_string(BOOT_JSON) {
-        Ok(json) => report.info("boot.json", &json),
-        Err(e) => report.check("boot-json", Err(format!("cannot read {BOOT_JSON}: {e}"))),
+    report.info("handoff-uptime", &uptime_secs());
+    let node_id = kernel_cmdline::node_id();
+    match BootJson::read() {
+        Ok(boot) => {
+            for line in boot.timing_lines() {
+                report.info("phase", &line);
+            }
+            let must_be_ok: &[&str] = match mode {
+                Mode::Exec => &EXEC_PHASES,
+                Mode::Supervise => &SUPERVISE_PHASES,
+            };
+            report.check(
+                "boot-json",
+                node_id.clone().and_then(|id| boot.check(&id, must_be_ok)),
+            );
+        }
+        Err(why) => report.check("boot-json", Err(why)),
     }
     let pid = std::process::id();
     report.check(
@@ -114,6 +147,7 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
             (_, pid) => Err(format!("agent is pid {pid}, PID 1 is {}", pid1_exe())),
         },
     );
+    report.check("modules", kernel_modules::packed_modules_loaded());
     report.check("cgroup2", slices::cgroup2_mounted());
     for slice in slices::ALL_SLICES {
         report.check(
@@ -123,7 +157,7 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
     }
     report.check(
         "readiness",
-        kernel_cmdline::node_id().and_then(|node_id| {
+        node_id.and_then(|node_id| {
             let content = std::fs::read_to_string(READINESS_FILE_PATH)
                 .map_err(|e| format!("cannot read {READINESS_FILE_PATH}: {e}"))?;
             if content == node_id {
@@ -135,13 +169,6 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
             }
         }),
     );
-    match kernel_modules::load_packed_modules() {
-        Ok(loaded) if loaded.is_empty() => {
-            report.info("modules", "all packed modules were already loaded")
-        }
-        Ok(loaded) => report.info("modules", &format!("the agent loaded {}", loaded.join(" "))),
-        Err(why) => report.check("modules", Err(why)),
-    }
     report.check(
         "scope",
         scope::virtio_disk().and_then(|disk| {
@@ -149,8 +176,10 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
             scope::scope_limits(manager.as_ref(), &disk)
         }),
     );
-    if mode == Mode::Supervise {
-        handoff_checks(report);
+    match mode {
+        // `[boot].mounts` acquired the image before the exec.
+        Mode::Exec => report.check("uenv-host", namespaces::host_mount()),
+        Mode::Supervise => handoff_checks(report),
     }
     match mode {
         Mode::Exec => finish(report, Some(lifecycle::power_off_as_pid1 as fn() -> !)),
@@ -186,6 +215,7 @@ fn handoff_checks(report: &mut Report) {
 }
 
 fn restarted_run(report: &mut Report, previous: u32, shutdown_signal: Signal) -> ! {
+    report.info("restart-uptime", &uptime_secs());
     let pid = std::process::id();
     report.check(
         "restarted",
@@ -228,4 +258,12 @@ fn pid1_exe() -> String {
     std::fs::read_link("/proc/1/exe")
         .map(|p| p.display().to_string())
         .unwrap_or_else(|e| format!("unknown (/proc/1/exe: {e})"))
+}
+
+/// The kernel's uptime in seconds, as `/proc/uptime` gives it.
+fn uptime_secs() -> String {
+    match std::fs::read_to_string("/proc/uptime") {
+        Ok(text) => text.split_whitespace().next().unwrap_or("?").to_owned(),
+        Err(e) => format!("unknown (/proc/uptime: {e})"),
+    }
 }
