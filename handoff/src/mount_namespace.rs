@@ -264,10 +264,12 @@ fn nearest_existing_dir(target: &Path) -> io::Result<(PathBuf, PathBuf)> {
                     .map_err(|_| io::Error::other("mount path is not below its ancestor"))?;
                 return Ok((ancestor.to_path_buf(), missing.to_path_buf()));
             }
-            Ok(_) => return Err(io::Error::other(format!(
+            Ok(_) => {
+                return Err(io::Error::other(format!(
                 "{} (a parent of the uenv mount path) is not a directory; configure another path",
                 ancestor.display()
-            ))),
+            )))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(io::Error::new(

@@ -7,14 +7,6 @@ use hpc_node::{NamespaceRequest, NamespaceType};
 use nodeinit_handoff::protocol::{decode, encode, DecodeError, Message, MAX_MESSAGE_BYTES};
 use proptest::prelude::*;
 
-fn namespace_type() -> impl Strategy<Value = NamespaceType> {
-    prop_oneof![
-        Just(NamespaceType::Pid),
-        Just(NamespaceType::Net),
-        Just(NamespaceType::Mount)
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -33,9 +25,7 @@ proptest! {
         id in "[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
         namespaces in proptest::sample::subsequence(vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount], 1..=3),
         image in proptest::option::of("[a-z0-9-]{1,32}\\.sqfs"),
-        extra in namespace_type(),
     ) {
-        let _ = extra;
         let uenv_image = if namespaces.contains(&NamespaceType::Mount) { image } else { None };
         let request = NamespaceRequest { allocation_id: id.clone(), namespaces: namespaces.clone(), uenv_image: uenv_image.clone() };
         match decode(&encode(&Message::NamespaceRequest(request))) {

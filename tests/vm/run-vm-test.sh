@@ -3,20 +3,26 @@
 #
 # Owns the VM test: installs what it needs from Debian's packages, fetches
 # the kernel (cached, fetch-kernel.sh), builds nodeinit, the four reference
-# plugins and the test agent (tests/vm/agent), packs one initramfs per
-# scenario (mkinitramfs.sh), boots each (boot-vm.sh) and asserts on the
-# serial console. Prints every scenario's console markers, the per-phase
-# timings from boot.json and the kernel uptime at handoff, then a closing
-# `vm-test: N passed, M failed` line.
+# plugins and the test agent (tests/vm/agent, a workspace member), packs one
+# initramfs per scenario (mkinitramfs.sh), boots each (boot-vm.sh) and
+# asserts on the serial console. Prints every scenario's console markers,
+# the per-phase timings from boot.json and the kernel uptime at handoff,
+# then a closing `vm-test: N passed, M failed` line.
 #
 # Scenarios:
 #   builder     mkinitramfs.sh refusals, reproducibility, GNU cpio reads it
 #   standin     a busybox /init proving kernel, modules, cgroup2 controllers,
 #               squashfs and io.max on the virtio disk without nodeinit
-#   exec        nodeinit execs the agent, which must be PID 1
-#   supervise   nodeinit stays PID 1, serves the handoff socket, restarts the
-#               crashing agent and powers off when the agent asks
-#   missing     a required plugin is missing: on_failure=poweroff, no panic
+#   exec        nodeinit (PID 1) loads the modules, mounts cgroup2, builds the
+#               slices, mounts the [boot] uenv image, signals readiness and
+#               execs the agent, which must be PID 1 and checks all of it
+#   supervise   nodeinit stays PID 1 and serves the handoff socket; the agent
+#               gets pid/net/mnt namespaces with the uenv image, setns()es and
+#               reads it, crashes, is restarted, and asks for a power-off
+#   missing     a required plugin is missing: on_failure=poweroff, the error
+#               on the console, no panic
+# The node id is given as nodeinit.node_id= on the kernel command line; the
+# image's /etc/hostname names another node, so taking the wrong source fails.
 # Usage: run-vm-test.sh [SCENARIO...]   (default: all, in that order)
 #
 # Environment: VM_CARGO_TARGET_DIR (default <repo>/target), VM_BOOT_TIMEOUT
@@ -43,7 +49,7 @@ uenv_content="hello from the vmtest uenv"
 modules=(loop squashfs virtio_pci virtio_blk)
 
 passed=0 failed=0
-declare -a failures=()
+declare -a failures=() summary=()
 
 log() { echo "vm-test: $*" >&2; }
 die() {
@@ -101,18 +107,6 @@ build_nodeinit() {
 }
 
 # --- configs ---------------------------------------------------------------
-# [plugins.namespace], when the unshare .so exports a namespace backend.
-# Until it does the table is left out (so the other backends can still be
-# tested) and every handoff check of the supervise scenario fails loudly.
-namespace_table() {
-    local so=$target_dir/debug/libnodeinit_unshare.so
-    if "$target_dir/debug/nodeinit" plugin inspect "$so" 2>/dev/null | grep -qE '^ +backends: .*namespace'; then
-        printf '[plugins.namespace]\npath = "unshare"\nrequired = true\n'
-    else
-        log "WARNING: $so exports no namespace backend (nodeinit plugin inspect); configs leave [plugins.namespace] out and the handoff checks will fail"
-    fi
-}
-
 write_config() { # scenario
     local scenario=$1 file=$work/$1.toml
     case $scenario in
@@ -135,7 +129,10 @@ required = true
 [plugins.mount.options]
 image_dirs = ["/images"]
 
-$(namespace_table)
+[plugins.namespace]
+path = "unshare"
+required = true
+
 [plugins.readiness]
 path = "readiness"
 required = true
@@ -218,10 +215,12 @@ boot() { # scenario: packs and boots it; console in $work/SCENARIO.console, QEMU
     BOOT_STATUS=0
     bash "$here/boot-vm.sh" --kernel "$VMLINUZ" --initrd "$work/$1.img" --console "$work/$1.console" \
         --disk "$work/disk.raw" --timeout "$boot_timeout" \
-        --append "nodeinit.node_id=$node_id" || BOOT_STATUS=$?
+        --append "nodeinit.node_id=$node_id" 2>"$work/$1.boot.log" || BOOT_STATUS=$?
+    cat "$work/$1.boot.log" >&2
 }
 
 common_end() { # scenario console
+    summary+=("$1: QEMU ran $(boot_seconds "$1")")
     if ((BOOT_STATUS == 0)); then pass "$1: the VM ended on its own (QEMU status 0)"; else fail "$1: QEMU status $BOOT_STATUS (124: timeout, 125: kernel panic)"; fi
     refuse "$1" "$2" "no kernel panic" 'Kernel panic|Attempted to kill init'
     expect "$1" "$2" "the VM powered off" 'reboot: Power down'
@@ -293,6 +292,16 @@ agent_checks() { # scenario console
     refuse "$s" "$c" "no agent check failed" 'VMTEST FAIL'
     log "--- $s: per-phase timings (boot.json) and kernel uptime ---"
     grep -E 'VMTEST INFO (phase|handoff-uptime|restart-uptime):' "$c" | sed 's/^.*VMTEST INFO /  /' >&2 || true
+    local uptime
+    uptime=$(grep -m1 -oE 'VMTEST INFO handoff-uptime: [0-9.]+' "$c" | awk '{ print $4 }') || true
+    summary+=("$s: handoff to the agent at kernel uptime ${uptime:-?} s")
+}
+
+# QEMU's wall time for one boot, from boot-vm.sh's closing line.
+boot_seconds() { # scenario
+    local ms
+    ms=$(grep -oE 'QEMU exited with status [0-9]+ after [0-9]+ ms' "$work/$1.boot.log" 2>/dev/null | awk '{ print $7 }') || true
+    if [[ -n $ms ]]; then echo "$((ms / 1000)).$(((ms % 1000) / 100)) s wall"; else echo "? s wall"; fi
 }
 
 run_exec() {
@@ -311,7 +320,7 @@ run_supervise() {
     boot supervise
     show_markers supervise "$console"
     common_end supervise "$console"
-    expect supervise "$console" "nodeinit stays PID 1, agent is its child" 'VMTEST PASS pid: supervise mode'
+    expect supervise "$console" "nodeinit stays PID 1, agent is its child" 'VMTEST PASS pid: supervise mode: agent is pid [0-9]+, nodeinit stays PID 1 \(/init\)'
     agent_checks supervise "$console"
     expect supervise "$console" "namespaces received over the handoff socket" 'VMTEST PASS handoff:'
     expect supervise "$console" "uenv mounted under /run/pact/uenv" 'VMTEST PASS uenv-host: /run/pact/uenv/'
@@ -358,6 +367,7 @@ log "kernel $KVER, host $(uname -r), boot timeout ${boot_timeout}s"
 for s in "${scenarios[@]}"; do
     "run_$s"
 done
+for line in "${summary[@]}"; do log "$line"; done
 log "finished in $(($(date +%s) - started)) s"
 for f in "${failures[@]}"; do log "failed: $f"; done
 echo "vm-test: $passed passed, $failed failed"

@@ -127,7 +127,7 @@ fn requests_before_readiness_are_queued_bounded_and_fail_with_the_boot() {
         "1 requests are already queued",
     );
     assert!(
-        waiting.is_finished() == false,
+        !waiting.is_finished(),
         "the queued request is still waiting"
     );
     gate.open();

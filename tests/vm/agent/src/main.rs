@@ -1,14 +1,17 @@
 //! nodeinit-vm-agent: the node agent of the VM test.
 //!
 //! nodeinit hands the booted VM to this program (`[handoff] exec`). It checks
-//! what nodeinit was supposed to have built, prints one `VMTEST PASS|FAIL`
-//! line per check on the console for `tests/vm/run-vm-test.sh` to grep, and
-//! ends the VM the way its mode demands:
+//! what nodeinit was supposed to have built (boot.json, kernel modules,
+//! cgroup2 and its slices, a cgroupfs scope, the readiness file), prints one
+//! `VMTEST PASS|FAIL` line per check on the console for
+//! `tests/vm/run-vm-test.sh` to grep, and ends the VM the way its mode
+//! demands:
 //!
-//! * `--mode exec`: the agent is PID 1; it checks, then powers off.
+//! * `--mode exec`: the agent is PID 1; it also checks the `[boot].mounts`
+//!   uenv image, then powers off.
 //! * `--mode supervise`: nodeinit stays PID 1; the first run also checks the
 //!   namespace handoff, then crashes; the restarted run checks it was
-//!   restarted and asks nodeinit to shut the VM down.
+//!   restarted and asks nodeinit to shut the VM down (`--shutdown-signal`).
 
 mod boot_report;
 mod kernel_cmdline;

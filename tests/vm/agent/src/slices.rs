@@ -25,22 +25,50 @@ pub const ALL_SLICES: [&str; 6] = [
     slices::WORKLOAD_ROOT,
 ];
 
-/// `CGROUP_ROOT` is a cgroup2 filesystem.
+/// Mount options nodeinit asks for when it mounts cgroup2 as PID 1 (DESIGN
+/// §5); the VM's kernel supports both.
+pub const MOUNT_OPTIONS: [&str; 2] = ["nsdelegate", "memory_recursiveprot"];
+
+/// `CGROUP_ROOT` is a cgroup2 filesystem mounted with [`MOUNT_OPTIONS`].
 pub fn cgroup2_mounted() -> Result<String, String> {
     let stat = nix::sys::statfs::statfs(CGROUP_ROOT)
         .map_err(|e| format!("statfs {CGROUP_ROOT} failed: {e}"))?;
     let magic = stat.filesystem_type().0 as i64;
-    if magic == CGROUP2_SUPER_MAGIC {
-        let root = read(&Path::new(CGROUP_ROOT).join("cgroup.controllers"))?;
-        Ok(format!(
-            "{CGROUP_ROOT} is cgroup2, root controllers: {}",
-            root.trim()
-        ))
-    } else {
-        Err(format!(
+    if magic != CGROUP2_SUPER_MAGIC {
+        return Err(format!(
             "{CGROUP_ROOT} has filesystem magic {magic:#x}, not cgroup2 ({CGROUP2_SUPER_MAGIC:#x})"
-        ))
+        ));
     }
+    let options = super_options(CGROUP_ROOT)?;
+    let missing: Vec<&str> = MOUNT_OPTIONS
+        .iter()
+        .copied()
+        .filter(|wanted| !options.split(',').any(|have| have == *wanted))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{CGROUP_ROOT} is cgroup2 mounted with {options:?}, lacking {missing:?}"
+        ));
+    }
+    let root = read(&Path::new(CGROUP_ROOT).join("cgroup.controllers"))?;
+    Ok(format!(
+        "{CGROUP_ROOT} is cgroup2 ({options}), root controllers: {}",
+        root.trim()
+    ))
+}
+
+/// The superblock options of the mount at `mount_point` (the last field of
+/// its `/proc/self/mountinfo` line).
+fn super_options(mount_point: &str) -> Result<String, String> {
+    let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
+    mountinfo
+        .lines()
+        .rev() // the last mount on a path is the one visible there
+        .find(|line| line.split_whitespace().nth(4) == Some(mount_point))
+        .and_then(|line| line.split(" - ").nth(1))
+        .and_then(|tail| tail.split_whitespace().nth(2))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no /proc/self/mountinfo line for {mount_point}"))
 }
 
 /// One slice has and enables every wanted controller.
