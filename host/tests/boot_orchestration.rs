@@ -47,7 +47,7 @@ impl Stage {
         BootEnv {
             config_arg: Some(d.join("nodeinit.toml")),
             default_config: None,
-            cmdline: KernelCmdline::default(),
+            cmdline: Some(KernelCmdline::default()),
             hostname_file: d.join("hostname"),
             run_dir: d.join("run"),
             handoff_socket: d.join("handoff.sock"),

@@ -66,6 +66,10 @@ pub fn build_cdylibs(
         let Some(name) = msg["package_id"].as_str().and_then(package_name) else {
             continue;
         };
+        // Dependencies (proc-macro .so files among them) are not asked for.
+        if !packages.contains(&name.as_str()) {
+            continue;
+        }
         let files = msg["filenames"].as_array().cloned().unwrap_or_default();
         for f in files.iter().filter_map(|f| f.as_str()) {
             if f.ends_with(".so") {

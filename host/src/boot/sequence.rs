@@ -30,8 +30,10 @@ pub struct BootEnv {
     pub config_arg: Option<PathBuf>,
     /// The default config path (`None`: `/etc/nodeinit/nodeinit.toml`).
     pub default_config: Option<PathBuf>,
-    /// The kernel command line words.
-    pub cmdline: KernelCmdline,
+    /// The kernel command line words; `None`: read `/proc/cmdline` in the
+    /// config phase (as the kernel's PID 1, `/proc` is only mounted by the
+    /// early-mounts phase).
+    pub cmdline: Option<KernelCmdline>,
     /// The hostname file for the node id fallback.
     pub hostname_file: PathBuf,
     /// Where `boot.json` goes (`/run/nodeinit`).
@@ -53,7 +55,7 @@ impl BootEnv {
         Self {
             config_arg,
             default_config: None,
-            cmdline: KernelCmdline::from_proc(),
+            cmdline: None,
             hostname_file: PathBuf::from("/etc/hostname"),
             run_dir: PathBuf::from("/run/nodeinit"),
             handoff_socket: PathBuf::from(hpc_node::namespace::HANDOFF_SOCKET_PATH),
@@ -76,7 +78,7 @@ impl BootEnv {
         Self {
             config_arg: Some(config),
             default_config: None,
-            cmdline: KernelCmdline::default(),
+            cmdline: Some(KernelCmdline::default()),
             hostname_file: PathBuf::from("/etc/hostname"),
             run_dir: PathBuf::from("/run/nodeinit"),
             handoff_socket: PathBuf::from(hpc_node::namespace::HANDOFF_SOCKET_PATH),
@@ -376,9 +378,10 @@ fn kernel_modules(env: &BootEnv) -> PhaseResult {
 }
 
 fn load_config(env: &BootEnv) -> Result<(LoadedConfig, NodeId), String> {
+    let cmdline = env.cmdline.clone().unwrap_or_else(KernelCmdline::from_proc);
     let mut loaded = config::load(
         env.config_arg.as_deref(),
-        &env.cmdline,
+        &cmdline,
         env.default_config.as_deref(),
     )
     .map_err(|e| e.to_string())?;
@@ -391,7 +394,7 @@ fn load_config(env: &BootEnv) -> Result<(LoadedConfig, NodeId), String> {
                 .map_err(|e| format!("plugin directory {}: {e}", dir.display()))?;
         }
     }
-    let id = config::resolve_node_id(&env.cmdline, &loaded.config, &env.hostname_file)
+    let id = config::resolve_node_id(&cmdline, &loaded.config, &env.hostname_file)
         .map_err(|e| e.to_string())?;
     tracing::info!(config = ?loaded.origin, node_id = id.id.as_str(), node_id_source = ?id.source, "config loaded");
     Ok((loaded, id.id))
