@@ -16,7 +16,6 @@
 //! [`mountinfo`], [`state_file`], [`table`] (counting rules), [`manager`],
 //! [`plugin`] (the constructor `export_plugin!` calls).
 
-pub mod allocation_id;
 pub mod image;
 pub mod loop_device;
 pub mod manager;
@@ -28,7 +27,7 @@ pub mod state_file;
 pub mod superblock;
 pub mod table;
 
-pub use allocation_id::AllocationId;
+pub use nodeinit_handoff::AllocationId;
 pub use loop_device::AttachMethod;
 pub use manager::SquashfsManager;
 pub use options::{ManagerConfig, OptionError, SquashfsOptions};

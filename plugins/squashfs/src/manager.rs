@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hpc_node::{MountError, MountHandle, MountManager};
 use nodeinit_plugin_api::AllocationMounts;
 
-use crate::allocation_id::AllocationId;
+use nodeinit_handoff::AllocationId;
 use crate::image::{ImageLocator, MountName};
 use crate::loop_device::AttachMethod;
 use crate::mountinfo;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::allocation_id::AllocationId;
+use nodeinit_handoff::AllocationId;
 use crate::state_file::{PersistedMount, PersistedState, STATE_VERSION};
 
 /// On whose behalf a reference is taken.
