@@ -314,12 +314,51 @@ where
 /// `namespace` (`nodeinit_handoff::NamespaceFdProvider`), `readiness`
 /// ([`crate::ReadinessProvider`]); any subset, in this order.
 ///
-/// ```ignore
-/// nodeinit_plugin_api::export_plugin! {
-///     name: "cgroupfs",
-///     version: env!("CARGO_PKG_VERSION"),
-///     cgroup: CgroupfsManager::from_plugin,
+/// A complete plugin providing a readiness backend:
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::time::Duration;
+/// use hpc_node::{ReadinessError, ReadinessGate};
+/// use nodeinit_plugin_api::{HostServices, ReadinessProvider};
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)] // a typo in the site's config names the key
+/// pub struct Options {
+///     #[serde(default)]
+///     pub verbose: bool,
 /// }
+///
+/// pub struct Flag(AtomicBool);
+///
+/// impl Flag {
+///     pub fn from_plugin(_host: &HostServices, _options: Options) -> Result<Self, String> {
+///         Ok(Self(AtomicBool::new(false)))
+///     }
+/// }
+///
+/// impl ReadinessGate for Flag {
+///     fn is_ready(&self) -> bool { self.0.load(Ordering::Acquire) }
+///     fn wait_ready(&self) -> Result<(), ReadinessError> { self.wait_ready_timeout(None) }
+/// }
+///
+/// impl ReadinessProvider for Flag {
+///     fn signal_ready(&self, _node_id: &str) -> Result<(), ReadinessError> {
+///         self.0.store(true, Ordering::Release);
+///         Ok(())
+///     }
+///     fn signal_failed(&self, _reason: &str) -> Result<(), ReadinessError> { Ok(()) }
+///     fn wait_ready_timeout(&self, _t: Option<Duration>) -> Result<(), ReadinessError> {
+///         if self.is_ready() { Ok(()) } else { Err(ReadinessError::Timeout) }
+///     }
+/// }
+///
+/// nodeinit_plugin_api::export_plugin! {
+///     name: "flag",
+///     version: "1.2.3",
+///     readiness: Flag::from_plugin,
+/// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_plugin {

@@ -8,28 +8,11 @@
 //!
 //! ## Writing a plugin
 //!
-//! ```ignore
-//! use hpc_node::{CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, ResourceLimits};
-//! use nodeinit_plugin_api::HostServices;
-//!
-//! #[derive(serde::Deserialize)]
-//! #[serde(deny_unknown_fields)]
-//! pub struct Options { root: Option<String> }
-//!
-//! pub struct MyCgroups { /* ... */ }
-//! impl MyCgroups {
-//!     pub fn from_plugin(_host: &HostServices, o: Options) -> Result<Self, String> { /* ... */ }
-//! }
-//! impl CgroupManager for MyCgroups { /* the five hpc_node methods */ }
-//!
-//! nodeinit_plugin_api::export_plugin! {
-//!     name: "mycgroups",
-//!     version: env!("CARGO_PKG_VERSION"),
-//!     cgroup: MyCgroups::from_plugin,
-//! }
-//! ```
-//! Build it as `crate-type = ["cdylib"]` and install it as
-//! `<plugin_dir>/libnodeinit_mycgroups.so`, root-owned, not group- or
+//! Implement the plain `hpc_node` trait of the backend kind, give it a
+//! constructor `fn(&HostServices, Options) -> Result<Self, impl Display>`,
+//! and call [`export_plugin!`] once (its documentation has a complete
+//! example). Build the crate as `crate-type = ["cdylib"]` and install it as
+//! `<plugin_dir>/libnodeinit_<name>.so`, root-owned, not group- or
 //! world-writable.
 //!
 //! ## What crosses the boundary
