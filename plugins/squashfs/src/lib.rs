@@ -27,9 +27,9 @@ pub mod state_file;
 pub mod superblock;
 pub mod table;
 
-pub use nodeinit_handoff::AllocationId;
 pub use loop_device::AttachMethod;
 pub use manager::SquashfsManager;
+pub use nodeinit_handoff::AllocationId;
 pub use options::{ManagerConfig, OptionError, SquashfsOptions};
 pub use plugin::PluginInitError;
 

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use hpc_node::{MountError, MountHandle, MountManager};
 use nodeinit_plugin_api::AllocationMounts;
 
-use nodeinit_handoff::AllocationId;
 use crate::image::{ImageLocator, MountName};
 use crate::loop_device::AttachMethod;
 use crate::mountinfo;
@@ -26,6 +25,7 @@ use crate::mounting;
 use crate::options::{ManagerConfig, MAX_HOLD_TIME_SECS};
 use crate::state_file::StateFile;
 use crate::table::{Entry, Holder, ReleaseRefused, Table};
+use nodeinit_handoff::AllocationId;
 
 /// Delay before retrying an unmount the kernel refused.
 const UNMOUNT_RETRY: Duration = Duration::from_secs(5);

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nodeinit_handoff::AllocationId;
 use crate::state_file::{PersistedMount, PersistedState, STATE_VERSION};
+use nodeinit_handoff::AllocationId;
 
 /// On whose behalf a reference is taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
