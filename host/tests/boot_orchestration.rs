@@ -333,3 +333,16 @@ fn check_command_reports_every_problem_and_its_verdict() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(!Path::new(&good.dir.path().join("run")).exists());
 }
+
+#[test]
+fn handoff_socket_group_and_access_come_from_the_config() {
+    use std::os::unix::fs::MetadataExt;
+    let stage = Stage::new(&ALL_NULL.replace(
+        "mode = \"supervise\"\n",
+        "mode = \"supervise\"\n[handoff.socket]\ngroup = 4242\nuids = [990]\n",
+    ));
+    let mut p = prepare(&stage.env());
+    let meta = fs::metadata(stage.dir.path().join("handoff.sock")).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 4242));
+    p.release();
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hpc_node::MountHandle;
-use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
+use nodeinit_handoff::{AccessPolicy, HandoffServer, ReadyGate, ServerConfig};
 
 use super::backends::{load_backends, Backends, PluginRecord};
 use super::phases::{PhaseResult, PhaseRunner, PhaseStatus};
@@ -259,20 +259,27 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     });
     p.boot_mounts = acquired;
 
-    let supervise = config
+    let supervised = config
         .handoff
         .as_ref()
-        .is_some_and(|h| h.mode == HandoffMode::Supervise);
+        .filter(|h| h.mode == HandoffMode::Supervise);
     let mut server = None;
     p.phases.run("handoff_socket", || {
-        if !supervise {
+        let Some(handoff) = supervised else {
             return PhaseResult::NotApplicable("handoff mode is not supervise".into());
-        }
+        };
         let Some(ns) = &backends.namespace else {
             return PhaseResult::NotApplicable("no namespace backend".into());
         };
+        let access = &handoff.socket;
         let server_config = ServerConfig {
             socket_path: env.handoff_socket.clone(),
+            socket_mode: if access.group.is_some() { 0o660 } else { 0o600 },
+            socket_group: access.group,
+            access: AccessPolicy {
+                uids: access.uids.clone(),
+                gids: access.gids.clone(),
+            },
             ..ServerConfig::default()
         };
         match HandoffServer::start(Arc::clone(ns), server_config, p.gate.clone()) {

@@ -25,8 +25,8 @@ pub use location::SourceLocation;
 pub use node_id::{resolve_node_id, NodeId, NodeIdSource, ResolvedNodeId};
 pub use nodeinit_plugin_api::BackendKind;
 pub use schema::{
-    AgentKind, BootSection, HandoffMode, HandoffSection, HostSection, NodeConfig, OnFailure,
-    PluginSpec, PluginsSection,
+    AgentKind, BootSection, HandoffMode, HandoffSection, HandoffSocketSection, HostSection,
+    NodeConfig, OnFailure, PluginSpec, PluginsSection,
 };
 pub use values::{AbsolutePath, ImageRef, PluginPath, Sha256Pin};
 

@@ -186,6 +186,26 @@ pub struct HandoffSection {
     /// Seconds between SIGTERM and SIGKILL when stopping a supervised agent (default 10).
     #[serde(default = "default_grace_secs")]
     pub grace_secs: u64,
+    /// `[handoff.socket]`: who may use the namespace handoff socket.
+    #[serde(default)]
+    pub socket: HandoffSocketSection,
+}
+
+/// `[handoff.socket]`: access to the namespace handoff socket (served in
+/// supervise mode). Root may always connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSocketSection {
+    /// Group owning the socket file; when set, the socket is mode 0660 so
+    /// that the group's members can connect (default: root only, 0600).
+    #[serde(default)]
+    pub group: Option<u32>,
+    /// Further uids allowed to make requests (checked with `SO_PEERCRED`).
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    /// Further (primary) gids allowed to make requests.
+    #[serde(default)]
+    pub gids: Vec<u32>,
 }
 
 fn default_grace_secs() -> u64 {
