@@ -20,7 +20,8 @@ pub enum Profile {
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Builds `packages` (cdylib plugin crates of this workspace, or any crate
@@ -44,6 +45,12 @@ pub fn build_cdylibs(
     }
     if profile == Profile::Release {
         cmd.arg("--release");
+    }
+    // Never the invoking `cargo test`'s own target dir: a nested build with
+    // another feature resolution rewrites its artifacts under it (seen as a
+    // doctest linking two copies of a dependency).
+    if !extra_args.contains(&"--target-dir") {
+        cmd.arg("--target-dir").arg(fixture_target_dir());
     }
     cmd.args(extra_args);
     let out = cmd
@@ -85,6 +92,11 @@ pub fn build_cdylibs(
         }
     }
     Ok(found)
+}
+
+/// Where fixture builds go (`target/fixtures`).
+pub fn fixture_target_dir() -> PathBuf {
+    workspace_root().join("target").join("fixtures")
 }
 
 /// The package name in a cargo package id
