@@ -1,6 +1,6 @@
 //! Supervision against real processes and signals. nodeinit runs not as
 //! PID 1 but as a child subreaper, in a helper process (this test binary
-//! re-run on one `#[ignore]`d helper test), because signals and reaping are
+//! re-run on the same test in the helper role), because signals and reaping are
 //! process-wide. The helper prints one line per event; the tests read them.
 
 use std::io::{BufRead, BufReader};
@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use crate::agent::{
     supervise, AgentCommand, RestartBackoff, RestartPolicy, SuperviseEvent, SuperviseOptions,
 };
-use crate::pid1::test_process::{assert_launched_as_helper, helper_command};
+use crate::pid1::test_process::{helper_command, runs_as_helper};
 use crate::pid1::{become_child_subreaper, SignalPipe};
 
 const HELPER: &str = "agent::supervise_tests::helper_supervisor";
@@ -25,10 +25,7 @@ fn env_ms(name: &str) -> Duration {
     Duration::from_millis(std::env::var(name).unwrap().parse().unwrap())
 }
 
-#[test]
-#[ignore = "helper process of the supervise tests"]
 fn helper_supervisor() {
-    assert_launched_as_helper(HELPER);
     become_child_subreaper().unwrap();
     let signals = SignalPipe::install().unwrap();
     let command = AgentCommand {
@@ -81,8 +78,9 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(agent_script: &str, grace_ms: u64, extra_env: &[(&str, &str)]) -> Self {
-        let mut command = helper_command(HELPER, &[]);
+    /// Starts the helper by re-running `test` (the calling test's name).
+    fn start(test: &str, agent_script: &str, grace_ms: u64, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = helper_command(&format!("agent::supervise_tests::{test}"), HELPER, &[]);
         command
             .env("NODEINIT_TEST_AGENT", agent_script)
             .env("NODEINIT_TEST_GRACE_MS", grace_ms.to_string())
@@ -174,7 +172,15 @@ fn process_exists(pid: &str) -> bool {
 
 #[test]
 fn failing_agent_is_restarted_with_growing_delays() {
-    let mut sup = Supervisor::start("exit 1", 10_000, &[]);
+    if runs_as_helper(HELPER, helper_supervisor) {
+        return;
+    }
+    let mut sup = Supervisor::start(
+        "failing_agent_is_restarted_with_growing_delays",
+        "exit 1",
+        10_000,
+        &[],
+    );
     let mut delays = Vec::new();
     for attempt in 1..=5 {
         let prefix = format!("EVENT restart attempt={attempt} ");
@@ -208,7 +214,15 @@ fn failing_agent_is_restarted_with_growing_delays() {
 
 #[test]
 fn sigterm_stops_the_agent_and_nodeinit_exits_zero() {
-    let mut sup = Supervisor::start("echo agent-ready; exec sleep 1000", 30_000, &[]);
+    if runs_as_helper(HELPER, helper_supervisor) {
+        return;
+    }
+    let mut sup = Supervisor::start(
+        "sigterm_stops_the_agent_and_nodeinit_exits_zero",
+        "echo agent-ready; exec sleep 1000",
+        30_000,
+        &[],
+    );
     let started = sup.expect("start", |l| l.starts_with("EVENT started"));
     let agent = field(&started, "pid").to_owned();
     sup.expect("agent ready", |l| l == "agent-ready");
@@ -235,7 +249,15 @@ fn sigterm_stops_the_agent_and_nodeinit_exits_zero() {
 
 #[test]
 fn agent_ignoring_sigterm_is_killed_after_the_grace_period() {
-    let mut sup = Supervisor::start("trap '' TERM; echo agent-ready; exec sleep 1000", 200, &[]);
+    if runs_as_helper(HELPER, helper_supervisor) {
+        return;
+    }
+    let mut sup = Supervisor::start(
+        "agent_ignoring_sigterm_is_killed_after_the_grace_period",
+        "trap '' TERM; echo agent-ready; exec sleep 1000",
+        200,
+        &[],
+    );
     let started = sup.expect("start", |l| l.starts_with("EVENT started"));
     let agent = field(&started, "pid").to_owned();
     sup.expect("agent ready", |l| l == "agent-ready");
@@ -262,13 +284,21 @@ fn agent_ignoring_sigterm_is_killed_after_the_grace_period() {
 
 #[test]
 fn orphans_reparented_to_nodeinit_are_reaped() {
+    if runs_as_helper(HELPER, helper_supervisor) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("release");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     // The subshell forks the orphan and exits; the agent waits for the
     // subshell, so by "agent-ready" the orphan has been reparented.
     let script = r#"( sh -c 'echo orphan=$$; read x < "$RELEASE_FIFO"; exit 3' & ); echo agent-ready; exec sleep 1000"#;
-    let mut sup = Supervisor::start(script, 30_000, &[("RELEASE_FIFO", fifo.to_str().unwrap())]);
+    let mut sup = Supervisor::start(
+        "orphans_reparented_to_nodeinit_are_reaped",
+        script,
+        30_000,
+        &[("RELEASE_FIFO", fifo.to_str().unwrap())],
+    );
     let orphan = field(
         &sup.expect("orphan pid", |l| l.starts_with("orphan=")),
         "orphan",

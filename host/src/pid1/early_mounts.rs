@@ -282,14 +282,13 @@ mod kernel_tests {
     //! with the namespace.
     use super::*;
     use crate::pid1::mountinfo::mount_points;
-    use crate::pid1::test_process::{assert_launched_as_helper, helper_command};
+    use crate::pid1::test_process::{helper_command, runs_as_helper};
 
     const HELPER: &str = "pid1::early_mounts::kernel_tests::helper_mount_under_root";
 
-    #[test]
-    #[ignore = "helper process of early_mounts_are_real_and_idempotent"]
+    const TEST: &str = "pid1::early_mounts::kernel_tests::early_mounts_are_real_and_idempotent";
+
     fn helper_mount_under_root() {
-        assert_launched_as_helper(HELPER);
         let root = tempfile::tempdir().unwrap();
         let mountinfo = || mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
         // Remounting cgroup2 re-applies its root flags system-wide: keep the host's.
@@ -334,13 +333,20 @@ mod kernel_tests {
 
     #[test]
     fn early_mounts_are_real_and_idempotent() {
+        if runs_as_helper(HELPER, helper_mount_under_root) {
+            return;
+        }
         assert!(
             nix::unistd::geteuid().is_root(),
             "this test mounts filesystems and must run as root"
         );
-        let output = helper_command(HELPER, &["unshare", "--mount", "--propagation", "private"])
-            .output()
-            .expect("run unshare (util-linux) — install it if missing");
+        let output = helper_command(
+            TEST,
+            HELPER,
+            &["unshare", "--mount", "--propagation", "private"],
+        )
+        .output()
+        .expect("run unshare (util-linux) — install it if missing");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success() && stdout.contains("EARLY_MOUNTS_OK"),

@@ -17,12 +17,9 @@ use nodeinit_squashfs::{ManagerConfig, SquashfsManager};
 const CHILD_ENV: &str = "NODEINIT_SQUASHFS_CRASH_CHILD";
 const CHILD_READY: &str = "CHILD-ACQUIRED";
 
-/// Run by `child_dies_holding_mounts_and_reconstruct_recounts` in a child
-/// process (re-exec of this test binary); does nothing useful on its own.
-#[test]
-#[ignore = "helper process for the crash recovery test, which runs it"]
-fn crash_child_acquires_then_waits_to_be_killed() {
-    let spec = std::env::var(CHILD_ENV).expect("run by the crash recovery test only");
+/// The child role of `child_dies_holding_mounts_and_reconstruct_recounts`
+/// (the same test re-run in a child process with `CHILD_ENV` set).
+fn crash_child_acquires_then_waits_to_be_killed(spec: &str) {
     let parts: Vec<&str> = spec.split('\n').collect();
     let [images, mount_base, state_dir, first, second] = parts[..] else {
         panic!("bad child spec {spec:?}");
@@ -63,6 +60,10 @@ fn state_holders(manager: &SquashfsManager) -> serde_json::Value {
 
 #[test]
 fn child_dies_holding_mounts_and_reconstruct_recounts() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        crash_child_acquires_then_waits_to_be_killed(&spec);
+        return;
+    }
     let fx = Fixture::new();
     let first = fx.make_image("first.sqfs", &[("f", b"1")]);
     let second = fx.make_image("second.sqfs", &[("f", b"2")]);
@@ -76,9 +77,8 @@ fn child_dies_holding_mounts_and_reconstruct_recounts() {
     .join("\n");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "crash_child_acquires_then_waits_to_be_killed",
+            "child_dies_holding_mounts_and_reconstruct_recounts",
             "--exact",
-            "--ignored",
             "--nocapture",
         ])
         .env(CHILD_ENV, spec)

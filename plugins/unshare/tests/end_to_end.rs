@@ -1,5 +1,5 @@
 //! End to end, server and client in separate processes: the test binary
-//! re-executes itself to run the handoff server (`zz_server_process_helper`)
+//! re-executes itself to run the handoff server (the same test in a server role)
 //! with the real unshare backend and a loop-mounted squashfs image, and acts
 //! as the consumer client itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,13 +19,9 @@ use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
 const ROLE_ENV: &str = "NODEINIT_E2E_SERVER_DIR";
 
-/// Not a test: the server half of `namespaces_reach_a_client_in_another_process`.
-/// It returns at once unless that test started this binary with `ROLE_ENV`.
-#[test]
-fn zz_server_process_helper() {
-    let Ok(dir) = std::env::var(ROLE_ENV) else {
-        return;
-    };
+/// The server role of `namespaces_reach_a_client_in_another_process`: that
+/// test re-run in a child process with `ROLE_ENV` set.
+fn server_process(dir: &str) {
     let dir = PathBuf::from(dir);
     let mounts = Arc::new(common::TestMounts::new(
         &dir.join("images"),
@@ -65,7 +61,7 @@ impl ServerProcess {
     fn start(dir: &Path) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "zz_server_process_helper",
+                "namespaces_reach_a_client_in_another_process",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",
@@ -108,6 +104,10 @@ impl Drop for ServerProcess {
 
 #[test]
 fn namespaces_reach_a_client_in_another_process() {
+    if let Ok(dir) = std::env::var(ROLE_ENV) {
+        server_process(&dir);
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("images")).unwrap();
     common::make_image(&tmp.path().join("images"), "hello.sqfs");
