@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nodeinit_tests::{build_cdylibs, Profile};
 
 const RUNS: usize = 31;
+const MEASURE_ENV: &str = "NODEINIT_BENCH_MEASURE_CONFIG";
 
 const CONFIG: &str = r#"
 [host]
@@ -45,6 +46,10 @@ fn main() {
         return;
     }
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nodeinit"));
+    if let Ok(config) = std::env::var(MEASURE_ENV) {
+        measure(exe, std::path::Path::new(&config));
+        return;
+    }
     let built = build_cdylibs(
         &[
             "nodeinit-cgroupfs",
@@ -70,6 +75,23 @@ fn main() {
     );
     std::fs::write(&config, text).unwrap();
 
+    // Measure in a child that never ran cargo: peak RSS comes from
+    // getrusage(RUSAGE_CHILDREN), the largest process it waited for.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env(MEASURE_ENV, &config)
+        .output()
+        .unwrap();
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The measuring child: `RUNS` fresh sandbox boots with `config`.
+fn measure(exe: &std::path::Path, config: &std::path::Path) {
     let mut to_exec = Vec::new();
     let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..RUNS {
