@@ -6,94 +6,22 @@
 
 mod common;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use common::wire::*;
+
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use hpc_node::{NamespaceRequest, NamespaceType};
+use hpc_node::NamespaceType;
 use nix::sys::socket::{
     connect, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
     UnixAddr,
 };
-use nodeinit_handoff::protocol::{decode, encode, ErrorKind, ErrorReply, Message};
-use nodeinit_handoff::transport::{receive_message, send_message, Received};
+use nodeinit_handoff::protocol::{decode, ErrorKind, Message};
+use nodeinit_handoff::transport::send_message;
 use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
 use nodeinit_unshare::{UnshareBackend, UnshareConfig};
-
-fn connect_to(path: &Path) -> OwnedFd {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    fd
-}
-
-fn reply_on(conn: &OwnedFd, bytes: &[u8]) -> (Message, Vec<OwnedFd>) {
-    let no_fds: [OwnedFd; 0] = [];
-    send_message(conn, bytes, &no_fds).unwrap();
-    match receive_message(conn).unwrap() {
-        Received::Message { bytes, fds } => (decode(&bytes).unwrap(), fds),
-        other => panic!("expected a reply, got {other:?}"),
-    }
-}
-
-fn error_on(conn: &OwnedFd, bytes: &[u8]) -> ErrorReply {
-    match reply_on(conn, bytes) {
-        (Message::Error(e), fds) => {
-            assert!(fds.is_empty(), "an error carries no FDs");
-            e
-        }
-        (other, _) => panic!("expected an error reply, got {other:?}"),
-    }
-}
-
-fn assert_error(reply: &ErrorReply, kind: ErrorKind, needle: &str) {
-    assert_eq!(reply.kind, kind, "{reply:?}");
-    assert!(
-        reply.message.contains(needle),
-        "{:?} should contain {needle:?}",
-        reply.message
-    );
-}
-
-fn request(id: &str, namespaces: &[NamespaceType], uenv: Option<&str>) -> Vec<u8> {
-    encode(&Message::NamespaceRequest(NamespaceRequest {
-        allocation_id: id.into(),
-        namespaces: namespaces.to_vec(),
-        uenv_image: uenv.map(str::to_owned),
-    }))
-}
-
-const ALL: [NamespaceType; 3] = [NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount];
-
-fn ended(id: &str) -> Vec<u8> {
-    encode(&Message::AllocationEnded {
-        allocation_id: id.into(),
-    })
-}
-
-fn assert_granted(conn: &OwnedFd, id: &str) {
-    match reply_on(conn, &request(id, &ALL, None)) {
-        (Message::NamespaceResponse(r), fds) => {
-            assert_eq!(r.allocation_id, id);
-            assert_eq!(fds.len(), 3);
-            assert!(common::fd_link(fds[2].as_fd()).starts_with("mnt:["));
-        }
-        other => panic!("expected a namespace_response for {id}, got {other:?}"),
-    }
-}
-
-fn assert_acked(conn: &OwnedFd, id: &str) {
-    match reply_on(conn, &ended(id)) {
-        (Message::Ack { allocation_id }, _) => assert_eq!(allocation_id, id),
-        other => panic!("expected an ack for {id}, got {other:?}"),
-    }
-}
 
 /// A child process that drops to uid/gid 65534 and sends a valid request.
 /// Returns the reply bytes it received.

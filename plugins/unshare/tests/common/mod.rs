@@ -4,6 +4,8 @@
 //! the outside and from a process that joined them.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod wire;
+
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
