@@ -94,6 +94,27 @@ pub fn build_cdylibs(
     Ok(found)
 }
 
+/// The cdylib `file_name` (`libnodeinit_x.so`) that cargo built together
+/// with the crate under test, in this same invocation: beside the test or
+/// bench binary (`target/<profile>/deps`) or one level up.
+///
+/// # Panics
+///
+/// When it is in neither place, saying so (a test must not pass without it).
+pub fn cdylib_beside_test_binary(file_name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let deps = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let candidates = [deps.join(file_name), deps.join("..").join(file_name)];
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => p.clone(),
+        None => panic!(
+            "CANNOT RUN: {file_name} not found at {} or {}; cargo builds it with the crate (crate-type cdylib)",
+            candidates[0].display(),
+            candidates[1].display()
+        ),
+    }
+}
+
 /// Where fixture builds go (`target/fixtures`).
 pub fn fixture_target_dir() -> PathBuf {
     workspace_root().join("target").join("fixtures")

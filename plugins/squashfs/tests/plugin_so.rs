@@ -10,20 +10,8 @@ use common::{path_str, Fixture, DEADLINE};
 use hpc_node::MountError;
 use nodeinit_plugin_api::{AllocationMounts, BackendKind, ErrorKind, HostServices, PluginLibrary};
 
-/// Cargo builds the cdylib next to the test binaries (`target/<profile>/deps`).
 fn plugin_path() -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let so = deps.join("libnodeinit_squashfs.so");
-    assert!(
-        so.is_file(),
-        "{} is missing: build the crate (cdylib) first",
-        so.display()
-    );
-    so
+    nodeinit_tests::cdylib_beside_test_binary("libnodeinit_squashfs.so")
 }
 
 fn open_plugin() -> PluginLibrary {

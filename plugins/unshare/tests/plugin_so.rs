@@ -13,20 +13,8 @@ use hpc_node::{NamespaceProvider, NamespaceRequest, NamespaceType};
 use nodeinit_handoff::NamespaceFdProvider;
 use nodeinit_plugin_api::{BackendKind, ErrorKind, HostServices, PluginLibrary};
 
-/// Cargo builds the cdylib next to the test binaries (`target/<profile>/deps`).
 fn plugin_path() -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let so = deps.join("libnodeinit_unshare.so");
-    assert!(
-        so.is_file(),
-        "{} is missing: build the crate (cdylib) first",
-        so.display()
-    );
-    so
+    nodeinit_tests::cdylib_beside_test_binary("libnodeinit_unshare.so")
 }
 
 fn open_plugin() -> PluginLibrary {

@@ -11,22 +11,9 @@ use nodeinit_cgroupfs::{events, kill, CgroupfsManager, CgroupfsOptions, OwnerPol
 use procfs::process::MountInfos;
 use procfs::FromRead;
 
-/// The cdylib cargo built in the same invocation as this test or bench:
-/// `target/<profile>/deps/libnodeinit_cgroupfs.so`, next to the binary.
+/// The cdylib cargo built with this crate, beside the test or bench binary.
 pub fn plugin_so_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary has no directory");
-    let candidates = [
-        deps.join("libnodeinit_cgroupfs.so"),
-        deps.join("../libnodeinit_cgroupfs.so"),
-    ];
-    candidates.iter().find(|path| path.is_file()).cloned().unwrap_or_else(|| {
-        panic!(
-            "CANNOT RUN: libnodeinit_cgroupfs.so not found at {} or {}; cargo builds it with the crate (crate-type cdylib)",
-            candidates[0].display(),
-            candidates[1].display()
-        )
-    })
+    nodeinit_tests::cdylib_beside_test_binary("libnodeinit_cgroupfs.so")
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
