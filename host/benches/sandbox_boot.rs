@@ -98,7 +98,7 @@ fn measure(exe: &std::path::Path, config: &std::path::Path) {
         let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let out = Command::new(exe)
             .args(["--sandbox", "--config"])
-            .arg(&config)
+            .arg(config)
             .output()
             .unwrap();
         assert!(
