@@ -163,12 +163,16 @@ mod tests {
             abs.resolve(Path::new("/ignored")),
             PathBuf::from("/opt/v/libx.so")
         );
-        for bad in ["", "lib/x.so", "./x.so", "Cgroupfs", "/a/../b.so"] {
-            assert!(
-                PluginPath::try_from(bad.to_owned()).is_err(),
-                "{bad:?} accepted"
+        for bad in ["", "lib/x.so", "./x.so", "Cgroupfs"] {
+            assert_eq!(
+                PluginPath::try_from(bad.to_owned()).unwrap_err(),
+                format!("`{bad}` is neither a bare plugin name ([a-z0-9_-], e.g. \"cgroupfs\") nor an absolute path to a .so")
             );
         }
+        assert_eq!(
+            PluginPath::try_from("/a/../b.so".to_owned()).unwrap_err(),
+            "`/a/../b.so` must not contain `..`"
+        );
     }
 
     #[test]
@@ -186,11 +190,17 @@ mod tests {
             "base.sqfs"
         );
         assert!(ImageRef::try_from("/images/base.sqfs".to_owned()).is_ok());
-        for bad in ["", "..", "a/b.sqfs", "/x/../y"] {
-            assert!(
-                ImageRef::try_from(bad.to_owned()).is_err(),
-                "{bad:?} accepted"
+        for bad in ["", "..", "a/b.sqfs"] {
+            assert_eq!(
+                ImageRef::try_from(bad.to_owned()).unwrap_err(),
+                format!(
+                    "`{bad}` must be an image file name (e.g. \"base.sqfs\") or an absolute path"
+                )
             );
         }
+        assert_eq!(
+            ImageRef::try_from("/x/../y".to_owned()).unwrap_err(),
+            "`/x/../y` must not contain `..`"
+        );
     }
 }
