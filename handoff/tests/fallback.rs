@@ -4,8 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 use hpc_node::{NamespaceConsumer, NamespaceError, NamespaceRequest, NamespaceType};
 use nodeinit_handoff::client::ClientConfig;
@@ -24,31 +22,6 @@ fn link(fd: &OwnedFd) -> String {
         .unwrap()
         .to_string_lossy()
         .into_owned()
-}
-
-/// `sh -c script` in a child that joined `fds` first.
-fn run_in(fds: &[OwnedFd], script: &str) -> String {
-    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script);
-    // SAFETY: only setns(2), async-signal-safe, on captured integers.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &raw {
-                if libc::setns(*fd, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -87,7 +60,7 @@ fn without_a_server_the_client_creates_working_namespaces_and_says_so() {
         Some("1"),
         "the holder is PID 1 of its namespace: {nspid}"
     );
-    let out = run_in(
+    let out = nodeinit_tests::run_in_namespaces(
         &granted.fds,
         "sh -c 'readlink /proc/self/ns/pid; tail -n +3 /proc/self/net/dev | cut -d: -f1'",
     );

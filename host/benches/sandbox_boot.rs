@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nodeinit_tests::{build_cdylibs, Profile};
+use nodeinit_tests::{reference_plugin_dir, with_plugin_dir, Profile};
 
 const RUNS: usize = 31;
 const MEASURE_ENV: &str = "NODEINIT_BENCH_MEASURE_CONFIG";
@@ -50,29 +50,10 @@ fn main() {
         measure(exe, std::path::Path::new(&config));
         return;
     }
-    let built = build_cdylibs(
-        &[
-            "nodeinit-cgroupfs",
-            "nodeinit-squashfs",
-            "nodeinit-unshare",
-            "nodeinit-readiness",
-        ],
-        Profile::Release,
-        &[],
-    )
-    .unwrap();
-    let plugin_dir = built["nodeinit-cgroupfs"]
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
+    let plugin_dir = reference_plugin_dir(Profile::Release);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bench.toml");
-    let text = CONFIG.replacen(
-        "[host]\n",
-        &format!("[host]\nplugin_dir = {plugin_dir:?}\n"),
-        1,
-    );
+    let text = with_plugin_dir(CONFIG, &plugin_dir);
     std::fs::write(&config, text).unwrap();
 
     // Measure in a child that never ran cargo: peak RSS comes from

@@ -67,25 +67,11 @@ fn processes_named(name: &str) -> usize {
 
 #[test]
 fn sandbox_boots_hands_off_and_leaves_nothing_behind() {
-    let built = nodeinit_tests::plugin_artifacts(&[
-        "nodeinit-cgroupfs",
-        "nodeinit-squashfs",
-        "nodeinit-unshare",
-        "nodeinit-readiness",
-    ]);
-    let plugin_dir = built["nodeinit-cgroupfs"]
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
+    let plugin_dir = nodeinit_tests::reference_plugin_dir(nodeinit_tests::Profile::Debug);
     // config/sandbox.toml as it is, with the plugins where this test built them.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sandbox.toml");
-    let text = nodeinit::demo::SANDBOX_CONFIG.replacen(
-        "[host]\n",
-        &format!("[host]\nplugin_dir = {plugin_dir:?}\n"),
-        1,
-    );
+    let text = nodeinit_tests::with_plugin_dir(nodeinit::demo::SANDBOX_CONFIG, &plugin_dir);
     std::fs::write(&config, text).unwrap();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nodeinit"));
     let (loops, mnts, cgroups) = (loop_devices(), mounts(), cgroup2_children());

@@ -6,6 +6,8 @@
 //! nodeinit itself.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -138,4 +140,70 @@ pub fn plugin_artifacts(packages: &[&str]) -> BTreeMap<String, PathBuf> {
         Ok(map) => map,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// The four reference plugin packages.
+pub const REFERENCE_PLUGINS: [&str; 4] = [
+    "nodeinit-cgroupfs",
+    "nodeinit-squashfs",
+    "nodeinit-unshare",
+    "nodeinit-readiness",
+];
+
+/// Builds the four reference plugins and returns the directory holding them.
+///
+/// # Panics
+///
+/// When the build fails (with cargo's output).
+pub fn reference_plugin_dir(profile: Profile) -> PathBuf {
+    let built = build_cdylibs(&REFERENCE_PLUGINS, profile, &[]).unwrap_or_else(|e| panic!("{e}"));
+    built[REFERENCE_PLUGINS[0]]
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// `config` (a nodeinit TOML text with a `[host]` table) with
+/// `plugin_dir = dir` added to that table.
+pub fn with_plugin_dir(config: &str, dir: &Path) -> String {
+    config.replacen(
+        "[host]\n",
+        &format!("[host]\nplugin_dir = {:?}\n", dir.display().to_string()),
+        1,
+    )
+}
+
+/// Runs `script` with `sh -c` in a child that joined `fds` first (setns
+/// before exec; a PID namespace applies to the script's children). Returns
+/// stdout.
+///
+/// # Panics
+///
+/// With the script's stderr when it fails.
+pub fn run_in_namespaces(fds: &[OwnedFd], script: &str) -> String {
+    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script);
+    // SAFETY: setns(2) is async-signal-safe; the closure touches only the
+    // captured integers.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &raw {
+                if libc::setns(*fd, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run sh in the namespaces: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "script in namespaces failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

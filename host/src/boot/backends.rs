@@ -86,13 +86,6 @@ impl LoadedBackends {
     pub fn required_failed(&self) -> bool {
         self.records.iter().any(|r| r.required && r.error.is_some())
     }
-
-    /// Whether the plugin of `kind` is configured as required.
-    pub fn is_required(&self, kind: BackendKind) -> bool {
-        self.records
-            .iter()
-            .any(|r| r.kind == kind.name() && r.required)
-    }
 }
 
 /// Loads and constructs every configured plugin, in kind order.

@@ -155,7 +155,7 @@ fn namespaces_reach_a_client_in_another_process() {
     );
 
     // A child that joins the namespaces sees the image and lives under the holder.
-    let out = common::run_in_namespaces(
+    let out = nodeinit_tests::run_in_namespaces(
         &granted.fds,
         "cat /user-environment/hello.txt; sh -c 'readlink /proc/self/ns/pid; grep NSpid /proc/self/status; cat /proc/self/net/dev | tail -n +3 | cut -d: -f1'",
     );

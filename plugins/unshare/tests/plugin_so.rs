@@ -82,7 +82,7 @@ fn uenv_namespaces_across_the_abi() {
     );
     let fds = backend.namespace_fds("abi-1").unwrap();
     assert!(common::fd_link(fds[1].as_fd()).starts_with("mnt:["));
-    let out = common::run_in_namespaces(&fds, "cat /user-environment/hello.txt");
+    let out = nodeinit_tests::run_in_namespaces(&fds, "cat /user-environment/hello.txt");
     assert_eq!(out, common::IMAGE_FILE_CONTENT);
     drop(fds);
     backend.release_namespaces("abi-1").unwrap();

@@ -60,7 +60,7 @@ fn an_existing_directory_is_mounted_over_inside_only() {
     );
     let fds = backend.namespace_fds("existing-1").unwrap();
     let script = format!("cat {0}/hello.txt; if touch {0}/x 2>/dev/null; then echo writable; else echo read-only; fi", target.display());
-    let out = common::run_in_namespaces(&fds, &script);
+    let out = nodeinit_tests::run_in_namespaces(&fds, &script);
     assert_eq!(out, format!("{}read-only\n", common::IMAGE_FILE_CONTENT));
     assert_eq!(
         std::fs::read_dir(&target).unwrap().count(),
@@ -86,7 +86,7 @@ fn a_missing_path_is_created_only_inside_the_namespace() {
          if touch {base}/new 2>/dev/null; then echo writable; else echo read-only; fi",
         target.display()
     );
-    let out = common::run_in_namespaces(&fds, &script);
+    let out = nodeinit_tests::run_in_namespaces(&fds, &script);
     assert_eq!(
         out,
         format!("{}sibling\n1\nread-only\n", common::IMAGE_FILE_CONTENT)

@@ -7,8 +7,7 @@
 pub mod wire;
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -196,34 +195,6 @@ pub fn fd_link(fd: BorrowedFd<'_>) -> String {
 /// Number of open FDs of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Run `script` with `sh -c` in a child that joined `fds` (setns before exec;
-/// the PID namespace applies to the script's children). Returns stdout;
-/// panics with stderr on failure.
-pub fn run_in_namespaces(fds: &[OwnedFd], script: &str) -> String {
-    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script);
-    // SAFETY: setns(2) is async-signal-safe; the closure touches only the
-    // captured integers.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &raw {
-                if libc::setns(*fd, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "script in namespaces failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The host pid of PID 1 of the PID namespace `pid_ns_link` (`pid:[…]`), by
