@@ -20,4 +20,4 @@ pub mod transport;
 pub use allocation_id::{AllocationId, InvalidAllocationId};
 pub use client::{GrantSource, GrantedNamespaces, HandoffClient};
 pub use provider::NamespaceFdProvider;
-pub use server::{AccessPolicy, HandoffServer, ReadyGate, ServerConfig};
+pub use server::{AccessPolicy, HandoffListener, HandoffServer, ReadyGate, ServerConfig};

@@ -16,13 +16,42 @@ use nix::sys::socket::{
 };
 use nix::unistd::{chown, Gid};
 
-/// The listening socket and the identity of the file it is bound to.
+/// A listening handoff socket: the descriptor and the file it is bound to.
+///
+/// The keeper (PID 1) binds it once with [`HandoffListener::bind`] and keeps
+/// it for the node's lifetime; each worker receives a duplicate and serves it
+/// with [`HandoffServer::serve`](super::HandoffServer::serve). While a worker
+/// restarts, clients wait in the kernel's backlog instead of getting
+/// `ECONNREFUSED`.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::os::fd::OwnedFd;
+/// use nodeinit_handoff::{HandoffListener, ServerConfig};
+///
+/// // In the keeper: bind once, keep it, give each worker a duplicate.
+/// fn keeper_side() -> std::io::Result<(HandoffListener, OwnedFd)> {
+///     let listener = HandoffListener::bind(&ServerConfig::default())?;
+///     let for_worker = listener.try_clone_fd()?;
+///     Ok((listener, for_worker))
+/// }
+///
+/// // In the worker: wrap the inherited descriptor; it never removes the file.
+/// fn worker_side(fd: OwnedFd) -> HandoffListener {
+///     HandoffListener::inherited(fd, hpc_node::namespace::HANDOFF_SOCKET_PATH.into())
+/// }
+/// ```
 #[derive(Debug)]
-pub(super) struct Listener {
+pub struct HandoffListener {
     pub(super) fd: OwnedFd,
     pub(super) path: PathBuf,
-    dev_ino: (u64, u64),
+    /// `Some` when this process published the file (and removes it).
+    dev_ino: Option<(u64, u64)>,
 }
+
+/// The crate-internal name used by the server.
+pub(super) type Listener = HandoffListener;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -86,7 +115,47 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     })
 }
 
-impl Listener {
+impl HandoffListener {
+    /// Bind the socket `config` names with its mode and group, listen, and
+    /// publish it atomically at `config.socket_path`.
+    ///
+    /// # Errors
+    ///
+    /// The path is in use by a live server or is not a socket, its directory
+    /// cannot be created, or a syscall fails; the message names the path.
+    pub fn bind(config: &super::ServerConfig) -> io::Result<Self> {
+        Self::create(
+            &config.socket_path,
+            config.socket_mode,
+            config.socket_group,
+            128,
+        )
+    }
+
+    /// A listening socket inherited from the process that bound it (the
+    /// keeper). This side never removes the socket file.
+    pub fn inherited(fd: OwnedFd, path: PathBuf) -> Self {
+        Self {
+            fd,
+            path,
+            dev_ino: None,
+        }
+    }
+
+    /// A duplicate of the listening descriptor (close-on-exec), to pass on.
+    ///
+    /// # Errors
+    ///
+    /// `dup` fails (EMFILE).
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Bind, set mode and group, listen, publish at `path`.
     pub(super) fn create(
         path: &Path,
@@ -139,7 +208,7 @@ impl Listener {
             Ok(dev_ino) => Ok(Self {
                 fd,
                 path: path.to_path_buf(),
-                dev_ino,
+                dev_ino: Some(dev_ino),
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
@@ -149,9 +218,12 @@ impl Listener {
     }
 
     /// Remove the socket file, if it is still the one this listener created.
-    pub(super) fn unpublish(&self) {
+    pub fn unpublish(&self) {
+        let Some(dev_ino) = self.dev_ino else {
+            return;
+        };
         if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.dev_ino {
+            if (meta.dev(), meta.ino()) == dev_ino {
                 if let Err(e) = std::fs::remove_file(&self.path) {
                     tracing::warn!(path = %self.path.display(), error = %e, "cannot remove handoff socket");
                 }

@@ -28,6 +28,8 @@ mod connection;
 pub mod gate;
 mod listener;
 
+pub use listener::HandoffListener;
+
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -128,12 +130,25 @@ impl HandoffServer {
         config: ServerConfig,
         gate: ReadyGate,
     ) -> io::Result<Self> {
-        let listener = listener::Listener::create(
-            &config.socket_path,
-            config.socket_mode,
-            config.socket_group,
-            128,
-        )?;
+        let listener = HandoffListener::bind(&config)?;
+        Self::serve(provider, listener, config, gate)
+    }
+
+    /// Serve an already listening socket (bound here or inherited from the
+    /// keeper). `config.socket_path`, mode and group are not used: the
+    /// listener's own path is reported. On shutdown the socket file is removed
+    /// only when this process bound it; an inherited listener stays open in
+    /// the process that bound it, so connections arriving meanwhile wait.
+    ///
+    /// # Errors
+    ///
+    /// A pipe or the accept thread cannot be created.
+    pub fn serve(
+        provider: Arc<dyn NamespaceFdProvider>,
+        listener: HandoffListener,
+        config: ServerConfig,
+        gate: ReadyGate,
+    ) -> io::Result<Self> {
         let (stop_signal, stop_trigger) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
         let path = listener.path.clone();
