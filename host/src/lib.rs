@@ -4,6 +4,7 @@ pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod console_text;
 pub mod demo;
 pub mod inspect;
 pub mod kernel_modules;

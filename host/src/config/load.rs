@@ -127,7 +127,7 @@ pub fn load_from_str(text: &str, path: &Path) -> Result<NodeConfig, ConfigError>
                 format!("{}.{field}", location.key)
             };
         }
-        let message = explain(&location.key, message);
+        let message = crate::console_text::escape(&explain(&location.key, message)).into_owned();
         ConfigError::Invalid {
             path: path.to_path_buf(),
             location,

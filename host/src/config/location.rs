@@ -25,7 +25,8 @@ impl SourceLocation {
         Self {
             line,
             column,
-            key: key_path_at(text, line_start),
+            // The key is text from the file: it reaches the console.
+            key: crate::console_text::escape(&key_path_at(text, line_start)).into_owned(),
         }
     }
 }
