@@ -10,5 +10,6 @@ pub mod inspect;
 pub mod kernel_modules;
 pub mod loader;
 pub mod logging;
+pub mod metrics;
 pub mod pid1;
 pub mod sandbox;
