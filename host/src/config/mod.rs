@@ -14,6 +14,7 @@ mod error;
 mod load;
 mod location;
 mod node_id;
+pub mod reference;
 mod schema;
 mod values;
 
