@@ -193,6 +193,24 @@ impl<T: ReadinessProvider> ReadinessBackend for Guarded<T> {
     }
 }
 
+/// Deserializes a backend's options; on error, the key path inside the
+/// options table (`image_dirs[0]`, `inner.b`; empty for the table itself)
+/// and serde's reason without serde_json's position, which points into the
+/// generated JSON and means nothing to the admin (the host maps the key path
+/// back to the config file's line).
+fn parse_options<O: DeserializeOwned>(json: &str) -> Result<O, (String, String)> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let reason = text.strip_suffix(&position).unwrap_or(&text).to_owned();
+        (key, reason)
+    })
+}
+
 /// Runs a constructor for plugin `plugin`: installs the log bridge, parses
 /// the options, calls `ctor`, all under `catch_unwind`.
 fn construct<O, T, E>(
@@ -209,13 +227,14 @@ where
     let host = Arc::new(host);
     log_bridge::install(&host);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let options: O = serde_json::from_str(options_json.as_str()).map_err(|e| {
+        let options: O = parse_options(options_json.as_str()).map_err(|(key, reason)| {
             PluginError::new(
                 ErrorKind::INVALID_OPTIONS,
-                format!("plugin {plugin}: invalid options for the {kind} backend: {e}"),
+                format!("plugin {plugin}: invalid options for the {kind} backend: {reason}"),
             )
             .with_field("plugin", plugin)
-            .with_field("reason", e.to_string())
+            .with_field("reason", reason)
+            .with_field("key", key)
         })?;
         ctor(&host, options).map_err(|e| {
             PluginError::new(
@@ -416,4 +435,67 @@ macro_rules! export_plugin {
         }
         Some(ctor)
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::parse_options;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Options {
+        image_dirs: Vec<String>,
+        hold_time_secs: Option<u64>,
+        inner: Option<Inner>,
+    }
+
+    fn err(json: &str) -> (String, String) {
+        parse_options::<Options>(json).unwrap_err()
+    }
+
+    #[test]
+    fn option_errors_carry_the_key_path_and_no_json_position() {
+        assert_eq!(
+            err(r#"{"image_dir":["x"]}"#),
+            (
+                "image_dir".to_owned(),
+                "unknown field `image_dir`, expected one of `image_dirs`, `hold_time_secs`, `inner`"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            err(r#"{"image_dirs":[1]}"#),
+            (
+                "image_dirs[0]".to_owned(),
+                "invalid type: integer `1`, expected a string".to_owned()
+            )
+        );
+        assert_eq!(
+            err(r#"{"image_dirs":[],"hold_time_secs":-1}"#),
+            (
+                "hold_time_secs".to_owned(),
+                "invalid value: integer `-1`, expected u64".to_owned()
+            )
+        );
+        assert_eq!(
+            err(r#"{"image_dirs":[],"inner":{"b":1}}"#),
+            (
+                "inner.b".to_owned(),
+                "unknown field `b`, expected `a`".to_owned()
+            )
+        );
+        assert_eq!(
+            err(r#"{}"#),
+            (String::new(), "missing field `image_dirs`".to_owned())
+        );
+    }
 }
