@@ -14,6 +14,7 @@ mod error;
 mod load;
 mod location;
 mod node_id;
+mod option_location;
 pub mod reference;
 mod schema;
 mod values;
@@ -25,6 +26,7 @@ pub use load::{load, load_from_bytes, load_from_str, ConfigOrigin, LoadedConfig}
 pub use location::SourceLocation;
 pub use node_id::{resolve_node_id, NodeId, NodeIdSource, ResolvedNodeId};
 pub use nodeinit_plugin_api::BackendKind;
+pub use option_location::{locate_option, option_error};
 pub use schema::{
     AgentKind, BootSection, HandoffMode, HandoffSection, HandoffSocketSection, HostSection,
     NodeConfig, OnFailure, PluginSpec, PluginsSection,
