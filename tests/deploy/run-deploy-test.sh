@@ -282,11 +282,11 @@ check_dracut_initramfs() {
     else
         fail "dracut initramfs: etc/nodeinit/nodeinit.toml is not the site's config"
     fi
-    mkdir -p "$unpacked/proc" "$unpacked/sys/fs/cgroup"
+    mkdir -p "$unpacked/proc" "$unpacked/sys"
     cgroup2=$(awk '$0 ~ / - cgroup2 / { print $5; exit }' /proc/self/mountinfo)
     # shellcheck disable=SC2016 # expanded by the inner shell
     out=$(unshare --mount --propagation private sh -c '
-        mount -t proc proc "$1/proc" && mount --bind "$2" "$1/sys/fs/cgroup" || exit 1
+        mount -t proc proc "$1/proc" && mount --rbind /sys "$1/sys" && mount --bind "$2" "$1/sys/fs/cgroup" || exit 1
         exec chroot "$1" /usr/sbin/nodeinit check --config /etc/nodeinit/nodeinit.toml' \
         sh "$unpacked" "$cgroup2" 2>&1) || true
     # The site config execs the agent, which only the node image has: the
@@ -305,7 +305,8 @@ run_dracut() {
     check_dracut_initramfs
     boot dracut "$DRACUT_IMG" \
         "root=/dev/vda rootfstype=squashfs ro init=/usr/sbin/nodeinit rd.shell=0 rd.emergency=poweroff nodeinit.node_id=$node_id"
-    expect dracut "$c" "dracut's init ran first (dracut: on the console)" 'dracut'
+    expect dracut "$c" "dracut mounted the squashfs root read-only" 'dracut: Mounting /dev/vda with -o ro'
+    expect dracut "$c" "dracut switched root (to init=/usr/sbin/nodeinit)" 'dracut: Switching root'
     expect dracut "$c" "nodeinit found the modules dracut had loaded already" 'kernel modules .*already=\[[^]]*(virtio_blk|squashfs)'
     node_checks dracut "$c"
 }
