@@ -251,6 +251,21 @@ build_dracut_initramfs() {
         die "dracut failed (log above)"
     fi
     DRACUT_IMG=$img
+    # Asked for but without a nodeinit to install: dracut refuses, and the
+    # module says which file is missing.
+    local err
+    if err=$(dracutbasedir=$base nodeinit_sourcedir=$work/no-such-root dracut --force --no-hostonly \
+        --conf "$work/dracut.conf" --confdir "$work/dracut-conf.d" \
+        --kver "$KVER" --kmoddir "$MODULES_DIR" --no-early-microcode --gzip \
+        -m "base rootfs-block nodeinit" "$work/refused.img" 2>&1); then
+        fail "dracut: -m nodeinit without a nodeinit to install was accepted"
+    elif grep -qF "nodeinit: $work/no-such-root/usr/sbin/nodeinit is missing" <<<"$err" &&
+        grep -qF "dracut module 'nodeinit' cannot be found or installed" <<<"$err"; then
+        pass "dracut: -m nodeinit without nodeinit is refused, naming the missing file"
+    else
+        fail "dracut: refused -m nodeinit with the wrong message: $err"
+    fi
+    rm -f "$work/refused.img"
 }
 
 # What 90nodeinit put in the initramfs, as lsinitrd lists it, and whether
