@@ -8,7 +8,6 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use hpc_node::{NamespaceRequest, NamespaceType};
 use nodeinit_handoff::client::ClientConfig;
@@ -55,29 +54,60 @@ pub fn prepare(config: Option<PathBuf>) -> Result<PathBuf, String> {
 fn make_demo() -> Result<(), String> {
     let dir = Path::new(DEMO_DIR);
     let images = dir.join("images");
-    let content = dir.join("content");
     std::fs::create_dir_all(&images).map_err(|e| format!("create {}: {e}", images.display()))?;
-    std::fs::create_dir_all(&content).map_err(|e| format!("create {}: {e}", content.display()))?;
-    std::fs::write(content.join(DEMO_FILE), DEMO_TEXT)
-        .map_err(|e| format!("write demo file: {e}"))?;
-    let image = images.join(DEMO_IMAGE);
-    let out = Command::new("mksquashfs")
-        .arg(&content)
-        .arg(&image)
-        .args(["-noappend", "-quiet", "-no-progress", "-all-root"])
-        .output()
-        .map_err(|e| format!("cannot run mksquashfs ({e}): install squashfs-tools"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "mksquashfs failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    write_demo_image(&images.join(DEMO_IMAGE))?;
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the nodeinit binary: {e}"))?;
     let agent = dir.join("demo-agent");
     let _ = std::fs::remove_file(&agent);
     std::os::unix::fs::symlink(&exe, &agent).map_err(|e| format!("link demo agent: {e}"))
+}
+
+/// Writes the demo uenv image to `path`: a gzip squashfs 4.0 image holding
+/// [`DEMO_FILE`] (mode 0644) with [`DEMO_TEXT`], everything owned by root and
+/// dated 1970, so the same build writes the same bytes.
+///
+/// Made in pure Rust (`backhand`) so that the sandbox needs nothing but
+/// `cargo` — no squashfs-tools. gzip because every kernel with squashfs
+/// has `CONFIG_SQUASHFS_ZLIB`; the image is written next to `path` and
+/// renamed over it, so a reader never sees half an image.
+///
+/// # Errors
+///
+/// What could not be built or written, naming the file.
+pub fn write_demo_image(path: &Path) -> Result<(), String> {
+    use backhand::compression::Compressor;
+    use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
+
+    let what = |e: &dyn std::fmt::Display| format!("build demo image {}: {e}", path.display());
+    let mut fs = FilesystemWriter::default();
+    fs.set_compressor(FilesystemCompressor::new(Compressor::Gzip, None).map_err(|e| what(&e))?);
+    fs.set_time(0);
+    fs.set_only_root_id();
+    fs.set_root_mode(0o755);
+    let file = NodeHeader::new(0o644, 0, 0, 0);
+    fs.push_file(std::io::Cursor::new(DEMO_TEXT.as_bytes()), DEMO_FILE, file)
+        .map_err(|e| what(&e))?;
+    let tmp = path.with_extension("sqfs.tmp");
+    let written = std::fs::File::create(&tmp)
+        .map_err(|e| format!("create demo image {}: {e}", tmp.display()))
+        .and_then(|file| {
+            let mut out = std::io::BufWriter::new(file);
+            fs.write(&mut out).map_err(|e| what(&e))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| format!("write demo image {}: {}", tmp.display(), e.error()))?;
+            file.sync_all()
+                .map_err(|e| format!("sync demo image {}: {e}", tmp.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .map_err(|e| format!("rename {} to {}: {e}", tmp.display(), path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `nodeinit demo-agent`: request Pid+Net+Mount with the demo uenv, show
@@ -159,4 +189,130 @@ fn read_inside(mnt: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<String, 
         .join()
         .unwrap_or_else(|_| Err("reader thread panicked".to_owned()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The demo image as the real kernel sees it (loop + squashfs, in a
+    //! private mount namespace so nothing shows on this machine), and as
+    //! squashfs-tools, the reference implementation, reads it.
+    use super::*;
+    use std::process::Command;
+
+    fn image_in(dir: &Path) -> PathBuf {
+        let image = dir.join(DEMO_IMAGE);
+        write_demo_image(&image).unwrap();
+        image
+    }
+
+    #[test]
+    fn the_kernel_mounts_the_demo_image_with_the_expected_content() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a loop device and must run as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        // util-linux: mount sets up a read-only autoclear loop device, which
+        // goes away with the mount when the namespace ends.
+        let script = r#"set -e
+            mount -t squashfs -o loop,ro "$1" "$2"
+            stat -c '%n %a %u:%g %F' "$2" "$2/hello.txt"
+            ls -A "$2"
+            printf 'CONTENT<'; cat "$2/hello.txt"; printf '>\n'
+            umount "$2""#;
+        let out = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&image)
+            .arg(&mnt)
+            .output()
+            .expect("run unshare (util-linux)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "mounting {} failed: {}\n{stdout}\n{}",
+            image.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m = mnt.display();
+        assert_eq!(
+            stdout,
+            format!(
+                "{m} 755 0:0 directory\n{m}/{DEMO_FILE} 644 0:0 regular file\n\
+                 {DEMO_FILE}\nCONTENT<{DEMO_TEXT}>\n"
+            )
+        );
+    }
+
+    #[test]
+    fn squashfs_tools_read_the_demo_image_as_gzip_squashfs_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let out = Command::new("unsquashfs")
+            .args(["-s"])
+            .arg(&image)
+            .output()
+            .expect("unsquashfs is required: apt-get install -y squashfs-tools");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "unsquashfs -s: {stdout}");
+        assert!(stdout.contains("valid SQUASHFS 4:0 superblock"), "{stdout}");
+        assert!(stdout.contains("Compression gzip"), "{stdout}");
+        let out = Command::new("unsquashfs")
+            .args(["-lln", "-d", "root"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let entries: Vec<(&str, &str, &str)> = listing
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 6).then(|| (f[0], f[1], f[f.len() - 1]))
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("drwxr-xr-x", "0/0", "root"),
+                ("-rw-r--r--", "0/0", "root/hello.txt")
+            ],
+            "{listing}"
+        );
+    }
+
+    #[test]
+    fn the_demo_image_is_reproducible_and_replaces_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let first = std::fs::read(&image).unwrap();
+        assert_eq!(&first[..4], b"hsqs");
+        std::fs::write(&image, b"stale").unwrap();
+        write_demo_image(&image).unwrap();
+        assert_eq!(std::fs::read(&image).unwrap(), first);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [DEMO_IMAGE], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn an_unwritable_place_is_an_error_naming_the_file() {
+        let err = write_demo_image(Path::new("/nonexistent-dir/demo.sqfs")).unwrap_err();
+        assert_eq!(
+            err,
+            "create demo image /nonexistent-dir/demo.sqfs.tmp: No such file or directory (os error 2)"
+        );
+    }
 }

@@ -154,6 +154,15 @@ pub fn apply_early_mounts(
         let MountStep::Mount { mount, target } = step else {
             continue;
         };
+        // The plan may predate /proc: a first stage that unmounts its /proc
+        // before switch_root leaves /proc/self/mountinfo unreadable, so every
+        // target looked free. /proc is the first early mount; look again
+        // before each one, so that what the first stage moved into the new
+        // root (its /dev, /run) is kept and never mounted over (devtmpfs
+        // fails with EBUSY, a tmpfs would hide the first stage's /run).
+        if mounted_now(target) {
+            continue;
+        }
         let fail = |source: std::io::Error, hint| EarlyMountError {
             fstype: mount.fstype,
             target: target.clone(),
@@ -204,6 +213,18 @@ pub fn apply_early_mounts(
         }
     }
     Ok(done)
+}
+
+/// Whether `target` is a mount point now, by a fresh read of
+/// `/proc/self/mountinfo`; false when it cannot be read (no /proc yet).
+fn mounted_now(target: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| {
+            crate::pid1::mountinfo::mount_points(&text)
+                .iter()
+                .any(|m| m.target == target)
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -329,6 +350,81 @@ mod kernel_tests {
         );
         assert!(apply_early_mounts(&again, &[""]).unwrap().is_empty());
         println!("EARLY_MOUNTS_OK");
+    }
+
+    const STALE_HELPER: &str = "pid1::early_mounts::kernel_tests::helper_stale_plan";
+    const STALE_TEST: &str =
+        "pid1::early_mounts::kernel_tests::a_plan_made_without_proc_keeps_what_a_first_stage_mounted";
+
+    /// What a first stage leaves: its devtmpfs moved to /dev and a tmpfs
+    /// /run with its files, but no /proc — the plan, made from an unreadable
+    /// mountinfo, sees nothing mounted.
+    fn helper_stale_plan() {
+        let root = tempfile::tempdir().unwrap();
+        let mountinfo = || mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+        let keep = mountinfo()
+            .into_iter()
+            .find(|m| m.fstype == "cgroup2")
+            .map(|m| {
+                m.super_options
+                    .split(',')
+                    .filter(|o| matches!(*o, "nsdelegate" | "memory_recursiveprot"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .expect("this test needs a cgroup2 mount on the host");
+        let (dev, run) = (root.path().join("dev"), root.path().join("run"));
+        for (fstype, dir) in [("devtmpfs", &dev), ("tmpfs", &run)] {
+            std::fs::create_dir_all(dir).unwrap();
+            nix::mount::mount(
+                Some(fstype),
+                dir,
+                Some(fstype),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+        }
+        std::fs::write(run.join("first-stage-was-here"), "x").unwrap();
+        let stale = plan_early_mounts(&[], root.path());
+        assert!(stale.iter().all(|s| matches!(s, MountStep::Mount { .. })));
+        let done = apply_early_mounts(&stale, &[keep.as_str()]).unwrap();
+        let done: Vec<_> = done.into_iter().map(|(t, _)| t).collect();
+        assert!(!done.contains(&dev) && !done.contains(&run), "{done:?}");
+        assert_eq!(done.len(), 5, "{done:?}");
+        let after = mountinfo();
+        for dir in [&dev, &run] {
+            let stacked = after.iter().filter(|m| &m.target == dir).count();
+            assert_eq!(stacked, 1, "{} mounted {stacked} times", dir.display());
+        }
+        assert!(run.join("first-stage-was-here").exists(), "/run was hidden");
+        assert!(root.path().join("proc/self/status").exists());
+        println!("STALE_PLAN_OK");
+    }
+
+    #[test]
+    fn a_plan_made_without_proc_keeps_what_a_first_stage_mounted() {
+        if runs_as_helper(STALE_HELPER, helper_stale_plan) {
+            return;
+        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts filesystems and must run as root"
+        );
+        let output = helper_command(
+            STALE_TEST,
+            STALE_HELPER,
+            &["unshare", "--mount", "--propagation", "private"],
+        )
+        .output()
+        .expect("run unshare (util-linux) — install it if missing");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("STALE_PLAN_OK"),
+            "helper failed: {}\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     #[test]
