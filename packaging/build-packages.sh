@@ -76,6 +76,17 @@ rm -rf "$out/stage"
 mkdir -p "$stage"
 man_dir=${NODEINIT_MAN_DIR:-$target_dir/release/man}
 completions_dir=${NODEINIT_COMPLETIONS_DIR:-$target_dir/release/completions}
+# The pages and completions come from the built binary's own clap definition
+# and config reference (`nodeinit __man`, `nodeinit __completions`), so they
+# describe exactly the nodeinit being packaged.
+if [[ -z ${NODEINIT_MAN_DIR:-} ]]; then
+    "$target_dir/release/nodeinit" __man "$man_dir" >/dev/null ||
+        die "nodeinit __man $man_dir failed"
+fi
+if [[ -z ${NODEINIT_COMPLETIONS_DIR:-} ]]; then
+    "$target_dir/release/nodeinit" __completions "$completions_dir" >/dev/null ||
+        die "nodeinit __completions $completions_dir failed"
+fi
 shopt -s nullglob
 for page in "$man_dir"/*.[1-8]; do
     section=${page##*.}

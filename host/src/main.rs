@@ -18,8 +18,9 @@ fn main() -> ExitCode {
     let command = match cli::parse(&args, is_pid1) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("nodeinit: {e}\n{}", cli::USAGE);
-            return ExitCode::from(2);
+            // --help and --version go to stdout with 0; mistakes to stderr with 2.
+            let _ = e.print();
+            return exit(e.exit_code());
         }
     };
     match command {
@@ -43,9 +44,19 @@ fn main() -> ExitCode {
             print!("{report}");
             verdict(ok)
         }
-        Command::Report { file } => {
+        Command::Report { file, json } => {
             let path = file.unwrap_or_else(|| Path::new("/run/nodeinit").join(BOOT_REPORT_FILE));
             match BootReport::read_from(&path) {
+                Ok(r) if json => match serde_json::to_string_pretty(&r) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("nodeinit report: encode {}: {e}", path.display());
+                        ExitCode::FAILURE
+                    }
+                },
                 Ok(r) => {
                     print!("{}", r.render());
                     ExitCode::SUCCESS
@@ -63,9 +74,22 @@ fn main() -> ExitCode {
             verdict(ok)
         }
         Command::DemoAgent => exit(nodeinit::demo::run()),
-        Command::Help => {
-            println!("{}", cli::USAGE);
+        Command::Man { dir } => written(cli::write_man_pages(&dir)),
+        Command::Completions { dir } => written(cli::write_completions(&dir)),
+    }
+}
+
+fn written(result: Result<Vec<PathBuf>, String>) -> ExitCode {
+    match result {
+        Ok(paths) => {
+            for p in paths {
+                println!("{}", p.display());
+            }
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nodeinit: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -61,12 +61,15 @@ declare -a files=(
 for example in "$repo"/config/*.toml; do
     files+=("-rw-r--r-- /usr/share/doc/nodeinit/config/${example##*/}")
 done
-# Man pages and completions, when build-packages.sh staged them.
-if [[ -d $dir/stage/extras ]]; then
-    while IFS= read -r extra; do
-        files+=("-rw-r--r-- /usr/share/$extra")
-    done < <(cd "$dir/stage/extras" && find . -type f | sed 's|^\./||' | LC_ALL=C sort)
-fi
+# Man pages and completions: build-packages.sh makes them from the built
+# binary (`nodeinit __man`, `nodeinit __completions`), so they must be there.
+files+=(
+    "-rw-r--r-- /usr/share/man/man8/nodeinit.8.gz"
+    "-rw-r--r-- /usr/share/man/man5/nodeinit.toml.5.gz"
+    "-rw-r--r-- /usr/share/bash-completion/completions/nodeinit"
+    "-rw-r--r-- /usr/share/zsh/site-functions/_nodeinit"
+    "-rw-r--r-- /usr/share/fish/vendor_completions.d/nodeinit.fish"
+)
 # Every directory above a shipped file, /usr and /etc included.
 parent_dirs() {
     printf '%s\n' "${files[@]}" | awk '{ print $2 }' | while IFS= read -r path; do
