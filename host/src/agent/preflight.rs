@@ -224,6 +224,7 @@ mod tests {
                 args: args.iter().map(|s| (*s).to_owned()).collect(),
                 mode,
                 grace_secs: 10,
+                stop_signal: None,
                 socket: crate::config::HandoffSocketSection::default(),
             }
         }

@@ -90,6 +90,7 @@ pub fn boot(env: &BootEnv) -> i32 {
                 }
             };
             let mut options = SuperviseOptions {
+                stop_signal: handoff.effective_stop_signal(),
                 grace: Duration::from_secs(handoff.grace_secs),
                 backoff: RestartBackoff::new(
                     DEFAULT_INITIAL_DELAY,

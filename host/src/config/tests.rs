@@ -354,3 +354,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn stop_signal_is_validated_at_its_line() {
+    assert_invalid(
+        "[handoff]\nagent = \"pact\"\nexec = \"/x\"\nstop_signal = \"SIGSTOP\"\n",
+        4,
+        "handoff.stop_signal",
+        "`SIGSTOP` is not a signal that stops an agent",
+    );
+    let h = parse("[handoff]\nagent = \"lattice\"\nexec = \"/x\"\nstop_signal = \"TERM\"\n")
+        .unwrap()
+        .handoff
+        .unwrap();
+    assert_eq!(h.effective_stop_signal(), nix::sys::signal::Signal::SIGTERM);
+    let h = parse("[handoff]\nagent = \"lattice\"\nexec = \"/x\"\n")
+        .unwrap()
+        .handoff
+        .unwrap();
+    assert_eq!(h.effective_stop_signal(), nix::sys::signal::Signal::SIGINT);
+}
