@@ -14,9 +14,12 @@ mod preflight;
 mod supervise;
 
 pub use backoff::{RestartBackoff, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY};
-pub use command::{flag_value, AgentCommand};
+pub use command::{carries_flag, flag_value, AgentCommand, NodeIdUnavailable, NODE_ID_FLAG};
 pub use exec::{exec_agent, ExecError};
-pub use preflight::{preflight, PreflightError, PACT_DEFAULT_CONFIG};
+pub use preflight::{
+    check_pact_config, preflight, preflight_with_env, Preflight, PreflightError,
+    LATTICE_ADVERTISE_ENV, PACT_CONFIG_ENV, PACT_DEFAULT_CONFIG,
+};
 pub use supervise::{
     supervise, RestartPolicy, SuperviseError, SuperviseEvent, SuperviseOptions, SuperviseOutcome,
 };

@@ -144,7 +144,8 @@ fn describe(status: &WaitStatus) -> (String, i32) {
 
 fn spawn(command: &AgentCommand) -> std::io::Result<Pid> {
     let mut cmd = Command::new(&command.program);
-    cmd.args(&command.args);
+    cmd.args(&command.args)
+        .envs(command.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure runs between fork and exec and only calls
     // sigaction(2) and sigprocmask(2), which are async-signal-safe.
     unsafe {

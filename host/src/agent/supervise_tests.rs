@@ -31,6 +31,7 @@ fn helper_supervisor() {
     let command = AgentCommand {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), std::env::var("NODEINIT_TEST_AGENT").unwrap()],
+        env: vec![],
     };
     let stop_signal = std::env::var("NODEINIT_TEST_STOP_SIGNAL")
         .map_or(Signal::SIGTERM, |name| name.parse().unwrap());

@@ -1,13 +1,16 @@
 //! The config schema: what each table and key means and its default. Every
 //! table rejects unknown keys so that a typo is an error, not a silent default.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nodeinit_plugin_api::BackendKind;
 use serde::Deserialize;
 
 use crate::config::defaults::{DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
-use crate::config::{AbsolutePath, ImageRef, NodeId, PluginPath, Sha256Pin, StopSignal};
+use crate::config::{
+    AbsolutePath, EnvName, ImageRef, NodeId, PluginPath, Sha256Pin, StopSignal, Template,
+};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -177,9 +180,14 @@ pub struct HandoffSection {
     pub agent: AgentKind,
     /// Absolute path of the agent binary.
     pub exec: AbsolutePath,
-    /// Its arguments (default none).
+    /// Its arguments (default none); `{node_id}` is replaced by the
+    /// resolved node id (see `agent::AgentCommand::for_node`).
     #[serde(default)]
-    pub args: Vec<String>,
+    pub args: Vec<Template>,
+    /// `[handoff.env]`: variables set in the agent's environment on top of
+    /// nodeinit's own; values may use `{node_id}` too.
+    #[serde(default)]
+    pub env: BTreeMap<EnvName, Template>,
     /// `exec` (the agent replaces nodeinit) or `supervise` (default `exec`).
     #[serde(default)]
     pub mode: HandoffMode,
