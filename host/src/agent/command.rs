@@ -28,7 +28,7 @@ pub struct AgentCommand {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{needed_by} needs the node id, but none was resolved; set nodeinit.node_id= on the kernel command line, [host].node_id, or /etc/hostname")]
 pub struct NodeIdUnavailable {
-    /// What needs it: `handoff.args[2]`, `handoff.env.X`, or pact's `--node-id`.
+    /// What needs it: `handoff.args[2] "…"`, `handoff.env.X`, or pact's `--node-id`.
     pub needed_by: String,
 }
 
@@ -50,7 +50,7 @@ impl AgentCommand {
         let mut args = Vec::with_capacity(handoff.args.len() + 2);
         for (i, arg) in handoff.args.iter().enumerate() {
             args.push(if arg.uses_node_id() {
-                arg.render(id(format!("handoff.args[{i}] ({arg})"))?)
+                arg.render(id(format!("handoff.args[{i}] {:?}", arg.as_str()))?)
             } else {
                 arg.as_str().to_owned()
             });
@@ -281,7 +281,7 @@ mod tests {
             Some("/root")
         );
         let err = AgentCommand::for_node(&h, None).unwrap_err();
-        assert_eq!(err.needed_by, "handoff.args[1] ({node_id})");
+        assert_eq!(err.needed_by, "handoff.args[1] \"{node_id}\"");
         assert!(
             err.to_string()
                 .contains("none was resolved; set nodeinit.node_id="),

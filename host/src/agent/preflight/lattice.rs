@@ -9,6 +9,8 @@ use crate::agent::command::flag_value;
 use crate::agent::{AgentCommand, PreflightError};
 use crate::config::HandoffMode;
 
+use super::printable;
+
 /// The environment variable `--advertise-addr` falls back to.
 pub const LATTICE_ADVERTISE_ENV: &str = "LATTICE_ADVERTISE_ADDR";
 
@@ -56,7 +58,10 @@ pub(super) fn check(
         )
     };
     if host_of(&addr) == DEFAULT_GRPC_HOST {
-        return Err(PreflightError::LatticeAdvertisesAny { addr, source_name });
+        return Err(PreflightError::LatticeAdvertisesAny {
+            addr: printable(&addr),
+            source_name,
+        });
     }
     Ok(Vec::new())
 }

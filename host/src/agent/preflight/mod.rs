@@ -106,6 +106,20 @@ pub enum PreflightError {
     LatticeExecAsPid1,
 }
 
+/// `text` with control characters escaped (`\u{1b}`), so that file text
+/// quoted in a message cannot drive the console.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `path:line: key `k``, leaving out what is unknown.
 fn place(path: &Path, line: Option<usize>, key: &str) -> String {
     let mut out = path.display().to_string();
@@ -185,3 +199,15 @@ fn check_executable(path: &Path) -> Result<(), PreflightError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::printable("unknown variant `a\u{1b}[2J`"),
+            "unknown variant `a\\u{1b}[2J`"
+        );
+        assert_eq!(super::printable("plain \"text\""), "plain \"text\"");
+    }
+}

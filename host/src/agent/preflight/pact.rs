@@ -16,6 +16,8 @@ use toml1::Spanned;
 
 use crate::agent::command::flag_value;
 use crate::agent::{AgentCommand, PreflightError};
+
+use super::printable;
 use crate::config::SourceLocation;
 
 /// The config pact-agent reads without `--config` or `PACT_AGENT_CONFIG`.
@@ -187,7 +189,7 @@ pub fn check_pact_config(path: &Path) -> Result<Vec<String>, PreflightError> {
     })?;
     let at = |offset: usize| SourceLocation::at(&text, offset);
     let parsed: PactFile = toml1::from_str(&text).map_err(|e| {
-        let message = e.message().trim().to_owned();
+        let message = printable(e.message().trim());
         let span = e.span();
         let whole_file = span
             .as_ref()
