@@ -54,9 +54,12 @@ pub fn check(config_arg: Option<&Path>) -> (String, bool) {
                 "handoff: none configured (nodeinit stays PID 1 and serves)"
             );
         }
-        Some(h) => match preflight(h, true) {
-            Ok(()) => {
+        Some(h) => match preflight(h, check_node_id(&loaded.config).as_ref(), true) {
+            Ok(ok) => {
                 let _ = writeln!(out, "handoff: {} ok", h.exec.as_path().display());
+                for warning in ok.warnings {
+                    let _ = writeln!(out, "handoff: warning: {warning}");
+                }
             }
             Err(e) => {
                 ok = false;
@@ -66,4 +69,17 @@ pub fn check(config_arg: Option<&Path>) -> (String, bool) {
     }
     let _ = writeln!(out, "{}", if ok { "check: ok" } else { "check: FAILED" });
     (out, ok)
+}
+
+/// The node id to check `{node_id}` with: the one this machine would
+/// resolve, else a stand-in (the config is usually checked off the node).
+fn check_node_id(config: &config::NodeConfig) -> Option<config::NodeId> {
+    config::resolve_node_id(
+        &KernelCmdline::default(),
+        config,
+        Path::new("/etc/hostname"),
+    )
+    .map(|resolved| resolved.id)
+    .or_else(|_| config::NodeId::try_from("check-node".to_owned()))
+    .ok()
 }

@@ -58,8 +58,8 @@ fn close_on_exec_above_stderr() -> nix::Result<()> {
 /// Replace this process with the agent. Returns only on failure.
 pub fn exec_agent(command: &AgentCommand) -> ExecError {
     let program = command.program.display().to_string();
-    let argv = match command.argv() {
-        Ok(argv) => argv,
+    let (argv, envp) = match command.argv().and_then(|a| Ok((a, command.envp()?))) {
+        Ok(both) => both,
         Err(message) => return ExecError::BadArgument(message),
     };
     if let Err(source) =
@@ -67,7 +67,7 @@ pub fn exec_agent(command: &AgentCommand) -> ExecError {
     {
         return ExecError::Prepare { program, source };
     }
-    match nix::unistd::execv(&argv[0], &argv) {
+    match nix::unistd::execve(&argv[0], &argv, &envp) {
         Err(source) => ExecError::Exec { program, source },
         Ok(never) => match never {},
     }
@@ -98,6 +98,7 @@ mod tests {
                 "-c".into(),
                 "for f in /proc/$$/fd/*; do echo \"FD ${f##*/} $(readlink $f)\"; done".into(),
             ],
+            env: vec![],
         };
         let err = exec_agent(&command);
         panic!("exec failed: {err}");
@@ -135,6 +136,7 @@ mod tests {
         let err = exec_agent(&AgentCommand {
             program: "/nonexistent/agent".into(),
             args: vec![],
+            env: vec![],
         });
         assert!(
             matches!(

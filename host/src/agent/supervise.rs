@@ -1,7 +1,7 @@
 //! `mode = "supervise"`: nodeinit stays (PID 1, or a child subreaper when not),
 //! runs the agent as a child, restarts it with [`RestartBackoff`] when it
 //! exits, reaps every orphan, forwards SIGHUP, and on a shutdown signal stops
-//! the agent (SIGTERM, grace period, SIGKILL) and returns.
+//! the agent (its stop signal, grace period, SIGKILL) and returns.
 //!
 //! Everything is driven by the [`SignalPipe`]: `poll` on it, with a timeout
 //! only while a restart is pending. The sockets and mount hold timers live in
@@ -35,7 +35,10 @@ pub enum RestartPolicy {
 /// Supervision settings.
 #[derive(Debug, Clone)]
 pub struct SuperviseOptions {
-    /// SIGTERM → SIGKILL delay at shutdown (`handoff.grace_secs`).
+    /// The first signal at shutdown (`HandoffSection::effective_stop_signal`:
+    /// SIGINT for pact and lattice, which stop gracefully only on it).
+    pub stop_signal: Signal,
+    /// Stop signal → SIGKILL delay at shutdown (`handoff.grace_secs`).
     pub grace: Duration,
     /// The restart schedule.
     pub backoff: RestartBackoff,
@@ -91,7 +94,7 @@ pub enum SuperviseEvent {
     Stopping {
         /// Its pid.
         pid: i32,
-        /// SIGTERM first, SIGKILL after the grace period.
+        /// The stop signal first, SIGKILL after the grace period.
         signal: Signal,
     },
 }
@@ -141,7 +144,8 @@ fn describe(status: &WaitStatus) -> (String, i32) {
 
 fn spawn(command: &AgentCommand) -> std::io::Result<Pid> {
     let mut cmd = Command::new(&command.program);
-    cmd.args(&command.args);
+    cmd.args(&command.args)
+        .envs(command.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure runs between fork and exec and only calls
     // sigaction(2) and sigprocmask(2), which are async-signal-safe.
     unsafe {
@@ -237,7 +241,7 @@ pub fn supervise(
             } else if let Some(action) = shutdown_action_for(signal) {
                 observe(&SuperviseEvent::ShutdownRequested { signal });
                 if let AgentState::Running { pid, .. } = state {
-                    stop_agent(pid, options.grace, signals, observe)?;
+                    stop_agent(pid, options, signals, observe)?;
                 }
                 return Ok(SuperviseOutcome::Shutdown { signal, action });
             } else if let AgentState::Running { pid, .. } = state {
@@ -250,17 +254,20 @@ pub fn supervise(
     }
 }
 
-/// SIGTERM, wait up to `grace` for the agent to be reaped, then SIGKILL.
-/// Orphans reaped meanwhile are reported too.
+/// The stop signal, wait up to the grace period for the agent to be
+/// reaped, then SIGKILL. Orphans reaped meanwhile are reported too.
 fn stop_agent(
     pid: Pid,
-    grace: Duration,
+    options: &SuperviseOptions,
     signals: &SignalPipe,
     observe: &mut dyn FnMut(&SuperviseEvent),
 ) -> Result<(), SuperviseError> {
     /// After SIGKILL only an uninterruptible sleep can delay the exit; do not hang shutdown on it.
     const AFTER_KILL: Duration = Duration::from_secs(10);
-    for (signal, wait) in [(Signal::SIGTERM, grace), (Signal::SIGKILL, AFTER_KILL)] {
+    for (signal, wait) in [
+        (options.stop_signal, options.grace),
+        (Signal::SIGKILL, AFTER_KILL),
+    ] {
         observe(&SuperviseEvent::Stopping {
             pid: pid.as_raw(),
             signal,

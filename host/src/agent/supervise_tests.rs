@@ -31,8 +31,12 @@ fn helper_supervisor() {
     let command = AgentCommand {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), std::env::var("NODEINIT_TEST_AGENT").unwrap()],
+        env: vec![],
     };
+    let stop_signal = std::env::var("NODEINIT_TEST_STOP_SIGNAL")
+        .map_or(Signal::SIGTERM, |name| name.parse().unwrap());
     let mut options = SuperviseOptions {
+        stop_signal,
         grace: env_ms("NODEINIT_TEST_GRACE_MS"),
         // Short delays keep the test fast; `stable_after` is out of reach so
         // a slow machine cannot reset the schedule mid-test.
@@ -326,5 +330,79 @@ fn orphans_reparented_to_nodeinit_are_reaped() {
         status.success(),
         "supervisor exit: {status}; saw {:#?}",
         sup.seen
+    );
+}
+
+/// The agent traps INT and TERM and prints which one arrived; `stop_signal`
+/// comes from a parsed `[handoff]` table, as in a real boot.
+fn agent_sees_its_stop_signal(test: &str, handoff_toml: &str, expected: &str) {
+    let config = crate::config::load_from_str(handoff_toml, std::path::Path::new("test.toml"))
+        .unwrap()
+        .handoff
+        .unwrap();
+    let stop_signal = config.effective_stop_signal();
+    assert_eq!(stop_signal.as_str(), format!("SIG{expected}"));
+    // `kill $!` ends the sleep so that no process outlives the test.
+    let script = "trap 'kill $!; echo got=INT; exit 0' INT; \
+                  trap 'kill $!; echo got=TERM; exit 0' TERM; \
+                  echo agent-ready; while :; do sleep 1000 & wait $!; done";
+    let mut sup = Supervisor::start(
+        test,
+        script,
+        30_000,
+        &[("NODEINIT_TEST_STOP_SIGNAL", stop_signal.as_str())],
+    );
+    let started = sup.expect("start", |l| l.starts_with("EVENT started"));
+    let agent = field(&started, "pid").to_owned();
+    sup.expect("agent ready", |l| l == "agent-ready");
+    let status = sup.terminate();
+    assert!(
+        status.success(),
+        "supervisor exit: {status}; saw {:#?}",
+        sup.seen
+    );
+    let got: Vec<&String> = sup.seen.iter().filter(|l| l.starts_with("got=")).collect();
+    assert_eq!(got, [&format!("got={expected}")], "{:#?}", sup.seen);
+    let tail: Vec<&str> = protocol_lines(&sup.seen)
+        .skip_while(|l| !l.starts_with("EVENT stopping"))
+        .filter(|l| !l.starts_with("EVENT orphan"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            format!("EVENT stopping pid={agent} signal=SIG{expected}"),
+            format!("EVENT exited pid={agent} status=exited 0"),
+            "OUTCOME Shutdown { signal: SIGTERM, action: Reboot }".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn configured_stop_signal_reaches_the_agent() {
+    if runs_as_helper(HELPER, helper_supervisor) {
+        return;
+    }
+    agent_sees_its_stop_signal(
+        "configured_stop_signal_reaches_the_agent",
+        "[handoff]\nagent = \"command\"\nexec = \"/bin/sh\"\nmode = \"supervise\"\nstop_signal = \"INT\"\n",
+        "INT",
+    );
+}
+
+#[test]
+fn pact_is_stopped_with_sigint_and_command_with_sigterm_by_default() {
+    if runs_as_helper(HELPER, helper_supervisor) {
+        return;
+    }
+    let test = "pact_is_stopped_with_sigint_and_command_with_sigterm_by_default";
+    agent_sees_its_stop_signal(
+        test,
+        "[handoff]\nagent = \"pact\"\nexec = \"/bin/sh\"\nmode = \"supervise\"\n",
+        "INT",
+    );
+    agent_sees_its_stop_signal(
+        test,
+        "[handoff]\nagent = \"command\"\nexec = \"/bin/sh\"\nmode = \"supervise\"\n",
+        "TERM",
     );
 }

@@ -43,29 +43,38 @@ pub fn boot(env: &BootEnv) -> i32 {
         write_report(env, &prepared);
         return serve_until_shutdown(env, &mut prepared);
     };
-    let command = AgentCommand::from(&handoff);
-    let mut refused = None;
-    prepared
-        .phases
-        .run("handoff", || match preflight(&handoff, env.is_pid1) {
-            Ok(()) => PhaseResult::Ok,
+    let node_id = prepared.node_id.clone();
+    let mut verdict: Result<AgentCommand, String> = Err(String::new());
+    prepared.phases.run("handoff", || {
+        match preflight(&handoff, node_id.as_ref(), env.is_pid1) {
+            Ok(ok) => {
+                for warning in &ok.warnings {
+                    tracing::warn!("{warning}");
+                }
+                verdict = Ok(ok.command);
+                PhaseResult::Ok
+            }
             Err(e) => {
-                refused = Some(e.to_string());
+                verdict = Err(e.to_string());
                 PhaseResult::Failed {
                     reason: e.to_string(),
                     required: true,
                 }
             }
-        });
+        }
+    });
     write_report(env, &prepared);
-    if let Some(reason) = refused {
-        return fail(
-            env,
-            &mut prepared,
-            &format!("phase handoff failed: {reason}"),
-        )
-        .unwrap_or(1);
-    }
+    let command = match verdict {
+        Ok(command) => command,
+        Err(reason) => {
+            return fail(
+                env,
+                &mut prepared,
+                &format!("phase handoff failed: {reason}"),
+            )
+            .unwrap_or(1)
+        }
+    };
     match handoff.mode {
         HandoffMode::Exec => {
             // Nothing of ours may outlive the exec: the server's socket and
@@ -90,6 +99,7 @@ pub fn boot(env: &BootEnv) -> i32 {
                 }
             };
             let mut options = SuperviseOptions {
+                stop_signal: handoff.effective_stop_signal(),
                 grace: Duration::from_secs(handoff.grace_secs),
                 backoff: RestartBackoff::new(
                     DEFAULT_INITIAL_DELAY,

@@ -11,6 +11,7 @@
 mod cmdline;
 mod defaults;
 mod error;
+mod handoff_values;
 mod load;
 mod location;
 mod node_id;
@@ -22,6 +23,7 @@ mod values;
 pub use cmdline::KernelCmdline;
 pub use defaults::{BUILTIN_CONFIG, DEFAULT_CONFIG_PATH, DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
 pub use error::ConfigError;
+pub use handoff_values::{EnvName, StopSignal, Template, NODE_ID_PLACEHOLDER};
 pub use load::{load, load_from_bytes, load_from_str, ConfigOrigin, LoadedConfig};
 pub use location::SourceLocation;
 pub use node_id::{resolve_node_id, NodeId, NodeIdSource, ResolvedNodeId};

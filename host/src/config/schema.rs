@@ -1,13 +1,16 @@
 //! The config schema: what each table and key means and its default. Every
 //! table rejects unknown keys so that a typo is an error, not a silent default.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nodeinit_plugin_api::BackendKind;
 use serde::Deserialize;
 
 use crate::config::defaults::{DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
-use crate::config::{AbsolutePath, ImageRef, NodeId, PluginPath, Sha256Pin};
+use crate::config::{
+    AbsolutePath, EnvName, ImageRef, NodeId, PluginPath, Sha256Pin, StopSignal, Template,
+};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -177,18 +180,37 @@ pub struct HandoffSection {
     pub agent: AgentKind,
     /// Absolute path of the agent binary.
     pub exec: AbsolutePath,
-    /// Its arguments (default none).
+    /// Its arguments (default none); `{node_id}` is replaced by the
+    /// resolved node id (see `agent::AgentCommand::for_node`).
     #[serde(default)]
-    pub args: Vec<String>,
+    pub args: Vec<Template>,
+    /// `[handoff.env]`: variables set in the agent's environment on top of
+    /// nodeinit's own; values may use `{node_id}` too.
+    #[serde(default)]
+    pub env: BTreeMap<EnvName, Template>,
     /// `exec` (the agent replaces nodeinit) or `supervise` (default `exec`).
     #[serde(default)]
     pub mode: HandoffMode,
-    /// Seconds between SIGTERM and SIGKILL when stopping a supervised agent (default 10).
+    /// Seconds between the stop signal and SIGKILL when stopping a supervised agent (default 10).
     #[serde(default = "default_grace_secs")]
     pub grace_secs: u64,
+    /// The signal a supervised agent gets at shutdown; default
+    /// [`AgentKind::default_stop_signal`]. Read it through
+    /// [`HandoffSection::effective_stop_signal`].
+    #[serde(default)]
+    pub stop_signal: Option<StopSignal>,
     /// `[handoff.socket]`: who may use the namespace handoff socket.
     #[serde(default)]
     pub socket: HandoffSocketSection,
+}
+
+impl HandoffSection {
+    /// The signal that stops the supervised agent: `handoff.stop_signal`,
+    /// else the agent's default.
+    pub fn effective_stop_signal(&self) -> nix::sys::signal::Signal {
+        self.stop_signal
+            .map_or_else(|| self.agent.default_stop_signal(), StopSignal::signal)
+    }
 }
 
 /// `[handoff.socket]`: access to the namespace handoff socket (served in
@@ -222,6 +244,18 @@ pub enum AgentKind {
     Lattice,
     /// Any other command; only existence and executability are checked.
     Command,
+}
+
+impl AgentKind {
+    /// pact-agent and lattice-agent stop gracefully only on SIGINT (their
+    /// ctrl-c handler; SIGTERM kills them without their shutdown, lattice
+    /// then loses its `--state-file`); any other command gets SIGTERM.
+    pub fn default_stop_signal(self) -> nix::sys::signal::Signal {
+        match self {
+            Self::Pact | Self::Lattice => nix::sys::signal::Signal::SIGINT,
+            Self::Command => nix::sys::signal::Signal::SIGTERM,
+        }
+    }
 }
 
 /// How the agent is started.

@@ -354,3 +354,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn stop_signal_is_validated_at_its_line() {
+    assert_invalid(
+        "[handoff]\nagent = \"pact\"\nexec = \"/x\"\nstop_signal = \"SIGSTOP\"\n",
+        4,
+        "handoff.stop_signal",
+        "`SIGSTOP` is not a signal that stops an agent",
+    );
+    let h = parse("[handoff]\nagent = \"lattice\"\nexec = \"/x\"\nstop_signal = \"TERM\"\n")
+        .unwrap()
+        .handoff
+        .unwrap();
+    assert_eq!(h.effective_stop_signal(), nix::sys::signal::Signal::SIGTERM);
+    let h = parse("[handoff]\nagent = \"lattice\"\nexec = \"/x\"\n")
+        .unwrap()
+        .handoff
+        .unwrap();
+    assert_eq!(h.effective_stop_signal(), nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn unknown_placeholders_are_refused_at_their_line() {
+    assert_invalid(
+        // toml 0.8 reports a bad element at the array's start; the message names the element.
+        "[handoff]\nagent = \"lattice\"\nexec = \"/x\"\nargs = [\n  \"--node-id\",\n  \"{nodeid}\",\n]\n",
+        4,
+        "handoff.args",
+        "unknown placeholder `{nodeid}` in `{nodeid}`; the only placeholder is `{node_id}`",
+    );
+    assert_invalid(
+        "[handoff]\nagent = \"pact\"\nexec = \"/x\"\n[handoff.env]\nPACT_AGENT_VCLUSTER = \"{cluster}\"\n",
+        5,
+        "handoff.env.PACT_AGENT_VCLUSTER",
+        "unknown placeholder `{cluster}`",
+    );
+    assert_invalid(
+        "[handoff]\nagent = \"pact\"\nexec = \"/x\"\n[handoff.env]\n\"A-B\" = \"1\"\n",
+        5,
+        "handoff.env.A-B",
+        "`A-B` is not an environment variable name",
+    );
+    let h = parse("[handoff]\nagent = \"pact\"\nexec = \"/x\"\nargs = [\"--node-id={node_id}\"]\n[handoff.env]\nRUST_LOG = \"info\"\n")
+        .unwrap()
+        .handoff
+        .unwrap();
+    assert_eq!(h.args, ["--node-id={node_id}"]);
+    assert_eq!(h.env.len(), 1);
+}
