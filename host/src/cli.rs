@@ -34,6 +34,8 @@ pub enum Command {
     /// `demo-agent`: the sandbox's demo agent (requests namespaces over the
     /// handoff socket and prints what it received).
     DemoAgent,
+    /// `__worker` (hidden): the worker process the keeper starts.
+    Worker,
     /// `--help`.
     Help,
 }
@@ -91,6 +93,7 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
             paths: paths.iter().map(PathBuf::from).collect(),
         }),
         ["demo-agent"] => Ok(Command::DemoAgent),
+        ["__worker"] => Ok(Command::Worker),
         ["--help"] | ["-h"] | ["help"] => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use nodeinit::boot::{boot, BootEnv, BootReport, BOOT_REPORT_FILE};
 use nodeinit::cli::{self, Command};
-use nodeinit::pid1::{self, FailureContext};
+use nodeinit::pid1;
+use nodeinit::placement::Placement;
 use nodeinit::sandbox::{enter_sandbox, SandboxSide};
 
 fn main() -> ExitCode {
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
             verdict(ok)
         }
         Command::DemoAgent => exit(nodeinit::demo::run()),
+        Command::Worker => exit(nodeinit::worker::run()),
         Command::Help => {
             println!("{}", cli::USAGE);
             ExitCode::SUCCESS
@@ -89,16 +91,12 @@ fn run_boot(env: BootEnv) -> i32 {
         Err(panic) => {
             let reason = format!("nodeinit panicked: {panic}");
             tracing::error!("{reason}");
-            let context = FailureContext {
-                is_pid1: env.is_pid1,
-                sandbox: env.sandbox,
-                shell: pid1::rescue_shell_at(Path::new("/bin/sh")),
-            };
+            let context = nodeinit::boot::failure_context(env.placement);
             let outcome = pid1::decide_failure_outcome(nodeinit::boot::on_failure(), &context);
             pid1::perform_failure_outcome(&outcome, &reason).unwrap_or(1)
         }
     };
-    if env.is_pid1 && !env.sandbox {
+    if env.placement == Placement::NodePid1 {
         // PID 1 exiting panics the kernel: stay, reap, obey shutdown signals.
         tracing::error!(
             code,

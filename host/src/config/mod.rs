@@ -18,9 +18,12 @@ mod schema;
 mod values;
 
 pub use cmdline::KernelCmdline;
-pub use defaults::{BUILTIN_CONFIG, DEFAULT_CONFIG_PATH, DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
+pub use defaults::{
+    BUILTIN_CONFIG, DEFAULT_CONFIG_PATH, DEFAULT_GRACE_SECS, DEFAULT_PHASE_TIMEOUT_SECS,
+    DEFAULT_PLUGIN_DIR,
+};
 pub use error::ConfigError;
-pub use load::{load, load_from_str, ConfigOrigin, LoadedConfig};
+pub use load::{load, load_from_bytes, load_from_str, ConfigOrigin, LoadedConfig};
 pub use location::SourceLocation;
 pub use node_id::{resolve_node_id, NodeId, NodeIdSource, ResolvedNodeId};
 pub use nodeinit_plugin_api::BackendKind;
