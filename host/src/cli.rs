@@ -36,6 +36,19 @@ pub enum Command {
     DemoAgent,
     /// `__worker` (hidden): the worker process the keeper starts.
     Worker,
+    /// `__check [--config F] [--exclude kind=reason]...` (hidden): the probe
+    /// child of `check`.
+    CheckChild {
+        /// `--config`.
+        config: Option<PathBuf>,
+        /// `kind=reason` of plugins not to load.
+        excluded: Vec<String>,
+    },
+    /// `__inspect PATH` (hidden): the probe child of `plugin inspect`.
+    InspectChild {
+        /// The file.
+        path: PathBuf,
+    },
     /// `--help`.
     Help,
 }
@@ -94,9 +107,27 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
         }),
         ["demo-agent"] => Ok(Command::DemoAgent),
         ["__worker"] => Ok(Command::Worker),
+        ["__inspect", path] => Ok(Command::InspectChild {
+            path: PathBuf::from(path),
+        }),
+        ["__check", rest @ ..] => parse_check_child(rest),
         ["--help"] | ["-h"] | ["help"] => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+fn parse_check_child(rest: &[&str]) -> Result<Command, String> {
+    let mut config = None;
+    let mut excluded = Vec::new();
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        match (*word, words.next()) {
+            ("--config", Some(path)) => config = Some(PathBuf::from(path)),
+            ("--exclude", Some(pair)) => excluded.push((*pair).to_owned()),
+            (other, _) => return Err(format!("__check: unexpected argument {other:?}")),
+        }
+    }
+    Ok(Command::CheckChild { config, excluded })
 }
 
 #[cfg(test)]

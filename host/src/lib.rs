@@ -13,5 +13,6 @@ pub mod loader;
 pub mod logging;
 pub mod pid1;
 pub mod placement;
+pub mod probe;
 pub mod sandbox;
 pub mod worker;

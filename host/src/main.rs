@@ -65,6 +65,10 @@ fn main() -> ExitCode {
         }
         Command::DemoAgent => exit(nodeinit::demo::run()),
         Command::Worker => exit(nodeinit::worker::run()),
+        Command::CheckChild { config, excluded } => {
+            verdict(nodeinit::check::check_here(config.as_deref(), &excluded).1)
+        }
+        Command::InspectChild { path } => exit(nodeinit::inspect::inspect_here(&path)),
         Command::Help => {
             println!("{}", cli::USAGE);
             ExitCode::SUCCESS

@@ -456,3 +456,85 @@ fn sandbox_pid1_maps_no_plugin_while_the_worker_serves() {
     assert!(workers[0].contains("nodeinit __worker"), "{stdout}");
     assert!(Path::new(&plugin_dir).is_dir());
 }
+
+#[test]
+fn check_reports_a_crashing_constructor_and_checks_the_others() {
+    let text = config("cgroup", true, "segv", "constructor", "")
+        .replace("[plugins.readiness]\npath = \"null\"", "[plugins.readiness]\npath = \"faulty\"\noptions = { fault = \"hang\", at = \"constructor\" }\ntimeout_secs = 1");
+    let stage = Stage::new(&text);
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
+        .args(["check", "--config"])
+        .arg(stage.dir.path().join("nodeinit.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let so = stage.dir.path().join("plugins/libnodeinit_faulty.so");
+    assert!(
+        text.contains(&format!(
+            "plugin cgroup    FAILED   {}: crashed with SIGSEGV while loading (constructor)",
+            so.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("plugin mount     ok       null"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "plugin readiness FAILED   {}: did not return within 1 s while loading (constructor)",
+            so.display()
+        )),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("check: FAILED"), "{text}");
+}
+
+#[test]
+fn inspect_reports_a_library_that_crashes_while_loading() {
+    let stage = Stage::new("");
+    let faulty = stage.dir.path().join("plugins/libnodeinit_faulty.so");
+    let null = stage.dir.path().join("plugins/libnodeinit_null.so");
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
+        .args(["plugin", "inspect"])
+        .arg(&faulty)
+        .arg(&null)
+        .env("NODEINIT_FAULTY_SEGV_ON_LOAD", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}\n  loadable:   no: crashed with SIGSEGV while loading\n",
+            faulty.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("  plugin:     null "), "{text}");
+}
+
+#[test]
+fn sandbox_exec_mode_the_agent_maps_no_plugin_and_inherits_nothing() {
+    let plugin_dir = nodeinit_tests::reference_plugin_dir(nodeinit_tests::Profile::Debug);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nodeinit.toml");
+    let text = nodeinit_tests::with_plugin_dir(nodeinit::demo::SANDBOX_CONFIG, &plugin_dir)
+        .replace("mode = \"supervise\"", "mode = \"exec\"")
+        .replace("exec = \"/run/nodeinit/demo/demo-agent\"", "exec = \"/bin/sh\"")
+        .replace(
+            "args = [\"demo-agent\"]",
+            r#"args = ["-c", "echo PID=$$ MAPS=$(grep -c libnodeinit_ /proc/self/maps); ls /proc/self/fd | tr '\\n' ' '; echo"]"#,
+        );
+    fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
+        .args(["--sandbox", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The agent replaced PID 1 of the sandbox; the worker had exited.
+    assert!(stdout.contains("PID=1 MAPS=0\n"), "{stdout}\n{stderr}");
+    // 0-2, and the descriptor `ls` reads /proc/self/fd through.
+    assert!(stdout.contains("\n0 1 2 3 \n"), "{stdout}");
+}

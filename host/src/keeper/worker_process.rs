@@ -90,6 +90,32 @@ impl WorkerProcess {
         start: &WorkerStart,
         listener: Option<&nodeinit_handoff::HandoffListener>,
     ) -> io::Result<Self> {
+        let (worker, _) = Self::spawn_child(program, &["__worker".as_ref()], listener, false)?;
+        worker
+            .channel
+            .send(&ToWorker::Start(Box::new(start.clone())))
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "worker {} did not take its start message: {e}",
+                    worker.pid
+                ))
+            })?;
+        Ok(worker)
+    }
+
+    /// Start `program args...` as a child that reports over the link on
+    /// descriptor 3 (a worker, or a probe of `nodeinit check`), with its
+    /// stdout captured when asked.
+    ///
+    /// # Errors
+    ///
+    /// The socketpair, a dup or the spawn failing; the message names what.
+    pub fn spawn_child(
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+        listener: Option<&nodeinit_handoff::HandoffListener>,
+        capture_stdout: bool,
+    ) -> io::Result<(Self, Option<std::process::ChildStdout>)> {
         let (channel, worker_end) = Channel::pair()?;
         let link = dup_high(worker_end.as_raw_fd())?;
         drop(worker_end);
@@ -100,22 +126,23 @@ impl WorkerProcess {
         let link_raw = link.as_raw_fd();
         let listener_raw = listener.as_ref().map(AsRawFd::as_raw_fd);
         let mut command = Command::new(program);
-        command.arg("__worker").stdin(Stdio::null());
+        command.args(args).stdin(Stdio::null());
+        if capture_stdout {
+            command.stdout(Stdio::piped());
+        }
         // SAFETY: `prepare_child` makes only async-signal-safe calls (dup2,
         // prctl, open/write/close, sigaction, sigprocmask).
         unsafe {
             command.pre_exec(move || prepare_child(link_raw, listener_raw));
         }
-        let child = command.spawn().map_err(|e| {
+        let mut child = command.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!(
-                    "cannot start the worker {} __worker: {e}",
-                    program.display()
-                ),
+                format!("cannot start {} {args:?}: {e}", program.display()),
             )
         })?;
-        // Our copies close here; the worker holds its own.
+        let stdout = child.stdout.take();
+        // Our copies close here; the child holds its own.
         drop(link);
         drop(listener);
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
@@ -127,13 +154,7 @@ impl WorkerProcess {
             started: Instant::now(),
             reaped: std::cell::Cell::new(None),
         };
-        worker
-            .channel
-            .send(&ToWorker::Start(Box::new(start.clone())))
-            .map_err(|e| {
-                io::Error::other(format!("worker {pid} did not take its start message: {e}"))
-            })?;
-        Ok(worker)
+        Ok((worker, stdout))
     }
 
     /// Its pid.

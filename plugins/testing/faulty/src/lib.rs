@@ -11,6 +11,10 @@
 //! - `at`: `"constructor"` or a method name (`create_hierarchy`,
 //!   `signal_ready`, ...). Everything else succeeds trivially.
 //!
+//! With `NODEINIT_FAULTY_SEGV_ON_LOAD=1` in the environment the library's
+//! ELF initialiser segfaults while `dlopen` runs it — before any nodeinit
+//! code of the plugin: what `plugin inspect` must survive.
+//!
 //! The version string is `FAULTY_VERSION` at build time when set (so a test
 //! can build a "new version" of the same plugin), else the crate version.
 //! Test use only: never install it on a node.
@@ -102,6 +106,17 @@ fn commit(fault: Fault, method: &str) {
         Fault::Panic => panic!("faulty was told to panic in {method}"),
     }
 }
+
+/// Runs from `.init_array` when the library is loaded.
+extern "C" fn on_load() {
+    if std::env::var_os("NODEINIT_FAULTY_SEGV_ON_LOAD").is_some() {
+        commit(Fault::Segv, "load");
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;
 
 impl Faulty {
     fn maybe_fault(&self, method: &str) {
