@@ -34,6 +34,9 @@ pub enum Command {
     /// `demo-agent`: the sandbox's demo agent (requests namespaces over the
     /// handoff socket and prints what it received).
     DemoAgent,
+    /// `demo-agent --restart-check`: kills the worker and checks the live
+    /// allocation survives its restart.
+    DemoAgentRestartCheck,
     /// `__worker` (hidden): the worker process the keeper starts.
     Worker,
     /// `__check [--config F] [--exclude kind=reason]...` (hidden): the probe
@@ -106,6 +109,7 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
             paths: paths.iter().map(PathBuf::from).collect(),
         }),
         ["demo-agent"] => Ok(Command::DemoAgent),
+        ["demo-agent", "--restart-check"] => Ok(Command::DemoAgentRestartCheck),
         ["__worker"] => Ok(Command::Worker),
         ["__inspect", path] => Ok(Command::InspectChild {
             path: PathBuf::from(path),

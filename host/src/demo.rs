@@ -144,6 +144,132 @@ pub fn run() -> i32 {
     code
 }
 
+/// `nodeinit demo-agent --restart-check`: what a supervise-mode worker
+/// restart must keep. Requests `demo-1`, kills the worker with SIGSEGV,
+/// waits until it is gone, requests `demo-1` again while the keeper
+/// restarts the worker (the request waits in the socket's backlog), and
+/// checks the answer names the same namespaces, the uenv is still readable
+/// through the old FDs, and the mount references are unchanged. Returns the
+/// exit code.
+pub fn run_restart_check() -> i32 {
+    match restart_check() {
+        Ok(()) => {
+            println!("demo-agent: restart check passed");
+            0
+        }
+        Err(e) => {
+            println!("demo-agent: restart check FAILED: {e}");
+            1
+        }
+    }
+}
+
+fn ns_links(granted: &nodeinit_handoff::GrantedNamespaces) -> Vec<String> {
+    granted
+        .fds
+        .iter()
+        .map(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_or_else(|e| format!("? ({e})"), |p| p.display().to_string())
+        })
+        .collect()
+}
+
+/// The pid of the running worker (`nodeinit __worker`).
+fn worker_pid() -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let is_worker = cmdline.split(|b| *b == 0).nth(1) == Some(b"__worker".as_slice());
+        is_worker.then_some(pid)
+    })
+}
+
+/// Block until process `pid` has exited (its pidfd turns readable).
+fn wait_gone(pid: i32) -> Result<(), String> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Ok(()); // already gone
+    }
+    let fd = i32::try_from(fd).map_err(|_| "pidfd out of range".to_owned())?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16))
+        .map_err(|e| format!("poll on the worker's pidfd: {e}"))?;
+    Ok(())
+}
+
+fn mount_state() -> String {
+    std::fs::read_to_string("/run/nodeinit/squashfs-mounts.json").unwrap_or_default()
+}
+
+fn restart_check() -> Result<(), String> {
+    let client = HandoffClient::new(ClientConfig {
+        fallback: false,
+        ..ClientConfig::default()
+    });
+    let request = NamespaceRequest {
+        allocation_id: "demo-1".to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(DEMO_IMAGE.to_owned()),
+    };
+    let first = client
+        .request(&request)
+        .map_err(|e| format!("first request: {e}"))?;
+    let before = ns_links(&first);
+    let mounts_before = mount_state();
+    let worker = worker_pid().ok_or("no worker process found")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .map_err(|e| format!("kill -SEGV {worker}: {e}"))?;
+    wait_gone(worker)?;
+    println!("demo-agent: worker {worker} killed by SIGSEGV");
+    // Sent while no worker serves: it waits in the keeper's listen backlog.
+    let second = client
+        .request(&request)
+        .map_err(|e| format!("request during the restart: {e}"))?;
+    let after = ns_links(&second);
+    println!("demo-agent: namespaces before {before:?} after {after:?}");
+    if before != after {
+        return Err("the restarted worker answered with other namespaces".into());
+    }
+    let new_worker = worker_pid().ok_or("no worker after the restart")?;
+    if new_worker == worker {
+        return Err("the worker was not restarted".into());
+    }
+    let uenv =
+        Path::new(&first.response.uenv_mount_path.clone().unwrap_or_default()).join(DEMO_FILE);
+    for (what, granted) in [("old", &first), ("new", &second)] {
+        let mnt = granted
+            .fd(NamespaceType::Mount)
+            .ok_or("no mount namespace granted")?;
+        let text = read_inside(mnt.as_fd(), &uenv)?;
+        if text != DEMO_TEXT {
+            return Err(format!("{what} FDs: unexpected uenv content {text:?}"));
+        }
+    }
+    println!("demo-agent: uenv readable through the old and the new FDs");
+    let mounts_after = mount_state();
+    if mounts_before != mounts_after {
+        return Err(format!(
+            "mount references changed:\n{mounts_before}\n{mounts_after}"
+        ));
+    }
+    println!("demo-agent: mount references unchanged");
+    client
+        .release(second)
+        .map_err(|e| format!("release: {e}"))?;
+    drop(first);
+    Ok(())
+}
+
 /// Reads `path` as seen from mount namespace `mnt`, on a thread of its own
 /// (setns of a mount namespace needs an unshared fs context).
 fn read_inside(mnt: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<String, String> {

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
             verdict(ok)
         }
         Command::DemoAgent => exit(nodeinit::demo::run()),
+        Command::DemoAgentRestartCheck => exit(nodeinit::demo::run_restart_check()),
         Command::Worker => exit(nodeinit::worker::run()),
         Command::CheckChild { config, excluded } => {
             verdict(nodeinit::check::check_here(config.as_deref(), &excluded).1)

@@ -74,7 +74,7 @@ pub fn this_program() -> PathBuf {
 /// The child cannot be started or the signal pipe installed.
 pub fn probe(program: &Path, args: &[&OsStr]) -> io::Result<ProbeOutcome> {
     let signals = SignalPipe::install().map_err(io::Error::from)?;
-    let (child, stdout) = WorkerProcess::spawn_child(program, args, None, true)?;
+    let (child, stdout) = WorkerProcess::spawn_child(program, args, None, true, false)?;
     let reader = stdout.map(|mut out| {
         std::thread::spawn(move || {
             let mut text = String::new();

@@ -155,7 +155,7 @@ fn exit_in_a_required_method_fails_the_phase_with_the_status() {
 
 #[test]
 fn stack_overflow_in_a_required_method_fails_the_phase() {
-    // Rust's guard-page handler reports the overflow and aborts.
+    // The worker keeps SIGSEGV at its default: the guard page kills it.
     let stage = Stage::new(&config(
         "readiness",
         true,
@@ -166,7 +166,7 @@ fn stack_overflow_in_a_required_method_fails_the_phase() {
     assert_boot_fails(
         &stage,
         "readiness",
-        "plugin faulty: worker killed by SIGABRT in signal_ready",
+        "plugin faulty: worker killed by SIGSEGV in signal_ready",
     );
 }
 
@@ -537,4 +537,43 @@ fn sandbox_exec_mode_the_agent_maps_no_plugin_and_inherits_nothing() {
     assert!(stdout.contains("PID=1 MAPS=0\n"), "{stdout}\n{stderr}");
     // 0-2, and the descriptor `ls` reads /proc/self/fd through.
     assert!(stdout.contains("\n0 1 2 3 \n"), "{stdout}");
+}
+
+#[test]
+fn sandbox_a_killed_worker_is_restarted_and_the_live_allocation_survives() {
+    let plugin_dir = nodeinit_tests::reference_plugin_dir(nodeinit_tests::Profile::Debug);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nodeinit.toml");
+    // The demo agent requests demo-1, kills the worker with SIGSEGV, asks
+    // again while no worker serves, and compares (see demo::run_restart_check).
+    let text = nodeinit_tests::with_plugin_dir(nodeinit::demo::SANDBOX_CONFIG, &plugin_dir)
+        .replace(
+            "args = [\"demo-agent\"]",
+            "args = [\"demo-agent\", \"--restart-check\"]",
+        );
+    fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
+        .args(["--sandbox", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!("{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{context}");
+    for line in [
+        "killed by SIGSEGV",
+        "demo-agent: uenv readable through the old and the new FDs",
+        "demo-agent: mount references unchanged",
+        "demo-agent: restart check passed",
+    ] {
+        assert!(stdout.contains(line), "{line}: {context}");
+    }
+    assert!(
+        stderr.contains("worker died after boot; restarting it")
+            && stderr.contains("status=killed by SIGSEGV"),
+        "{context}"
+    );
+    assert!(stderr.contains("holder adopted"), "{context}");
+    assert!(stderr.contains("worker restarted and serving"), "{context}");
 }

@@ -107,12 +107,13 @@ pub fn boot(env: &BootEnv) -> i32 {
                     RestartPolicy::Always
                 },
             };
-            let worker_pid = prepared.worker.as_ref().map(|w| w.pid().as_raw());
+            // supervise() reaps every child: the worker's status is passed on.
+            prepared.keep_worker(env, true);
+            let supervisor = prepared.supervisor.as_ref();
             let outcome = supervise(&command, &mut options, signals, &mut |event| {
                 if let crate::agent::SuperviseEvent::OrphanReaped { pid, status } = event {
-                    if Some(*pid) == worker_pid {
-                        tracing::error!(pid, status, "worker died after boot");
-                        return;
+                    if let Some(s) = supervisor {
+                        s.note_reaped(*pid, status.clone());
                     }
                 }
                 tracing::info!(?event, "supervise");
@@ -160,14 +161,25 @@ fn serve_until_shutdown(env: &BootEnv, prepared: &mut Prepared) -> i32 {
         return fail(env, prepared, "signal handlers not installed").unwrap_or(1);
     };
     tracing::info!("no agent configured; serving until a shutdown signal");
-    let action = wait_for_shutdown(signals, env.placement);
+    prepared.keep_worker(env, env.placement.reaps_orphans());
+    let supervisor = prepared.supervisor.as_ref();
+    let action = wait_for_shutdown(signals, env.placement, &|pid, status| {
+        if let Some(s) = supervisor {
+            s.note_reaped(pid, status);
+        }
+    });
     prepared.release();
     shut_down(env, action);
     0
 }
 
-/// Reaps children (as PID 1) until a shutdown signal arrives; returns what it asks.
-fn wait_for_shutdown(signals: &SignalPipe, placement: Placement) -> ShutdownAction {
+/// Reaps children (as PID 1) until a shutdown signal arrives, telling
+/// `reaped` about each; returns what the signal asks.
+fn wait_for_shutdown(
+    signals: &SignalPipe,
+    placement: Placement,
+    reaped: &dyn Fn(i32, String),
+) -> ShutdownAction {
     loop {
         let mut fds = [nix::poll::PollFd::new(
             signals.fd(),
@@ -175,7 +187,9 @@ fn wait_for_shutdown(signals: &SignalPipe, placement: Placement) -> ShutdownActi
         )];
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
         if placement.reaps_orphans() {
-            reap_children();
+            for r in reap_children() {
+                reaped(r.pid.as_raw(), crate::keeper::describe_status(&r.status));
+            }
         }
         if let Some(action) = signals.drain().into_iter().find_map(shutdown_action_for) {
             return action;
@@ -188,7 +202,10 @@ fn wait_for_shutdown(signals: &SignalPipe, placement: Placement) -> ShutdownActi
 pub fn idle_as_pid1() -> ! {
     loop {
         match SignalPipe::install() {
-            Ok(signals) => finish_shutdown(wait_for_shutdown(signals, Placement::NodePid1), true),
+            Ok(signals) => finish_shutdown(
+                wait_for_shutdown(signals, Placement::NodePid1, &|_, _| {}),
+                true,
+            ),
             Err(e) => {
                 tracing::error!("signal handlers: {e}; reaping only");
                 reap_children();

@@ -16,10 +16,14 @@ use nodeinit_handoff::{AccessPolicy, HandoffListener, ServerConfig};
 use super::phases::{PhaseResult, PhaseRunner, PhaseStatus};
 use super::report::{uptime_secs, BootReport};
 use super::table::worker_phases;
+use crate::agent::{RestartBackoff, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY};
 use crate::config::{
     self, BackendKind, HandoffMode, KernelCmdline, LoadedConfig, NodeConfig, NodeId,
 };
-use crate::keeper::{death_reason, overrun_reason, watch, WatchEnd, WorkerFacts, WorkerProcess};
+use crate::keeper::{
+    death_reason, overrun_reason, watch, SupervisorSetup, WatchEnd, WorkerFacts, WorkerProcess,
+    WorkerSupervisor,
+};
 use crate::link::{FromWorker, WorkerStart, WorkerTask};
 use crate::pid1::{self, ShutdownAction, SignalPipe};
 use crate::placement::Placement;
@@ -139,6 +143,10 @@ pub struct Prepared {
     pub shutdown_requested: Option<ShutdownAction>,
     /// Backends left out because they killed a worker: (kind, reason).
     pub excluded: Vec<(String, String)>,
+    /// The start message of the last worker (the template of the next).
+    pub worker_start: Option<WorkerStart>,
+    /// After boot: the thread that keeps a worker serving.
+    pub supervisor: Option<WorkerSupervisor>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -185,6 +193,9 @@ impl Prepared {
     /// Stops the serving worker (it releases the boot mounts and the
     /// server) and closes the listener. Idempotent.
     pub fn release(&mut self) {
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.stop(WORKER_STOP_GRACE);
+        }
         if let (Some(worker), Some(signals)) = (self.worker.take(), self.signals) {
             if let Some(status) = worker.stop(WORKER_STOP_GRACE, signals.fd()) {
                 tracing::info!(status = %crate::keeper::describe_status(&status), "worker stopped");
@@ -192,6 +203,38 @@ impl Prepared {
         }
         if let Some(listener) = self.listener.take() {
             listener.unpublish();
+        }
+    }
+
+    /// Hand the serving worker to a keeper thread that restarts it when it
+    /// dies. `main_thread_reaps`: the caller's loop reaps every child (and
+    /// passes the statuses on with [`WorkerSupervisor::note_reaped`]).
+    pub fn keep_worker(&mut self, env: &BootEnv, main_thread_reaps: bool) {
+        let (Some(worker), Some(start)) = (self.worker.take(), self.worker_start.clone()) else {
+            return;
+        };
+        let idle_timeout_secs = self
+            .config
+            .as_ref()
+            .map_or(config::DEFAULT_PHASE_TIMEOUT_SECS, |c| {
+                c.config.host.phase_timeout_secs
+            });
+        let setup = SupervisorSetup {
+            program: env.worker_program.clone(),
+            start,
+            listener: self.listener.take(),
+            facts: self.facts.clone(),
+            idle_timeout_secs,
+            backoff: RestartBackoff::new(
+                DEFAULT_INITIAL_DELAY,
+                DEFAULT_MAX_DELAY,
+                DEFAULT_MAX_DELAY,
+            ),
+            main_thread_reaps,
+        };
+        match WorkerSupervisor::start(worker, setup) {
+            Ok(s) => self.supervisor = Some(s),
+            Err(e) => tracing::error!("the worker will not be restarted: {e}"),
         }
     }
 
@@ -221,6 +264,8 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         signals: None,
         shutdown_requested: None,
         excluded: Vec::new(),
+        worker_start: None,
+        supervisor: None,
     };
     match SignalPipe::install() {
         Ok(s) => p.signals = Some(s),
@@ -313,6 +358,7 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared) {
             boot_mounts: p.facts.boot_mounts.clone(),
             live_allocations: Vec::new(),
         };
+        p.worker_start = Some(start.clone());
         let worker = match WorkerProcess::spawn(&env.worker_program, &start, p.listener.as_ref()) {
             Ok(w) => w,
             Err(e) => {

@@ -8,9 +8,11 @@
 //! orchestration in [`crate::boot`] decides what a death or overrun means.
 
 mod facts;
+mod supervisor;
 mod watch;
 mod worker_process;
 
 pub use facts::{death_reason, overrun_reason, WorkerFacts};
+pub use supervisor::{SupervisorSetup, WorkerStatus, WorkerSupervisor};
 pub use watch::{watch, WatchEnd};
 pub use worker_process::{describe_status, WorkerProcess};

@@ -20,7 +20,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::link::{Channel, ToWorker, WorkerStart, WORKER_LINK_FD, WORKER_LISTENER_FD};
+use crate::link::{
+    Channel, ToWorker, WorkerStart, KEEPER_PID_ENV, WORKER_LINK_FD, WORKER_LISTENER_FD,
+};
 use crate::pid1::reset_signals_for_child;
 
 /// Descriptors handed to the worker are first moved at or above this, so
@@ -90,7 +92,8 @@ impl WorkerProcess {
         start: &WorkerStart,
         listener: Option<&nodeinit_handoff::HandoffListener>,
     ) -> io::Result<Self> {
-        let (worker, _) = Self::spawn_child(program, &["__worker".as_ref()], listener, false)?;
+        let (worker, _) =
+            Self::spawn_child(program, &["__worker".as_ref()], listener, false, true)?;
         worker
             .channel
             .send(&ToWorker::Start(Box::new(start.clone())))
@@ -115,6 +118,7 @@ impl WorkerProcess {
         args: &[&std::ffi::OsStr],
         listener: Option<&nodeinit_handoff::HandoffListener>,
         capture_stdout: bool,
+        is_worker: bool,
     ) -> io::Result<(Self, Option<std::process::ChildStdout>)> {
         let (channel, worker_end) = Channel::pair()?;
         let link = dup_high(worker_end.as_raw_fd())?;
@@ -129,6 +133,11 @@ impl WorkerProcess {
         command.args(args).stdin(Stdio::null());
         if capture_stdout {
             command.stdout(Stdio::piped());
+        }
+        if is_worker {
+            command.env(KEEPER_PID_ENV, std::process::id().to_string());
+        } else {
+            command.env_remove(KEEPER_PID_ENV);
         }
         // SAFETY: `prepare_child` makes only async-signal-safe calls (dup2,
         // prctl, open/write/close, sigaction, sigprocmask).

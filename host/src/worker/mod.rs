@@ -104,8 +104,23 @@ pub fn load_config(start: &WorkerStart) -> Result<LoadedConfig, String> {
     Ok(LoadedConfig { config, origin })
 }
 
+/// A fault signal kills the worker at once, whoever sends it: Rust's own
+/// SIGSEGV/SIGBUS handler (stack-overflow reporting) would swallow the first
+/// `kill -SEGV`. The keeper reports the signal either way.
+fn default_fault_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGSEGV, Signal::SIGBUS] {
+        // SAFETY: installing SIG_DFL has no handler safety requirements.
+        if let Err(e) = unsafe { sigaction(signal, &default) } {
+            tracing::warn!("worker: cannot reset {signal}: {e}");
+        }
+    }
+}
+
 /// `nodeinit __worker`: the worker's whole life. Returns the exit code.
 pub fn run() -> i32 {
+    default_fault_signals();
     // SAFETY: the keeper dup2()ed the link onto this descriptor before exec
     // and nothing else in this fresh process owns it.
     let channel = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(WORKER_LINK_FD) });

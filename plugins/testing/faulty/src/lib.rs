@@ -39,7 +39,7 @@ pub enum Fault {
     Exit,
     /// Never return.
     Hang,
-    /// Recurse into the stack guard page (Rust's handler then aborts: SIGABRT).
+    /// Recurse into the stack guard page (SIGSEGV).
     StackOverflow,
     /// Allocate and touch memory until allocation fails or the OOM killer strikes.
     AllocForever,
