@@ -211,6 +211,8 @@ fn holder_main() -> isize {
     // locks (this is a copy of a multi-threaded process).
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // `ps` tells it from the worker it was cloned from.
+        libc::prctl(libc::PR_SET_NAME, c"nodeinit-holder".as_ptr(), 0, 0, 0);
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         loop {
             if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0
