@@ -26,6 +26,16 @@ pub enum Command {
         /// `--file` (default `/run/nodeinit/boot.json`).
         file: Option<PathBuf>,
     },
+    /// `status [--socket S]`: the running worker and its plugins.
+    Status {
+        /// The control socket (default `/run/nodeinit/control.sock`).
+        socket: Option<PathBuf>,
+    },
+    /// `reload [--socket S]`: swap in the config's plugin files.
+    Reload {
+        /// The control socket (default `/run/nodeinit/control.sock`).
+        socket: Option<PathBuf>,
+    },
     /// `plugin inspect PATH...`.
     Inspect {
         /// Files.
@@ -37,6 +47,15 @@ pub enum Command {
     /// `demo-agent --restart-check`: kills the worker and checks the live
     /// allocation survives its restart.
     DemoAgentRestartCheck,
+    /// `demo-agent --reload-check INSTALLED NEW BROKEN`: a live plugin upgrade.
+    DemoAgentReloadCheck {
+        /// The plugin file the config names.
+        installed: PathBuf,
+        /// Its new version.
+        new: PathBuf,
+        /// A file that does not load.
+        broken: PathBuf,
+    },
     /// `__worker` (hidden): the worker process the keeper starts.
     Worker,
     /// `__check [--config F] [--exclude kind=reason]...` (hidden): the probe
@@ -62,7 +81,9 @@ pub const USAGE: &str = "usage:
   nodeinit --sandbox [--config FILE]   run the whole boot in a throwaway sandbox on this machine
   nodeinit check [--config FILE]       validate a config and load its plugins; changes nothing
   nodeinit report [--file FILE]        print /run/nodeinit/boot.json as a table
-  nodeinit plugin inspect PATH...      describe plugin files and whether this nodeinit loads them";
+  nodeinit plugin inspect PATH...      describe plugin files and whether this nodeinit loads them
+  nodeinit status                      the running worker: its plugins (name, version, sha256), since when
+  nodeinit reload                      load the config's plugin files in a probe, then hand over to them (also: SIGHUP)";
 
 /// Parses the arguments (without argv\[0\]).
 ///
@@ -101,6 +122,14 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
         ["check", rest @ ..] => Ok(Command::Check {
             config: config_flag(rest)?,
         }),
+        ["status"] => Ok(Command::Status { socket: None }),
+        ["status", "--socket", s] => Ok(Command::Status {
+            socket: Some(PathBuf::from(s)),
+        }),
+        ["reload"] => Ok(Command::Reload { socket: None }),
+        ["reload", "--socket", s] => Ok(Command::Reload {
+            socket: Some(PathBuf::from(s)),
+        }),
         ["report"] => Ok(Command::Report { file: None }),
         ["report", "--file", f] => Ok(Command::Report {
             file: Some(PathBuf::from(f)),
@@ -110,6 +139,13 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
         }),
         ["demo-agent"] => Ok(Command::DemoAgent),
         ["demo-agent", "--restart-check"] => Ok(Command::DemoAgentRestartCheck),
+        ["demo-agent", "--reload-check", installed, new, broken] => {
+            Ok(Command::DemoAgentReloadCheck {
+                installed: PathBuf::from(installed),
+                new: PathBuf::from(new),
+                broken: PathBuf::from(broken),
+            })
+        }
         ["__worker"] => Ok(Command::Worker),
         ["__inspect", path] => Ok(Command::InspectChild {
             path: PathBuf::from(path),

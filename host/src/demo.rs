@@ -274,6 +274,135 @@ fn restart_check() -> Result<(), String> {
     Ok(())
 }
 
+/// `nodeinit demo-agent --reload-check INSTALLED NEW BROKEN`: a live
+/// plugin upgrade. Requests `demo-1`; replaces the plugin file `INSTALLED`
+/// (atomically) with `NEW` and asks the keeper to reload: `status` must
+/// show NEW's version and the allocation must answer with the same
+/// namespaces; then with `BROKEN`: the reload must be refused and nothing
+/// change. Returns the exit code.
+pub fn run_reload_check(installed: &Path, new: &Path, broken: &Path) -> i32 {
+    match reload_check(installed, new, broken) {
+        Ok(()) => {
+            println!("demo-agent: reload check passed");
+            0
+        }
+        Err(e) => {
+            println!("demo-agent: reload check FAILED: {e}");
+            1
+        }
+    }
+}
+
+fn install(from: &Path, to: &Path) -> Result<(), String> {
+    let tmp = to.with_extension("so.new");
+    std::fs::copy(from, &tmp)
+        .map_err(|e| format!("copy {} to {}: {e}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).map_err(|e| format!("rename onto {}: {e}", to.display()))
+}
+
+/// The keeper's status once the worker has hashed its plugin files (it
+/// does so after it started serving).
+fn status() -> Result<crate::keeper::WorkerStatus, String> {
+    use crate::control::{ask, default_socket, ControlReply, ControlRequest};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status =
+            match ask(&default_socket(), &ControlRequest::Status).map_err(|e| e.to_string())? {
+                ControlReply::Status(s) => s,
+                other => return Err(format!("status: unexpected reply {other:?}")),
+            };
+        let hashed = status
+            .plugins
+            .iter()
+            .all(|p| p.error.is_some() || p.sha256.is_some());
+        if hashed || std::time::Instant::now() >= deadline {
+            return Ok(status);
+        }
+        // Waiting for the worker's report, not for time to pass.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn plugin_line(status: &crate::keeper::WorkerStatus, path: &Path) -> String {
+    status
+        .plugins
+        .iter()
+        .find(|p| Path::new(&p.path) == path)
+        .map_or_else(
+            || "not loaded".to_owned(),
+            |p| {
+                format!(
+                    "{} {} sha256 {}",
+                    p.name.as_deref().unwrap_or("-"),
+                    p.version.as_deref().unwrap_or("-"),
+                    p.sha256.as_deref().unwrap_or("-")
+                )
+            },
+        )
+}
+
+fn reload_check(installed: &Path, new: &Path, broken: &Path) -> Result<(), String> {
+    use crate::control::{ask, default_socket, ControlReply, ControlRequest};
+    let client = HandoffClient::new(ClientConfig {
+        fallback: false,
+        ..ClientConfig::default()
+    });
+    let request = NamespaceRequest {
+        allocation_id: "demo-1".to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(DEMO_IMAGE.to_owned()),
+    };
+    let first = client
+        .request(&request)
+        .map_err(|e| format!("first request: {e}"))?;
+    let before = status()?;
+    println!(
+        "demo-agent: before: worker {:?}: {}",
+        before.pid,
+        plugin_line(&before, installed)
+    );
+    install(new, installed)?;
+    match ask(&default_socket(), &ControlRequest::Reload).map_err(|e| e.to_string())? {
+        ControlReply::Reloaded(_) => {}
+        other => return Err(format!("reload to the new version: {other:?}")),
+    }
+    let after = status()?;
+    println!(
+        "demo-agent: after reload: worker {:?}: {}",
+        after.pid,
+        plugin_line(&after, installed)
+    );
+    let again = client
+        .request(&request)
+        .map_err(|e| format!("request after the reload: {e}"))?;
+    if ns_links(&first) != ns_links(&again) {
+        return Err("the reloaded worker answered with other namespaces".into());
+    }
+    println!("demo-agent: demo-1 has the same namespaces after the reload");
+    install(broken, installed)?;
+    match ask(&default_socket(), &ControlRequest::Reload).map_err(|e| e.to_string())? {
+        ControlReply::Error(why) => println!(
+            "demo-agent: broken reload refused: {}",
+            why.lines().find(|l| l.contains("FAILED")).unwrap_or(&why)
+        ),
+        other => return Err(format!("a broken plugin was accepted: {other:?}")),
+    }
+    let unchanged = status()?;
+    println!(
+        "demo-agent: after the refused reload: worker {:?}: {}",
+        unchanged.pid,
+        plugin_line(&unchanged, installed)
+    );
+    if unchanged.pid != after.pid
+        || plugin_line(&unchanged, installed) != plugin_line(&after, installed)
+    {
+        return Err("the refused reload changed the worker".into());
+    }
+    client.release(again).map_err(|e| format!("release: {e}"))?;
+    drop(first);
+    Ok(())
+}
+
 /// Reads `path` as seen from mount namespace `mnt`, on a thread of its own
 /// (setns of a mount namespace needs an unshared fs context).
 fn read_inside(mnt: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<String, String> {

@@ -4,6 +4,7 @@ pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod inspect;
 pub mod keeper;

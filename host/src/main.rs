@@ -63,8 +63,15 @@ fn main() -> ExitCode {
             print!("{report}");
             verdict(ok)
         }
+        Command::Status { socket } => control(socket, &nodeinit::control::ControlRequest::Status),
+        Command::Reload { socket } => control(socket, &nodeinit::control::ControlRequest::Reload),
         Command::DemoAgent => exit(nodeinit::demo::run()),
         Command::DemoAgentRestartCheck => exit(nodeinit::demo::run_restart_check()),
+        Command::DemoAgentReloadCheck {
+            installed,
+            new,
+            broken,
+        } => exit(nodeinit::demo::run_reload_check(&installed, &new, &broken)),
         Command::Worker => exit(nodeinit::worker::run()),
         Command::CheckChild { config, excluded } => {
             verdict(nodeinit::check::check_here(config.as_deref(), &excluded).1)
@@ -73,6 +80,31 @@ fn main() -> ExitCode {
         Command::Help => {
             println!("{}", cli::USAGE);
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `nodeinit status` / `nodeinit reload`: ask the keeper, print its answer.
+fn control(socket: Option<PathBuf>, request: &nodeinit::control::ControlRequest) -> ExitCode {
+    use nodeinit::control::{ask, default_socket, render_status, ControlReply};
+    let socket = socket.unwrap_or_else(default_socket);
+    match ask(&socket, request) {
+        Ok(ControlReply::Status(status)) => {
+            print!("{}", render_status(&status));
+            ExitCode::SUCCESS
+        }
+        Ok(ControlReply::Reloaded(status)) => {
+            println!("reloaded");
+            print!("{}", render_status(&status));
+            ExitCode::SUCCESS
+        }
+        Ok(ControlReply::Error(why)) => {
+            eprintln!("nodeinit: {why}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("nodeinit: {e}");
+            ExitCode::FAILURE
         }
     }
 }

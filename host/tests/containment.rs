@@ -577,3 +577,94 @@ fn sandbox_a_killed_worker_is_restarted_and_the_live_allocation_survives() {
     assert!(stderr.contains("holder adopted"), "{context}");
     assert!(stderr.contains("worker restarted and serving"), "{context}");
 }
+
+/// The faulty plugin rebuilt with another version string.
+fn faulty_v2() -> PathBuf {
+    static V2: OnceLock<PathBuf> = OnceLock::new();
+    V2.get_or_init(|| {
+        let target = nodeinit_tests::workspace_root().join("target/fixtures-faulty-v2");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = Command::new(cargo)
+            .current_dir(nodeinit_tests::workspace_root())
+            .args(["build", "-q", "-p", "nodeinit-faulty", "--target-dir"])
+            .arg(&target)
+            .env("FAULTY_VERSION", "2.0.0-reload")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("debug/libnodeinit_faulty.so")
+    })
+    .clone()
+}
+
+#[test]
+fn sandbox_reload_swaps_in_a_new_version_and_refuses_a_broken_one() {
+    let plugin_dir = nodeinit_tests::reference_plugin_dir(nodeinit_tests::Profile::Debug);
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let plugins = dir.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+    let installed = plugins.join("libnodeinit_faulty.so");
+    fs::copy(&built().1, &installed).unwrap();
+    let new = dir.path().join("v2.so");
+    fs::copy(faulty_v2(), &new).unwrap();
+    let broken = dir.path().join("broken.so");
+    fs::write(&broken, &fs::read(&built().1).unwrap()[..5000]).unwrap();
+    for f in [&installed, &new, &broken] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // The sandbox config with `faulty` (harmless where it is told to fault:
+    // destroy_scope is never called) as the readiness backend.
+    let text = nodeinit_tests::with_plugin_dir(nodeinit::demo::SANDBOX_CONFIG, &plugin_dir)
+        .replace(
+            "[plugins.readiness]\npath = \"readiness\"",
+            &format!(
+                "[plugins.readiness]\npath = {:?}\noptions = {{ fault = \"segv\", at = \"destroy_scope\" }}",
+                installed.display().to_string()
+            ),
+        )
+        .replace(
+            "args = [\"demo-agent\"]",
+            &format!(
+                "args = [\"demo-agent\", \"--reload-check\", {:?}, {:?}, {:?}]",
+                installed.display().to_string(),
+                new.display().to_string(),
+                broken.display().to_string()
+            ),
+        );
+    let config = dir.path().join("nodeinit.toml");
+    fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
+        .args(["--sandbox", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!("{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{context}");
+    assert!(stdout.contains(": faulty 0.1.0 sha256 "), "{context}");
+    assert!(
+        stdout.contains(": faulty 2.0.0-reload sha256 "),
+        "status does not show the new version: {context}"
+    );
+    assert!(
+        stdout.contains("demo-agent: demo-1 has the same namespaces after the reload"),
+        "{context}"
+    );
+    assert!(
+        stdout.contains("demo-agent: broken reload refused: plugin readiness FAILED")
+            && stdout.contains("truncated or corrupt"),
+        "{context}"
+    );
+    assert!(
+        stdout.contains("demo-agent: reload check passed"),
+        "{context}"
+    );
+    assert!(stderr.contains("holder adopted"), "{context}");
+}

@@ -111,10 +111,21 @@ pub fn boot(env: &BootEnv) -> i32 {
             prepared.keep_worker(env, true);
             let supervisor = prepared.supervisor.as_ref();
             let outcome = supervise(&command, &mut options, signals, &mut |event| {
-                if let crate::agent::SuperviseEvent::OrphanReaped { pid, status } = event {
-                    if let Some(s) = supervisor {
-                        s.note_reaped(*pid, status.clone());
+                match event {
+                    crate::agent::SuperviseEvent::OrphanReaped { pid, status } => {
+                        if let Some(s) = supervisor {
+                            s.note_reaped(*pid, status.clone());
+                        }
                     }
+                    // SIGHUP goes to the agent (as ever) and reloads the plugins.
+                    crate::agent::SuperviseEvent::Forwarded {
+                        signal: nix::sys::signal::Signal::SIGHUP,
+                    } => {
+                        if let Some(s) = supervisor {
+                            s.request_reload();
+                        }
+                    }
+                    _ => {}
                 }
                 tracing::info!(?event, "supervise");
             });
@@ -163,9 +174,13 @@ fn serve_until_shutdown(env: &BootEnv, prepared: &mut Prepared) -> i32 {
     tracing::info!("no agent configured; serving until a shutdown signal");
     prepared.keep_worker(env, env.placement.reaps_orphans());
     let supervisor = prepared.supervisor.as_ref();
-    let action = wait_for_shutdown(signals, env.placement, &|pid, status| {
-        if let Some(s) = supervisor {
-            s.note_reaped(pid, status);
+    let action = wait_for_shutdown(signals, env.placement, &|event| {
+        let Some(s) = supervisor else {
+            return;
+        };
+        match event {
+            KeeperEvent::Reaped(pid, status) => s.note_reaped(pid, status),
+            KeeperEvent::Hangup => s.request_reload(),
         }
     });
     prepared.release();
@@ -173,12 +188,20 @@ fn serve_until_shutdown(env: &BootEnv, prepared: &mut Prepared) -> i32 {
     0
 }
 
+/// What the keeper's idle loop passes on.
+enum KeeperEvent {
+    /// A child was reaped: pid, how it ended.
+    Reaped(i32, String),
+    /// SIGHUP: reload the plugins.
+    Hangup,
+}
+
 /// Reaps children (as PID 1) until a shutdown signal arrives, telling
-/// `reaped` about each; returns what the signal asks.
+/// `events` about each reaped child and SIGHUP; returns what the signal asks.
 fn wait_for_shutdown(
     signals: &SignalPipe,
     placement: Placement,
-    reaped: &dyn Fn(i32, String),
+    events: &dyn Fn(KeeperEvent),
 ) -> ShutdownAction {
     loop {
         let mut fds = [nix::poll::PollFd::new(
@@ -188,11 +211,18 @@ fn wait_for_shutdown(
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
         if placement.reaps_orphans() {
             for r in reap_children() {
-                reaped(r.pid.as_raw(), crate::keeper::describe_status(&r.status));
+                events(KeeperEvent::Reaped(
+                    r.pid.as_raw(),
+                    crate::keeper::describe_status(&r.status),
+                ));
             }
         }
-        if let Some(action) = signals.drain().into_iter().find_map(shutdown_action_for) {
-            return action;
+        for signal in signals.drain() {
+            if signal == nix::sys::signal::Signal::SIGHUP {
+                events(KeeperEvent::Hangup);
+            } else if let Some(action) = shutdown_action_for(signal) {
+                return action;
+            }
         }
     }
 }
@@ -203,7 +233,7 @@ pub fn idle_as_pid1() -> ! {
     loop {
         match SignalPipe::install() {
             Ok(signals) => finish_shutdown(
-                wait_for_shutdown(signals, Placement::NodePid1, &|_, _| {}),
+                wait_for_shutdown(signals, Placement::NodePid1, &|_| {}),
                 true,
             ),
             Err(e) => {

@@ -231,6 +231,15 @@ impl Prepared {
                 DEFAULT_MAX_DELAY,
             ),
             main_thread_reaps,
+            control: match crate::control::ControlListener::bind(
+                &env.run_dir.join(crate::control::CONTROL_SOCKET_FILE),
+            ) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("no nodeinit status/reload: {e}");
+                    None
+                }
+            },
         };
         match WorkerSupervisor::start(worker, setup) {
             Ok(s) => self.supervisor = Some(s),

@@ -28,6 +28,7 @@ use nodeinit_handoff::HandoffListener;
 use super::{describe_status, WorkerFacts, WorkerProcess};
 use crate::agent::RestartBackoff;
 use crate::boot::PluginRecord;
+use crate::control::{ControlReply, ControlRequest};
 use crate::link::{FromWorker, Receive, StepReport, ToWorker, WorkerStart, WorkerTask};
 
 /// What `nodeinit status` shows of the worker.
@@ -39,8 +40,10 @@ pub struct WorkerStatus {
     pub serving_since: Option<u64>,
     /// Its plugins.
     pub plugins: Vec<PluginRecord>,
-    /// Restarts so far.
+    /// Restarts after a worker died.
     pub restarts: u32,
+    /// Reloads (new plugin files) so far.
+    pub reloads: u32,
     /// Why the last worker ended.
     pub last_death: Option<String>,
     /// How long the last restart took (new worker started → serving), ms.
@@ -49,6 +52,7 @@ pub struct WorkerStatus {
 
 enum Command {
     Stop(Duration),
+    Reload,
 }
 
 /// The handle the keeper's main thread keeps.
@@ -83,6 +87,8 @@ pub struct SupervisorSetup {
     pub backoff: RestartBackoff,
     /// Whether the main thread reaps every child (then only it may).
     pub main_thread_reaps: bool,
+    /// The control socket (`nodeinit status`, `nodeinit reload`).
+    pub control: Option<crate::control::ControlListener>,
 }
 
 impl WorkerSupervisor {
@@ -139,6 +145,12 @@ impl WorkerSupervisor {
             .clone()
     }
 
+    /// Reload the plugins (SIGHUP); the outcome is logged.
+    pub fn request_reload(&self) {
+        let _ = self.commands.send(Command::Reload);
+        self.poke();
+    }
+
     fn poke(&self) {
         let _ = nix::unistd::write(&self.wake, b"!");
     }
@@ -174,9 +186,20 @@ struct Keeping {
 
 enum Woke {
     Stop(Duration),
+    Reload,
+    Control,
     Timeout,
     Link,
     Nothing,
+}
+
+/// What a followed child must reach.
+#[derive(PartialEq, Eq)]
+enum Until {
+    /// A worker: serving.
+    Serving,
+    /// A probe: finished.
+    Finished,
 }
 
 impl Keeping {
@@ -201,21 +224,34 @@ impl Keeping {
             .unwrap_or(PollTimeout::MAX),
         };
         let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
-        if let Some(w) = link {
+        let control_at = self.setup.control.as_ref().map(|c| {
+            fds.push(PollFd::new(c.fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let link_at = link.map(|w| {
             fds.push(PollFd::new(w.channel().fd(), PollFlags::POLLIN));
-        }
+            fds.len() - 1
+        });
         let ready = nix::poll::poll(&mut fds, timeout);
-        let woke = fds[0].any().unwrap_or(false);
-        let link_ready = fds.get(1).is_some_and(|f| f.any().unwrap_or(false));
+        let is_ready = |at: Option<usize>| {
+            at.and_then(|i| fds.get(i))
+                .is_some_and(|f| f.any().unwrap_or(false))
+        };
+        let woke = is_ready(Some(0));
+        let control_ready = is_ready(control_at);
+        let link_ready = is_ready(link_at);
         if woke {
             self.drain_wake();
-            if let Ok(Command::Stop(grace)) = self.commands.try_recv() {
-                return Woke::Stop(grace);
+            match self.commands.try_recv() {
+                Ok(Command::Stop(grace)) => return Woke::Stop(grace),
+                Ok(Command::Reload) => return Woke::Reload,
+                Err(_) => {}
             }
         }
         match ready {
             Ok(0) => Woke::Timeout,
             _ if link_ready => Woke::Link,
+            _ if control_ready => Woke::Control,
             _ => Woke::Nothing,
         }
     }
@@ -262,10 +298,35 @@ impl Keeping {
                     if let Some(worker) = current.take() {
                         self.stop_worker(&worker, grace);
                     }
-                    if let Some(listener) = self.setup.listener.take() {
-                        listener.unpublish();
-                    }
+                    self.close_sockets();
                     return;
+                }
+                Woke::Reload => {
+                    match self.reload(&mut current) {
+                        Ok(status) => tracing::info!(pid = ?status.pid, "reload done"),
+                        Err(why) => tracing::error!("reload: {why}"),
+                    }
+                    if current.is_none() && restart_at.is_none() {
+                        restart_at = Some(
+                            Instant::now() + self.setup.backoff.delay_after_run(Duration::ZERO),
+                        );
+                    }
+                    if self.stopping {
+                        self.close_sockets();
+                        return;
+                    }
+                }
+                Woke::Control => {
+                    self.serve_control(&mut current);
+                    if current.is_none() && restart_at.is_none() {
+                        restart_at = Some(
+                            Instant::now() + self.setup.backoff.delay_after_run(Duration::ZERO),
+                        );
+                    }
+                    if self.stopping {
+                        self.close_sockets();
+                        return;
+                    }
                 }
                 Woke::Link => {
                     let Some(worker) = current.as_ref() else {
@@ -291,12 +352,10 @@ impl Keeping {
                 Woke::Timeout | Woke::Nothing => {
                     if restart_at.is_some_and(|t| Instant::now() >= t) {
                         restart_at = None;
-                        match self.resume() {
+                        match self.resume(false) {
                             Ok(worker) => current = Some(worker),
                             Err(_) if self.stopping => {
-                                if let Some(listener) = self.setup.listener.take() {
-                                    listener.unpublish();
-                                }
+                                self.close_sockets();
                                 return;
                             }
                             Err(why) => {
@@ -338,18 +397,116 @@ impl Keeping {
         tracing::info!(%status, "worker stopped");
     }
 
-    /// Start a worker that resumes the node; watch it until it serves.
-    fn resume(&mut self) -> Result<WorkerProcess, String> {
-        let mut start = self.setup.start.clone();
-        start.task = WorkerTask::Resume;
-        start.phases.clear();
-        start.boot_mounts = self.setup.facts.boot_mounts.clone();
-        start.live_allocations = self.setup.facts.live_allocations.iter().cloned().collect();
-        start.listener_passed = self.setup.listener.is_some();
-        let begun = Instant::now();
-        let worker =
-            WorkerProcess::spawn(&self.setup.program, &start, self.setup.listener.as_ref())
-                .map_err(|e| e.to_string())?;
+    fn close_sockets(&mut self) {
+        if let Some(listener) = self.setup.listener.take() {
+            listener.unpublish();
+        }
+        if let Some(control) = self.setup.control.take() {
+            control.unpublish();
+        }
+    }
+
+    fn status_now(&self) -> WorkerStatus {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        // The worker sends its records again, with file hashes, once serving.
+        status.plugins = self.setup.facts.plugins.clone();
+        status.clone()
+    }
+
+    /// One control request, answered.
+    fn serve_control(&mut self, current: &mut Option<WorkerProcess>) {
+        let Some(client) = self.setup.control.as_ref().and_then(|c| c.accept()) else {
+            return;
+        };
+        let reply = match client.receive::<ControlRequest>() {
+            Ok(Receive::Message(ControlRequest::Status)) => ControlReply::Status(self.status_now()),
+            Ok(Receive::Message(ControlRequest::Reload)) => match self.reload(current) {
+                Ok(status) => ControlReply::Reloaded(status),
+                Err(why) => ControlReply::Error(why),
+            },
+            Ok(Receive::Closed) => return,
+            Err(e) => ControlReply::Error(format!("bad control request: {e}")),
+        };
+        if let Err(e) = client.send(&reply) {
+            tracing::warn!("control reply not sent: {e}");
+        }
+    }
+
+    /// Probe the config's plugins in a child; if they load, drain the
+    /// worker and start one with them. Nothing changes when the probe fails.
+    fn reload(&mut self, current: &mut Option<WorkerProcess>) -> Result<WorkerStatus, String> {
+        tracing::info!("reload: probing the plugins in a child");
+        let report = self.probe()?;
+        tracing::info!("reload: probe passed; draining worker");
+        if let Some(old) = current.take() {
+            if old.channel().send(&ToWorker::Drain).is_ok() {
+                self.follow_to_exit(&old, Duration::from_secs(30));
+            }
+            let status = self.death_status(&old, Duration::from_secs(5));
+            tracing::info!(pid = old.pid().as_raw(), %status, "reload: old worker drained");
+        }
+        self.setup.start.excluded.clear();
+        let worker = self
+            .resume(true)
+            .map_err(|e| format!("the probe passed but the new worker failed: {e}; restarting with backoff\n{report}"))?;
+        *current = Some(worker);
+        Ok(self.status_now())
+    }
+
+    /// `nodeinit __check` on the config, in a child followed like a worker.
+    fn probe(&mut self) -> Result<String, String> {
+        let mut args: Vec<std::ffi::OsString> = vec!["__check".into()];
+        if let Some(file) = &self.setup.start.config_file {
+            args.push("--config".into());
+            args.push(file.into());
+        }
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
+        let (child, stdout) =
+            WorkerProcess::spawn_child(&self.setup.program, &args, None, true, false)
+                .map_err(|e| format!("cannot start the probe: {e}"))?;
+        let reader = stdout.map(|mut out| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut out, &mut text);
+                text
+            })
+        });
+        let followed = self.follow(&child, Until::Finished);
+        let status = self.death_status(&child, Duration::from_secs(5));
+        let report = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+        match followed {
+            Err(why) => Err(format!(
+                "the new plugins {why} while loading; nothing changed\n{report}"
+            )),
+            Ok(()) if report.trim_end().ends_with("check: ok") => Ok(report),
+            Ok(()) => Err(format!(
+                "the probe refused the config ({status}); nothing changed\n{report}"
+            )),
+        }
+    }
+
+    /// Read the link until the child closes it (it exits), at most `within`.
+    fn follow_to_exit(&mut self, child: &WorkerProcess, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.wait(Some(child), Some(deadline)) {
+                Woke::Link => match child.channel().receive::<FromWorker>() {
+                    Ok(Receive::Message(message)) => self.setup.facts.absorb(&message),
+                    Ok(Receive::Closed) | Err(_) => return,
+                },
+                Woke::Timeout => {
+                    let _ = nix::sys::signal::kill(child.pid(), nix::sys::signal::Signal::SIGKILL);
+                    return;
+                }
+                Woke::Stop(_) => self.stopping = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Follow a child's reports, with each call's deadline, until it
+    /// serves or finishes. `Err`: how it died or hung.
+    fn follow(&mut self, child: &WorkerProcess, until: Until) -> Result<(), String> {
         let mut step: Option<StepReport> = None;
         let mut since = Instant::now();
         loop {
@@ -357,24 +514,13 @@ impl Keeping {
                 .as_ref()
                 .map_or(self.setup.idle_timeout_secs, |s| s.timeout_secs);
             let deadline = since + Duration::from_secs(timeout);
-            match self.wait(Some(&worker), Some(deadline)) {
-                Woke::Link => match worker.channel().receive::<FromWorker>() {
-                    Ok(Receive::Message(FromWorker::Serving)) => {
-                        let ms = begun.elapsed().as_secs_f64() * 1e3;
-                        tracing::info!(
-                            pid = worker.pid().as_raw(),
-                            restart_ms = ms,
-                            "worker restarted and serving"
-                        );
-                        let plugins = self.setup.facts.plugins.clone();
-                        self.set_status(|s| {
-                            s.pid = Some(worker.pid().as_raw());
-                            s.serving_since = now_secs();
-                            s.plugins = plugins;
-                            s.restarts += 1;
-                            s.last_restart_ms = Some(ms);
-                        });
-                        return Ok(worker);
+            match self.wait(Some(child), Some(deadline)) {
+                Woke::Link => match child.channel().receive::<FromWorker>() {
+                    Ok(Receive::Message(FromWorker::Serving)) if until == Until::Serving => {
+                        return Ok(())
+                    }
+                    Ok(Receive::Message(FromWorker::Finished)) if until == Until::Finished => {
+                        return Ok(())
                     }
                     Ok(Receive::Message(FromWorker::Step(s))) => {
                         step = Some(s);
@@ -385,29 +531,63 @@ impl Keeping {
                         since = Instant::now();
                     }
                     Ok(Receive::Closed) | Err(_) => {
-                        let status = self.death_status(&worker, Duration::from_secs(5));
+                        let status = self.death_status(child, Duration::from_secs(5));
                         return Err(match step {
                             Some(s) => format!(
                                 "plugin {}: worker {status} in {}",
                                 s.plugin.as_deref().unwrap_or("?"),
                                 s.method
                             ),
-                            None => format!("resuming worker {status}"),
+                            None => format!("worker {status}"),
                         });
                     }
                 },
                 Woke::Timeout => {
-                    let _ = nix::sys::signal::kill(worker.pid(), nix::sys::signal::Signal::SIGKILL);
-                    let _ = self.death_status(&worker, Duration::from_secs(5));
+                    let _ = nix::sys::signal::kill(child.pid(), nix::sys::signal::Signal::SIGKILL);
                     return Err(crate::keeper::overrun_reason(step.as_ref(), timeout));
                 }
                 Woke::Stop(grace) => {
-                    self.stop_worker(&worker, grace);
+                    self.stop_worker(child, grace);
                     self.stopping = true;
                     return Err("stopping".to_owned());
                 }
-                Woke::Nothing => {}
+                Woke::Reload | Woke::Control | Woke::Nothing => {}
             }
         }
+    }
+
+    /// Start a worker that resumes the node; follow it until it serves.
+    fn resume(&mut self, reload: bool) -> Result<WorkerProcess, String> {
+        let mut start = self.setup.start.clone();
+        start.task = WorkerTask::Resume;
+        start.phases.clear();
+        start.boot_mounts = self.setup.facts.boot_mounts.clone();
+        start.live_allocations = self.setup.facts.live_allocations.iter().cloned().collect();
+        start.listener_passed = self.setup.listener.is_some();
+        let begun = Instant::now();
+        let worker =
+            WorkerProcess::spawn(&self.setup.program, &start, self.setup.listener.as_ref())
+                .map_err(|e| e.to_string())?;
+        self.follow(&worker, Until::Serving)?;
+        let ms = begun.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(
+            pid = worker.pid().as_raw(),
+            restart_ms = ms,
+            reload,
+            "worker restarted and serving"
+        );
+        let plugins = self.setup.facts.plugins.clone();
+        self.set_status(|s| {
+            s.pid = Some(worker.pid().as_raw());
+            s.serving_since = now_secs();
+            s.plugins = plugins;
+            if reload {
+                s.reloads += 1;
+            } else {
+                s.restarts += 1;
+            }
+            s.last_restart_ms = Some(ms);
+        });
+        Ok(worker)
     }
 }

@@ -417,6 +417,20 @@ impl WorkerState {
         tracing::info!(live = ?live, "worker resumed");
     }
 
+    /// The plugin records, each with the sha256 of its file.
+    pub fn plugins_with_sha256(&self) -> Vec<PluginRecord> {
+        let mut records = self.plugins.clone();
+        for r in records
+            .iter_mut()
+            .filter(|r| r.sha256.is_none() && r.error.is_none())
+        {
+            r.sha256 = std::fs::File::open(&r.path)
+                .ok()
+                .and_then(|f| crate::loader::sha256_hex(&f).ok());
+        }
+        records
+    }
+
     /// Releases what boot acquired (boot mounts, the server). Idempotent.
     pub fn release(&mut self) {
         if let Some(server) = self.server.take() {
