@@ -31,6 +31,11 @@
 #   optional    an optional plugin segfaults in its constructor: the boot
 #               goes on without it and execs the agent, which finds the
 #               reason in boot.json
+#   reload      supervise mode with a live allocation: the plugin file is
+#               replaced by a rebuild with another version string and
+#               `nodeinit reload` hands over to it (`nodeinit status` shows
+#               it, the allocation keeps its namespaces); a truncated file
+#               is refused and nothing changes
 # The supervise scenario also checks PID 1 maps no plugin and that a worker
 # killed with SIGSEGV is restarted with the live allocation intact.
 # The node id is given as nodeinit.node_id= on the kernel command line; the
@@ -110,7 +115,13 @@ build_nodeinit() {
             -p nodeinit-cgroupfs -p nodeinit-squashfs -p nodeinit-unshare -p nodeinit-readiness \
             -p nodeinit-faulty -p nodeinit-vm-agent) >&2 ||
             die "cargo build of nodeinit, its plugins and tests/vm/agent failed"
+        # The reload scenario's "new version" of the faulty plugin.
+        (cd "$repo" && FAULTY_VERSION=2.0.0-reload cargo build -q -p nodeinit-faulty \
+            --target-dir "$target_dir/fixtures-faulty-v2") >&2 ||
+            die "cargo build of the rebuilt faulty plugin failed"
     fi
+    [[ -f $target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so ]] ||
+        die "$target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so was not built"
     local artifact
     for artifact in nodeinit nodeinit-vm-agent libnodeinit_cgroupfs.so libnodeinit_squashfs.so \
         libnodeinit_unshare.so libnodeinit_readiness.so libnodeinit_faulty.so; do
@@ -180,6 +191,34 @@ args = ["--mode", "$mode"]
 mode = "exec"
 EOF
             ;;
+        reload)
+            cat >"$file" <<EOF
+[host]
+plugin_dir = "$plugin_dir"
+on_failure = "poweroff"
+
+[plugins.mount]
+path = "squashfs"
+[plugins.mount.options]
+image_dirs = ["/images"]
+
+[plugins.namespace]
+path = "unshare"
+
+[plugins.readiness]
+path = "faulty"
+[plugins.readiness.options]
+fault = "segv"
+at = "destroy_scope"
+
+[handoff]
+agent = "command"
+exec = "$agent_path"
+args = ["--mode", "reload", "--shutdown-signal", "PWR"]
+mode = "supervise"
+grace_secs = 5
+EOF
+            ;;
         missing)
             cat >"$file" <<EOF
 [host]
@@ -231,6 +270,11 @@ pack() { # scenario -> $work/SCENARIO.img
         for plugin in cgroupfs squashfs unshare readiness faulty; do
             args+=(--plugin "$target_dir/debug/libnodeinit_$plugin.so")
         done
+        if [[ $scenario == reload ]]; then
+            head -c 5000 "$target_dir/debug/libnodeinit_faulty.so" >"$work/faulty-broken.so"
+            args+=(--file "$target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so:/images/faulty-v2.so"
+                --file "$work/faulty-broken.so:/images/faulty-broken.so")
+        fi
         if [[ $scenario == fault-segv ]]; then
             # The rescue "shell": prints boot.json and powers off.
             printf '#!/bin/busybox sh\necho VMTEST BOOTJSON-BEGIN\n/bin/busybox cat /run/nodeinit/boot.json\necho\necho VMTEST BOOTJSON-END\n/bin/busybox poweroff -f\n' >"$work/rescue-sh"
@@ -430,6 +474,17 @@ run_fault-abort() { run_fault fault-abort; }
 run_fault-exit() { run_fault fault-exit; }
 run_fault-hang() { run_fault fault-hang; }
 
+run_reload() {
+    local console=$work/reload.console
+    boot reload
+    show_markers reload "$console"
+    common_end reload "$console"
+    expect reload "$console" "nodeinit reload to a rebuilt plugin; status shows it; the allocation lives; a broken one is refused" 'VMTEST PASS reload: status showed "readiness faulty 0.1.0", then "readiness faulty 2.0.0-reload"'
+    expect reload "$console" "a new worker took over after the probe" 'worker restarted and serving .*reload=true'
+    expect reload "$console" "the broken plugin was refused by the probe" 'truncated or corrupt'
+    refuse reload "$console" "no agent check failed" 'VMTEST FAIL'
+}
+
 run_optional() {
     local console=$work/optional.console
     boot optional
@@ -443,7 +498,7 @@ run_optional() {
 
 # --- main --------------------------------------------------------------------
 scenarios=("$@")
-all_scenarios=(builder standin exec supervise missing fault-segv fault-abort fault-exit fault-hang optional)
+all_scenarios=(builder standin exec supervise missing fault-segv fault-abort fault-exit fault-hang optional reload)
 ((${#scenarios[@]})) || scenarios=("${all_scenarios[@]}")
 for s in "${scenarios[@]}"; do
     [[ " ${all_scenarios[*]} " == *" $s "* ]] || die "unknown scenario '$s' (${all_scenarios[*]})"

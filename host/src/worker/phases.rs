@@ -424,9 +424,7 @@ impl WorkerState {
             .iter_mut()
             .filter(|r| r.sha256.is_none() && r.error.is_none())
         {
-            r.sha256 = std::fs::File::open(&r.path)
-                .ok()
-                .and_then(|f| crate::loader::sha256_hex(&f).ok());
+            r.sha256 = crate::loader::loaded_sha256(std::path::Path::new(&r.path));
         }
         records
     }

@@ -14,6 +14,8 @@
 //!   survives a worker killed with SIGSEGV, then crashes; the restarted run
 //!   checks it was restarted and asks nodeinit to shut the VM down
 //!   (`--shutdown-signal`).
+//! * `--mode reload`: supervise mode; `nodeinit reload` to a rebuilt plugin
+//!   with a live allocation, then to a broken one; then shuts the VM down.
 //! * `--mode optional`: exec mode after an optional plugin killed a worker
 //!   in its constructor: boot.json says so, the boot went on; powers off.
 
@@ -22,6 +24,7 @@ mod kernel_cmdline;
 mod kernel_modules;
 mod lifecycle;
 mod namespaces;
+mod reload;
 mod report;
 mod scope;
 mod slices;
@@ -56,13 +59,14 @@ const SUPERVISE_PHASES: [&str; 8] = [
 ];
 
 const USAGE: &str =
-    "usage: nodeinit-vm-agent --mode exec|supervise|optional [--shutdown-signal TERM]";
+    "usage: nodeinit-vm-agent --mode exec|supervise|optional|reload [--shutdown-signal TERM]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Exec,
     Supervise,
     Optional,
+    Reload,
 }
 
 struct Args {
@@ -98,8 +102,9 @@ fn parse_mode(word: Option<String>) -> Result<Mode, String> {
         Some("exec") => Ok(Mode::Exec),
         Some("supervise") => Ok(Mode::Supervise),
         Some("optional") => Ok(Mode::Optional),
+        Some("reload") => Ok(Mode::Reload),
         other => Err(format!(
-            "--mode {other:?} is not exec, supervise or optional; {USAGE}"
+            "--mode {other:?} is not exec, supervise, optional or reload; {USAGE}"
         )),
     }
 }
@@ -119,6 +124,7 @@ fn main() {
             restarted_run(&mut report, previous, args.shutdown_signal)
         }
         (Mode::Optional, _) => optional_run(&mut report),
+        (Mode::Reload, _) => reload_run(&mut report, args.shutdown_signal),
         (mode, runs) => {
             if let Err(why) = runs {
                 report.check("run-counter", Err(why));
@@ -138,7 +144,7 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
             }
             let must_be_ok: &[&str] = match mode {
                 Mode::Exec | Mode::Optional => &EXEC_PHASES,
-                Mode::Supervise => &SUPERVISE_PHASES,
+                Mode::Supervise | Mode::Reload => &SUPERVISE_PHASES,
             };
             report.check(
                 "boot-json",
@@ -191,19 +197,32 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
     match mode {
         // `[boot].mounts` acquired the image before the exec.
         Mode::Exec | Mode::Optional => report.check("uenv-host", namespaces::host_mount()),
-        Mode::Supervise => handoff_checks(report),
+        Mode::Supervise | Mode::Reload => handoff_checks(report),
     }
     match mode {
         Mode::Exec | Mode::Optional => {
             finish(report, Some(lifecycle::power_off_as_pid1 as fn() -> !))
         }
-        Mode::Supervise => {
+        Mode::Supervise | Mode::Reload => {
             report.finish();
             report.info(
                 "crash",
                 "first run done, crashing on purpose (SIGABRT) to be restarted",
             );
             lifecycle::crash()
+        }
+    }
+}
+
+/// Supervise mode: a live plugin upgrade, then a shutdown request.
+fn reload_run(report: &mut Report, shutdown_signal: Signal) -> ! {
+    report.check("reload", reload::upgrade());
+    report.finish();
+    match lifecycle::request_shutdown(shutdown_signal) {
+        Ok(()) => std::process::exit(0),
+        Err(why) => {
+            report.check("shutdown", Err(why));
+            std::process::exit(1)
         }
     }
 }
