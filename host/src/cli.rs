@@ -47,6 +47,11 @@ pub enum Command {
     /// `demo-agent --restart-check`: kills the worker and checks the live
     /// allocation survives its restart.
     DemoAgentRestartCheck,
+    /// `demo-agent --restart-bench N`: time N worker restarts.
+    DemoAgentRestartBench {
+        /// How many.
+        times: u32,
+    },
     /// `demo-agent --reload-check INSTALLED NEW BROKEN`: a live plugin upgrade.
     DemoAgentReloadCheck {
         /// The plugin file the config names.
@@ -139,6 +144,11 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, String> {
         }),
         ["demo-agent"] => Ok(Command::DemoAgent),
         ["demo-agent", "--restart-check"] => Ok(Command::DemoAgentRestartCheck),
+        ["demo-agent", "--restart-bench", n] => Ok(Command::DemoAgentRestartBench {
+            times: n
+                .parse()
+                .map_err(|e| format!("--restart-bench {n:?}: {e}"))?,
+        }),
         ["demo-agent", "--reload-check", installed, new, broken] => {
             Ok(Command::DemoAgentReloadCheck {
                 installed: PathBuf::from(installed),

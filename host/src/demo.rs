@@ -212,6 +212,54 @@ fn mount_state() -> String {
     std::fs::read_to_string("/run/nodeinit/squashfs-mounts.json").unwrap_or_default()
 }
 
+/// `nodeinit demo-agent --restart-bench N`: with `demo-1` live (its uenv
+/// image mounted), kill the worker N times with SIGSEGV and time, each
+/// time, SIGSEGV → the same request answered by the next worker. Prints one
+/// `restart-bench: <ms>` line per restart (the keeper's backoff included;
+/// the keeper logs `restart_ms`, its own part). Returns the exit code.
+pub fn run_restart_bench(times: u32) -> i32 {
+    let client = HandoffClient::new(ClientConfig {
+        fallback: false,
+        ..ClientConfig::default()
+    });
+    let request = NamespaceRequest {
+        allocation_id: "demo-1".to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(DEMO_IMAGE.to_owned()),
+    };
+    let Ok(granted) = client.request(&request) else {
+        println!("restart-bench: first request failed");
+        return 1;
+    };
+    for _ in 0..times {
+        let Some(worker) = worker_pid() else {
+            println!("restart-bench: no worker");
+            return 1;
+        };
+        let begun = std::time::Instant::now();
+        if nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(worker),
+            nix::sys::signal::Signal::SIGSEGV,
+        )
+        .is_err()
+            || wait_gone(worker).is_err()
+        {
+            println!("restart-bench: cannot kill worker {worker}");
+            return 1;
+        }
+        match client.request(&request) {
+            Ok(again) => drop(again),
+            Err(e) => {
+                println!("restart-bench: request after the restart: {e}");
+                return 1;
+            }
+        }
+        println!("restart-bench: {:.3}", begun.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = client.release(granted);
+    0
+}
+
 fn restart_check() -> Result<(), String> {
     let client = HandoffClient::new(ClientConfig {
         fallback: false,

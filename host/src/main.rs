@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         Command::Reload { socket } => control(socket, &nodeinit::control::ControlRequest::Reload),
         Command::DemoAgent => exit(nodeinit::demo::run()),
         Command::DemoAgentRestartCheck => exit(nodeinit::demo::run_restart_check()),
+        Command::DemoAgentRestartBench { times } => exit(nodeinit::demo::run_restart_bench(times)),
         Command::DemoAgentReloadCheck {
             installed,
             new,

@@ -56,6 +56,7 @@ pub fn watch(
 ) -> WatchEnd {
     let mut step: Option<StepReport> = None;
     let mut since = Instant::now();
+    let mut first_report = true;
     loop {
         let timeout_secs = step.as_ref().map_or(idle_timeout_secs, |s| s.timeout_secs);
         let deadline = since + Duration::from_secs(timeout_secs);
@@ -114,6 +115,12 @@ pub fn watch(
             match worker.channel().receive::<FromWorker>() {
                 Ok(Receive::Message(message)) => {
                     since = Instant::now();
+                    if first_report {
+                        first_report = false;
+                        // What the split costs a boot: start to first report.
+                        let ms = worker.uptime().as_secs_f64() * 1e3;
+                        tracing::info!(worker_started = %format!("{ms:.3}ms"), pid = worker.pid().as_raw(), "worker up");
+                    }
                     match message {
                         FromWorker::Step(s) => step = Some(s),
                         FromWorker::Serving => return WatchEnd::Serving,
