@@ -37,8 +37,14 @@ impl NamespaceProvider for TrackedNamespaces {
         &self,
         request: &NamespaceRequest,
     ) -> Result<NamespaceResponse, NamespaceError> {
-        self.report(AllocationEvent::Live(request.allocation_id.clone()));
-        self.inner.create_namespaces(request)
+        let id = &request.allocation_id;
+        self.report(AllocationEvent::Live(id.clone()));
+        let created = self.inner.create_namespaces(request);
+        // A refused request leaves nothing live (unless the id already was).
+        if created.is_err() && self.inner.namespace_fds(id).is_err() {
+            self.report(AllocationEvent::Ended(id.clone()));
+        }
+        created
     }
 
     fn release_namespaces(&self, allocation_id: &str) -> Result<(), NamespaceError> {
