@@ -668,3 +668,92 @@ fn sandbox_reload_swaps_in_a_new_version_and_refuses_a_broken_one() {
     );
     assert!(stderr.contains("holder adopted"), "{context}");
 }
+
+/// The keeper's status once `done` holds (the worker restarts after its
+/// backoff; this waits for that report, bounded).
+fn status_when(
+    socket: &Path,
+    done: impl Fn(&nodeinit::keeper::WorkerStatus) -> bool,
+) -> nodeinit::keeper::WorkerStatus {
+    use nodeinit::control::{ask, ControlReply, ControlRequest};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match ask(socket, &ControlRequest::Status) {
+            Ok(ControlReply::Status(s)) if done(&s) => return s,
+            Ok(ControlReply::Status(s)) if std::time::Instant::now() > deadline => {
+                panic!("status never reached the expected state: {s:?}")
+            }
+            Ok(ControlReply::Status(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn process_level_a_dead_worker_is_restarted_and_reload_probes_first() {
+    use nodeinit::control::{ask, ControlReply, ControlRequest};
+    // No [handoff]: the worker serves until the keeper stops it.
+    let text = ALL_NULL_SERVING;
+    let stage = Stage::new(text);
+    let env = stage.env();
+    let mut p = prepare(&env);
+    assert!(p.phases.is_healthy());
+    let first = p.worker.as_ref().unwrap().pid();
+    // This test's loop does not reap: the keeper's thread reaps its worker.
+    p.keep_worker(&env, false);
+    let socket = env.run_dir.join("control.sock");
+    let status = status_when(&socket, |s| s.pid.is_some());
+    assert_eq!(status.pid, Some(first.as_raw()));
+    nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGSEGV).unwrap();
+    let status = status_when(&socket, |s| s.restarts == 1 && s.pid.is_some());
+    assert_ne!(status.pid, Some(first.as_raw()));
+    assert_eq!(
+        status.last_death.as_deref(),
+        Some("worker killed by SIGSEGV")
+    );
+    let restarted = status.pid;
+
+    // A config whose plugin is gone: the probe refuses, nothing changes.
+    let config = stage.dir.path().join("nodeinit.toml");
+    let good = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        good.replacen("path = \"null\"", "path = \"gone\"", 1),
+    )
+    .unwrap();
+    match ask(&socket, &ControlRequest::Reload).unwrap() {
+        ControlReply::Error(why) => assert!(
+            why.contains("nothing changed") && why.contains("libnodeinit_gone.so: no such file"),
+            "{why}"
+        ),
+        other => panic!("a broken reload was accepted: {other:?}"),
+    }
+    let status = status_when(&socket, |_| true);
+    assert_eq!((status.pid, status.reloads), (restarted, 0));
+
+    // The good config again: a new worker takes over.
+    fs::write(&config, good).unwrap();
+    match ask(&socket, &ControlRequest::Reload).unwrap() {
+        ControlReply::Reloaded(s) => {
+            assert_eq!(s.reloads, 1);
+            assert!(s.pid.is_some() && s.pid != restarted, "{s:?}");
+        }
+        other => panic!("reload failed: {other:?}"),
+    }
+    p.release();
+    assert!(!socket.exists(), "control socket left behind");
+}
+
+const ALL_NULL_SERVING: &str = r#"
+[host]
+plugin_dir = "@PLUGINS@"
+[plugins.cgroup]
+path = "null"
+[plugins.mount]
+path = "null"
+[plugins.namespace]
+path = "null"
+[plugins.readiness]
+path = "null"
+"#;
