@@ -35,6 +35,16 @@ pub enum Command {
         /// `--json`: print the file itself, for scripts.
         json: bool,
     },
+    /// `status [--socket S]`: the running worker's plugins, since when.
+    Status {
+        /// The keeper's control socket (default `/run/nodeinit/control.sock`).
+        socket: Option<PathBuf>,
+    },
+    /// `reload [--socket S]`: probe the config's plugin files, then hand over.
+    Reload {
+        /// The keeper's control socket.
+        socket: Option<PathBuf>,
+    },
     /// `plugin inspect PATH...`.
     Inspect {
         /// Files.
@@ -43,6 +53,38 @@ pub enum Command {
     /// `demo-agent`: the sandbox's demo agent (requests namespaces over the
     /// handoff socket and prints what it received).
     DemoAgent,
+    /// `demo-agent --restart-check`: kills the worker and checks the
+    /// allocation survives (tests).
+    DemoAgentRestartCheck,
+    /// `demo-agent --restart-bench N`: times N worker restarts (bench).
+    DemoAgentRestartBench {
+        /// Restarts to time.
+        times: u32,
+    },
+    /// `demo-agent --reload-check INSTALLED NEW BROKEN` (tests).
+    DemoAgentReloadCheck {
+        /// The plugin file in place.
+        installed: PathBuf,
+        /// A good new version.
+        new: PathBuf,
+        /// A broken one.
+        broken: PathBuf,
+    },
+    /// `__worker` (hidden): the worker process the keeper starts.
+    Worker,
+    /// `__check [--config F] [--exclude kind=reason]...` (hidden): the probe
+    /// child of `check`.
+    CheckChild {
+        /// `--config`.
+        config: Option<PathBuf>,
+        /// `kind=reason` of plugins not to load.
+        excluded: Vec<String>,
+    },
+    /// `__inspect PATH` (hidden): the probe child of `plugin inspect`.
+    InspectChild {
+        /// The file.
+        path: PathBuf,
+    },
     /// `__man DIR` (hidden): write the man pages into DIR (packaging).
     Man {
         /// Output directory.
@@ -110,6 +152,21 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// Show the running worker: its plugins (name, version, sha256) and since when.
+    #[command(version)]
+    Status {
+        /// The keeper's control socket.
+        #[arg(long, value_name = "SOCKET")]
+        socket: Option<PathBuf>,
+    },
+    /// Load the config's plugin files in a probe child, then hand the running
+    /// node over to them without losing state (also: SIGHUP to the keeper).
+    #[command(version)]
+    Reload {
+        /// The keeper's control socket.
+        #[arg(long, value_name = "SOCKET")]
+        socket: Option<PathBuf>,
+    },
     /// Work with plugin files.
     #[command(version, subcommand_required = true, arg_required_else_help = true)]
     Plugin {
@@ -118,7 +175,36 @@ enum Sub {
     },
     /// The sandbox's demo agent.
     #[command(hide = true)]
-    DemoAgent,
+    DemoAgent {
+        /// Kill the worker and check the allocation survives.
+        #[arg(long, conflicts_with_all = ["restart_bench", "reload_check"])]
+        restart_check: bool,
+        /// Time N worker restarts.
+        #[arg(long, value_name = "N", conflicts_with = "reload_check")]
+        restart_bench: Option<u32>,
+        /// Reload to NEW, then to BROKEN, with INSTALLED in place.
+        #[arg(long, num_args = 3, value_names = ["INSTALLED", "NEW", "BROKEN"])]
+        reload_check: Option<Vec<PathBuf>>,
+    },
+    /// The worker process the keeper starts.
+    #[command(name = "__worker", hide = true)]
+    Worker,
+    /// The probe child of `check`.
+    #[command(name = "__check", hide = true)]
+    CheckChild {
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `kind=reason` of plugins not to load.
+        #[arg(long = "exclude", value_name = "KIND=REASON")]
+        excluded: Vec<String>,
+    },
+    /// The probe child of `plugin inspect`.
+    #[command(name = "__inspect", hide = true)]
+    InspectChild {
+        /// The file.
+        path: PathBuf,
+    },
     /// Write the man pages into DIR.
     #[command(name = "__man", hide = true)]
     Man {
@@ -167,7 +253,29 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, clap::Error> {
             Sub::Plugin {
                 command: PluginSub::Inspect { paths },
             } => Command::Inspect { paths },
-            Sub::DemoAgent => Command::DemoAgent,
+            Sub::Status { socket } => Command::Status { socket },
+            Sub::Reload { socket } => Command::Reload { socket },
+            Sub::DemoAgent {
+                restart_check,
+                restart_bench,
+                reload_check,
+            } => match (restart_check, restart_bench, reload_check) {
+                (true, _, _) => Command::DemoAgentRestartCheck,
+                (_, Some(times), _) => Command::DemoAgentRestartBench { times },
+                (_, _, Some(paths)) => match <[PathBuf; 3]>::try_from(paths) {
+                    Ok([installed, new, broken]) => Command::DemoAgentReloadCheck {
+                        installed,
+                        new,
+                        broken,
+                    },
+                    // clap enforces num_args = 3.
+                    Err(_) => Command::DemoAgent,
+                },
+                _ => Command::DemoAgent,
+            },
+            Sub::Worker => Command::Worker,
+            Sub::CheckChild { config, excluded } => Command::CheckChild { config, excluded },
+            Sub::InspectChild { path } => Command::InspectChild { path },
             Sub::Man { dir } => Command::Man { dir },
             Sub::Completions { dir } => Command::Completions { dir },
         },
@@ -280,6 +388,53 @@ mod tests {
                 json: true
             }
         );
+        assert_eq!(p(&["status"]).unwrap(), Command::Status { socket: None });
+        assert_eq!(
+            p(&["reload", "--socket", "/s"]).unwrap(),
+            Command::Reload {
+                socket: Some("/s".into())
+            }
+        );
+        assert_eq!(p(&["__worker"]).unwrap(), Command::Worker);
+        assert_eq!(
+            p(&[
+                "__check",
+                "--config",
+                "c",
+                "--exclude",
+                "mount=x",
+                "--exclude",
+                "cgroup=y"
+            ])
+            .unwrap(),
+            Command::CheckChild {
+                config: Some("c".into()),
+                excluded: vec!["mount=x".into(), "cgroup=y".into()]
+            }
+        );
+        assert_eq!(
+            p(&["__inspect", "a.so"]).unwrap(),
+            Command::InspectChild {
+                path: "a.so".into()
+            }
+        );
+        assert_eq!(p(&["demo-agent"]).unwrap(), Command::DemoAgent);
+        assert_eq!(
+            p(&["demo-agent", "--restart-check"]).unwrap(),
+            Command::DemoAgentRestartCheck
+        );
+        assert_eq!(
+            p(&["demo-agent", "--restart-bench", "5"]).unwrap(),
+            Command::DemoAgentRestartBench { times: 5 }
+        );
+        assert_eq!(
+            p(&["demo-agent", "--reload-check", "a", "b", "c"]).unwrap(),
+            Command::DemoAgentReloadCheck {
+                installed: "a".into(),
+                new: "b".into(),
+                broken: "c".into()
+            }
+        );
         assert_eq!(
             p(&["plugin", "inspect", "a.so", "b.so"]).unwrap(),
             Command::Inspect {
@@ -318,6 +473,8 @@ mod tests {
             &["report", "--help"],
             &["plugin", "inspect", "--help"],
             &["boot", "--help"],
+            &["status", "--help"],
+            &["reload", "--help"],
         ] {
             let e = p(words).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{words:?}");

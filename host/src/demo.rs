@@ -174,6 +174,313 @@ pub fn run() -> i32 {
     code
 }
 
+/// `nodeinit demo-agent --restart-check`: what a supervise-mode worker
+/// restart must keep. Requests `demo-1`, kills the worker with SIGSEGV,
+/// waits until it is gone, requests `demo-1` again while the keeper
+/// restarts the worker (the request waits in the socket's backlog), and
+/// checks the answer names the same namespaces, the uenv is still readable
+/// through the old FDs, and the mount references are unchanged. Returns the
+/// exit code.
+pub fn run_restart_check() -> i32 {
+    match restart_check() {
+        Ok(()) => {
+            println!("demo-agent: restart check passed");
+            0
+        }
+        Err(e) => {
+            println!("demo-agent: restart check FAILED: {e}");
+            1
+        }
+    }
+}
+
+fn ns_links(granted: &nodeinit_handoff::GrantedNamespaces) -> Vec<String> {
+    granted
+        .fds
+        .iter()
+        .map(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_or_else(|e| format!("? ({e})"), |p| p.display().to_string())
+        })
+        .collect()
+}
+
+/// The pid of the running worker: argv[1] is `__worker` and it is in our
+/// PID namespace (a namespace holder, cloned from a worker, shows the same
+/// command line but is PID 1 of a namespace of its own).
+fn worker_pid() -> Option<i32> {
+    let own_ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let is_worker = cmdline.split(|b| *b == 0).nth(1) == Some(b"__worker".as_slice());
+        let same_ns = std::fs::read_link(e.path().join("ns/pid")).ok()? == own_ns;
+        (is_worker && same_ns).then_some(pid)
+    })
+}
+
+/// Block until process `pid` has exited (its pidfd turns readable).
+fn wait_gone(pid: i32) -> Result<(), String> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Ok(()); // already gone
+    }
+    let fd = i32::try_from(fd).map_err(|_| "pidfd out of range".to_owned())?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16))
+        .map_err(|e| format!("poll on the worker's pidfd: {e}"))?;
+    Ok(())
+}
+
+fn mount_state() -> String {
+    std::fs::read_to_string("/run/nodeinit/squashfs-mounts.json").unwrap_or_default()
+}
+
+/// `nodeinit demo-agent --restart-bench N`: with `demo-1` live (its uenv
+/// image mounted), kill the worker N times with SIGSEGV and time, each
+/// time, SIGSEGV → the same request answered by the next worker. Prints one
+/// `restart-bench: <ms>` line per restart (the keeper's backoff included;
+/// the keeper logs `restart_ms`, its own part). Returns the exit code.
+pub fn run_restart_bench(times: u32) -> i32 {
+    let client = HandoffClient::new(ClientConfig {
+        fallback: false,
+        ..ClientConfig::default()
+    });
+    let request = NamespaceRequest {
+        allocation_id: "demo-1".to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(DEMO_IMAGE.to_owned()),
+    };
+    let Ok(granted) = client.request(&request) else {
+        println!("restart-bench: first request failed");
+        return 1;
+    };
+    for _ in 0..times {
+        let Some(worker) = worker_pid() else {
+            println!("restart-bench: no worker");
+            return 1;
+        };
+        let begun = std::time::Instant::now();
+        if nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(worker),
+            nix::sys::signal::Signal::SIGSEGV,
+        )
+        .is_err()
+            || wait_gone(worker).is_err()
+        {
+            println!("restart-bench: cannot kill worker {worker}");
+            return 1;
+        }
+        match client.request(&request) {
+            Ok(again) => drop(again),
+            Err(e) => {
+                println!("restart-bench: request after the restart: {e}");
+                return 1;
+            }
+        }
+        println!("restart-bench: {:.3}", begun.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = client.release(granted);
+    0
+}
+
+fn restart_check() -> Result<(), String> {
+    let client = HandoffClient::new(ClientConfig {
+        fallback: false,
+        ..ClientConfig::default()
+    });
+    let request = NamespaceRequest {
+        allocation_id: "demo-1".to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(DEMO_IMAGE.to_owned()),
+    };
+    let first = client
+        .request(&request)
+        .map_err(|e| format!("first request: {e}"))?;
+    let before = ns_links(&first);
+    let mounts_before = mount_state();
+    let worker = worker_pid().ok_or("no worker process found")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .map_err(|e| format!("kill -SEGV {worker}: {e}"))?;
+    wait_gone(worker)?;
+    println!("demo-agent: worker {worker} killed by SIGSEGV");
+    // Sent while no worker serves: it waits in the keeper's listen backlog.
+    let second = client
+        .request(&request)
+        .map_err(|e| format!("request during the restart: {e}"))?;
+    let after = ns_links(&second);
+    println!("demo-agent: namespaces before {before:?} after {after:?}");
+    if before != after {
+        return Err("the restarted worker answered with other namespaces".into());
+    }
+    let new_worker = worker_pid().ok_or("no worker after the restart")?;
+    if new_worker == worker {
+        return Err("the worker was not restarted".into());
+    }
+    let uenv =
+        Path::new(&first.response.uenv_mount_path.clone().unwrap_or_default()).join(DEMO_FILE);
+    for (what, granted) in [("old", &first), ("new", &second)] {
+        let mnt = granted
+            .fd(NamespaceType::Mount)
+            .ok_or("no mount namespace granted")?;
+        let text = read_inside(mnt.as_fd(), &uenv)?;
+        if text != DEMO_TEXT {
+            return Err(format!("{what} FDs: unexpected uenv content {text:?}"));
+        }
+    }
+    println!("demo-agent: uenv readable through the old and the new FDs");
+    let mounts_after = mount_state();
+    if mounts_before != mounts_after {
+        return Err(format!(
+            "mount references changed:\n{mounts_before}\n{mounts_after}"
+        ));
+    }
+    println!("demo-agent: mount references unchanged");
+    client
+        .release(second)
+        .map_err(|e| format!("release: {e}"))?;
+    drop(first);
+    Ok(())
+}
+
+/// `nodeinit demo-agent --reload-check INSTALLED NEW BROKEN`: a live
+/// plugin upgrade. Requests `demo-1`; replaces the plugin file `INSTALLED`
+/// (atomically) with `NEW` and asks the keeper to reload: `status` must
+/// show NEW's version and the allocation must answer with the same
+/// namespaces; then with `BROKEN`: the reload must be refused and nothing
+/// change. Returns the exit code.
+pub fn run_reload_check(installed: &Path, new: &Path, broken: &Path) -> i32 {
+    match reload_check(installed, new, broken) {
+        Ok(()) => {
+            println!("demo-agent: reload check passed");
+            0
+        }
+        Err(e) => {
+            println!("demo-agent: reload check FAILED: {e}");
+            1
+        }
+    }
+}
+
+fn install(from: &Path, to: &Path) -> Result<(), String> {
+    let tmp = to.with_extension("so.new");
+    std::fs::copy(from, &tmp)
+        .map_err(|e| format!("copy {} to {}: {e}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).map_err(|e| format!("rename onto {}: {e}", to.display()))
+}
+
+/// The keeper's status once the worker has hashed its plugin files (it
+/// does so after it started serving).
+fn status() -> Result<crate::keeper::WorkerStatus, String> {
+    use crate::control::{ask, default_socket, ControlReply, ControlRequest};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status =
+            match ask(&default_socket(), &ControlRequest::Status).map_err(|e| e.to_string())? {
+                ControlReply::Status(s) => s,
+                other => return Err(format!("status: unexpected reply {other:?}")),
+            };
+        let hashed = status
+            .plugins
+            .iter()
+            .all(|p| p.error.is_some() || p.sha256.is_some());
+        if hashed || std::time::Instant::now() >= deadline {
+            return Ok(status);
+        }
+        // Waiting for the worker's report, not for time to pass.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn plugin_line(status: &crate::keeper::WorkerStatus, path: &Path) -> String {
+    status
+        .plugins
+        .iter()
+        .find(|p| Path::new(&p.path) == path)
+        .map_or_else(
+            || "not loaded".to_owned(),
+            |p| {
+                format!(
+                    "{} {} sha256 {}",
+                    p.name.as_deref().unwrap_or("-"),
+                    p.version.as_deref().unwrap_or("-"),
+                    p.sha256.as_deref().unwrap_or("-")
+                )
+            },
+        )
+}
+
+fn reload_check(installed: &Path, new: &Path, broken: &Path) -> Result<(), String> {
+    use crate::control::{ask, default_socket, ControlReply, ControlRequest};
+    let client = HandoffClient::new(ClientConfig {
+        fallback: false,
+        ..ClientConfig::default()
+    });
+    let request = NamespaceRequest {
+        allocation_id: "demo-1".to_owned(),
+        namespaces: vec![NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+        uenv_image: Some(DEMO_IMAGE.to_owned()),
+    };
+    let first = client
+        .request(&request)
+        .map_err(|e| format!("first request: {e}"))?;
+    let before = status()?;
+    println!(
+        "demo-agent: before: worker {:?}: {}",
+        before.pid,
+        plugin_line(&before, installed)
+    );
+    install(new, installed)?;
+    match ask(&default_socket(), &ControlRequest::Reload).map_err(|e| e.to_string())? {
+        ControlReply::Reloaded(_) => {}
+        other => return Err(format!("reload to the new version: {other:?}")),
+    }
+    let after = status()?;
+    println!(
+        "demo-agent: after reload: worker {:?}: {}",
+        after.pid,
+        plugin_line(&after, installed)
+    );
+    let again = client
+        .request(&request)
+        .map_err(|e| format!("request after the reload: {e}"))?;
+    if ns_links(&first) != ns_links(&again) {
+        return Err("the reloaded worker answered with other namespaces".into());
+    }
+    println!("demo-agent: demo-1 has the same namespaces after the reload");
+    install(broken, installed)?;
+    match ask(&default_socket(), &ControlRequest::Reload).map_err(|e| e.to_string())? {
+        ControlReply::Error(why) => println!(
+            "demo-agent: broken reload refused: {}",
+            why.lines().find(|l| l.contains("FAILED")).unwrap_or(&why)
+        ),
+        other => return Err(format!("a broken plugin was accepted: {other:?}")),
+    }
+    let unchanged = status()?;
+    println!(
+        "demo-agent: after the refused reload: worker {:?}: {}",
+        unchanged.pid,
+        plugin_line(&unchanged, installed)
+    );
+    if unchanged.pid != after.pid
+        || plugin_line(&unchanged, installed) != plugin_line(&after, installed)
+    {
+        return Err("the refused reload changed the worker".into());
+    }
+    client.release(again).map_err(|e| format!("release: {e}"))?;
+    drop(first);
+    Ok(())
+}
+
 /// Reads `path` as seen from mount namespace `mnt`, on a thread of its own
 /// (setns of a mount namespace needs an unshared fs context).
 fn read_inside(mnt: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<String, String> {

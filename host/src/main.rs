@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use nodeinit::boot::{boot, BootEnv, BootReport, BOOT_REPORT_FILE};
 use nodeinit::cli::{self, Command};
-use nodeinit::pid1::{self, FailureContext};
+use nodeinit::pid1;
+use nodeinit::placement::Placement;
 use nodeinit::sandbox::{enter_sandbox, SandboxSide};
 
 fn main() -> ExitCode {
@@ -73,7 +74,21 @@ fn main() -> ExitCode {
             print!("{report}");
             verdict(ok)
         }
+        Command::Status { socket } => control(socket, &nodeinit::control::ControlRequest::Status),
+        Command::Reload { socket } => control(socket, &nodeinit::control::ControlRequest::Reload),
         Command::DemoAgent => exit(nodeinit::demo::run()),
+        Command::DemoAgentRestartCheck => exit(nodeinit::demo::run_restart_check()),
+        Command::DemoAgentRestartBench { times } => exit(nodeinit::demo::run_restart_bench(times)),
+        Command::DemoAgentReloadCheck {
+            installed,
+            new,
+            broken,
+        } => exit(nodeinit::demo::run_reload_check(&installed, &new, &broken)),
+        Command::Worker => exit(nodeinit::worker::run()),
+        Command::CheckChild { config, excluded } => {
+            verdict(nodeinit::check::check_here(config.as_deref(), &excluded).1)
+        }
+        Command::InspectChild { path } => exit(nodeinit::inspect::inspect_here(&path)),
         Command::Man { dir } => written(cli::write_man_pages(&dir)),
         Command::Completions { dir } => written(cli::write_completions(&dir)),
     }
@@ -86,6 +101,31 @@ fn written(result: Result<Vec<PathBuf>, String>) -> ExitCode {
                 println!("{}", p.display());
             }
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nodeinit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `nodeinit status` / `nodeinit reload`: ask the keeper, print its answer.
+fn control(socket: Option<PathBuf>, request: &nodeinit::control::ControlRequest) -> ExitCode {
+    use nodeinit::control::{ask, default_socket, render_status, ControlReply};
+    let socket = socket.unwrap_or_else(default_socket);
+    match ask(&socket, request) {
+        Ok(ControlReply::Status(status)) => {
+            print!("{}", render_status(&status));
+            ExitCode::SUCCESS
+        }
+        Ok(ControlReply::Reloaded(status)) => {
+            println!("reloaded");
+            print!("{}", render_status(&status));
+            ExitCode::SUCCESS
+        }
+        Ok(ControlReply::Error(why)) => {
+            eprintln!("nodeinit: {why}");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("nodeinit: {e}");
@@ -113,16 +153,12 @@ fn run_boot(env: BootEnv) -> i32 {
         Err(panic) => {
             let reason = format!("nodeinit panicked: {panic}");
             tracing::error!("{reason}");
-            let context = FailureContext {
-                is_pid1: env.is_pid1,
-                sandbox: env.sandbox,
-                shell: pid1::rescue_shell_at(Path::new("/bin/sh")),
-            };
+            let context = nodeinit::boot::failure_context(env.placement);
             let outcome = pid1::decide_failure_outcome(nodeinit::boot::on_failure(), &context);
             pid1::perform_failure_outcome(&outcome, &reason).unwrap_or(1)
         }
     };
-    if env.is_pid1 && !env.sandbox {
+    if env.placement == Placement::NodePid1 {
         // PID 1 exiting panics the kernel: stay, reap, obey shutdown signals.
         tracing::error!(
             code,

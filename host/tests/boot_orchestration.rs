@@ -51,9 +51,9 @@ impl Stage {
             hostname_file: d.join("hostname"),
             run_dir: d.join("run"),
             handoff_socket: d.join("handoff.sock"),
-            is_pid1: false,
-            sandbox: false,
+            placement: nodeinit::placement::Placement::Process,
             fallback_plugin_dir: None,
+            worker_program: PathBuf::from(env!("CARGO_BIN_EXE_nodeinit")),
         }
     }
 }
@@ -108,11 +108,18 @@ fn phases_run_in_order_and_the_node_becomes_ready() {
         ]
     );
     assert_eq!(p.node_id.as_ref().unwrap().as_str(), "node-7");
-    assert!(p.backends.readiness.as_ref().unwrap().is_ready());
-    assert_eq!(p.boot_mounts.len(), 1);
-    assert_eq!(p.boot_mounts[0].mount_point, "/null/base.sqfs");
+    assert_eq!(p.facts.boot_mounts.len(), 1);
+    assert_eq!(p.facts.boot_mounts[0].mount_point, "/null/base.sqfs");
+    // The plugins ran in a worker that still serves; none is mapped here.
+    assert!(p.worker.is_some());
+    let maps = fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        !maps.contains("libnodeinit_null"),
+        "a plugin is mapped in the keeper"
+    );
     assert!(stage.dir.path().join("handoff.sock").exists());
     let names: Vec<_> = p
+        .facts
         .plugins
         .iter()
         .map(|r| (r.kind.as_str(), r.name.as_deref()))
@@ -281,10 +288,6 @@ fn pact_signals_readiness_itself() {
     assert_eq!(
         r.detail.as_deref(),
         Some("pact-agent signals readiness itself (/run/pact/ready)")
-    );
-    assert!(
-        !p.backends.readiness.as_ref().unwrap().is_ready(),
-        "nodeinit must not signal readiness for pact"
     );
 }
 

@@ -21,6 +21,23 @@
 #               reads it, crashes, is restarted, and asks for a power-off
 #   missing     a required plugin is missing: on_failure=poweroff, the error
 #               on the console, no panic
+#   fault-segv  the required readiness plugin (fixture `faulty`) segfaults in
+#               signal_ready: the worker dies, PID 1 lives; on_failure=shell
+#               runs the image's /bin/sh, a script that prints boot.json (the
+#               reason is in it) and powers off
+#   fault-abort, fault-exit, fault-hang  the same plugin aborts, exit(3)s or
+#               never returns (timeout_secs = 3): on_failure=poweroff with the
+#               reason on the console, never "Attempted to kill init"
+#   optional    an optional plugin segfaults in its constructor: the boot
+#               goes on without it and execs the agent, which finds the
+#               reason in boot.json
+#   reload      supervise mode with a live allocation: the plugin file is
+#               replaced by a rebuild with another version string and
+#               `nodeinit reload` hands over to it (`nodeinit status` shows
+#               it, the allocation keeps its namespaces); a truncated file
+#               is refused and nothing changes
+# The supervise scenario also checks PID 1 maps no plugin and that a worker
+# killed with SIGSEGV is restarted with the live allocation intact.
 # The node id is given as nodeinit.node_id= on the kernel command line; the
 # image's /etc/hostname names another node, so taking the wrong source fails.
 # Usage: run-vm-test.sh [SCENARIO...]   (default: all, in that order)
@@ -96,12 +113,18 @@ build_nodeinit() {
         log "building nodeinit, the reference plugins and the test agent (CARGO_TARGET_DIR=$target_dir)"
         (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q -p nodeinit \
             -p nodeinit-cgroupfs -p nodeinit-squashfs -p nodeinit-unshare -p nodeinit-readiness \
-            -p nodeinit-vm-agent) >&2 ||
+            -p nodeinit-faulty -p nodeinit-vm-agent) >&2 ||
             die "cargo build of nodeinit, its plugins and tests/vm/agent failed"
+        # The reload scenario's "new version" of the faulty plugin.
+        (cd "$repo" && FAULTY_VERSION=2.0.0-reload cargo build -q -p nodeinit-faulty \
+            --target-dir "$target_dir/fixtures-faulty-v2") >&2 ||
+            die "cargo build of the rebuilt faulty plugin failed"
     fi
+    [[ -f $target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so ]] ||
+        die "$target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so was not built"
     local artifact
     for artifact in nodeinit nodeinit-vm-agent libnodeinit_cgroupfs.so libnodeinit_squashfs.so \
-        libnodeinit_unshare.so libnodeinit_readiness.so; do
+        libnodeinit_unshare.so libnodeinit_readiness.so libnodeinit_faulty.so; do
         [[ -f $target_dir/debug/$artifact ]] || die "$target_dir/debug/$artifact was not built"
     done
 }
@@ -138,6 +161,62 @@ path = "readiness"
 required = true
 
 $(scenario_tables "$scenario")
+EOF
+            ;;
+        fault-* | optional)
+            local fault=${scenario#fault-} required=true at=signal_ready on_failure=poweroff mode=exec
+            [[ $scenario == optional ]] && fault=segv required=false at=constructor mode=optional
+            [[ $scenario == fault-segv ]] && on_failure=shell
+            cat >"$file" <<EOF
+[host]
+plugin_dir = "$plugin_dir"
+on_failure = "$on_failure"
+
+[plugins.cgroup]
+path = "cgroupfs"
+required = true
+
+[plugins.readiness]
+path = "faulty"
+required = $required
+timeout_secs = 3
+[plugins.readiness.options]
+fault = "$fault"
+at = "$at"
+
+[handoff]
+agent = "command"
+exec = "$agent_path"
+args = ["--mode", "$mode"]
+mode = "exec"
+EOF
+            ;;
+        reload)
+            cat >"$file" <<EOF
+[host]
+plugin_dir = "$plugin_dir"
+on_failure = "poweroff"
+
+[plugins.mount]
+path = "squashfs"
+[plugins.mount.options]
+image_dirs = ["/images"]
+
+[plugins.namespace]
+path = "unshare"
+
+[plugins.readiness]
+path = "faulty"
+[plugins.readiness.options]
+fault = "segv"
+at = "destroy_scope"
+
+[handoff]
+agent = "command"
+exec = "$agent_path"
+args = ["--mode", "reload", "--shutdown-signal", "PWR"]
+mode = "supervise"
+grace_secs = 5
 EOF
             ;;
         missing)
@@ -188,9 +267,20 @@ pack() { # scenario -> $work/SCENARIO.img
             --binary "$target_dir/debug/nodeinit-vm-agent:$agent_path"
             --file "$work/$uenv_image:/images/$uenv_image" --file "$work/hostname:/etc/hostname")
         local plugin
-        for plugin in cgroupfs squashfs unshare readiness; do
+        for plugin in cgroupfs squashfs unshare readiness faulty; do
             args+=(--plugin "$target_dir/debug/libnodeinit_$plugin.so")
         done
+        if [[ $scenario == reload ]]; then
+            head -c 5000 "$target_dir/debug/libnodeinit_faulty.so" >"$work/faulty-broken.so"
+            args+=(--file "$target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so:/images/faulty-v2.so"
+                --file "$work/faulty-broken.so:/images/faulty-broken.so")
+        fi
+        if [[ $scenario == fault-segv ]]; then
+            # The rescue "shell": prints boot.json and powers off.
+            printf '#!/bin/busybox sh\necho VMTEST BOOTJSON-BEGIN\n/bin/busybox cat /run/nodeinit/boot.json\necho\necho VMTEST BOOTJSON-END\n/bin/busybox poweroff -f\n' >"$work/rescue-sh"
+            chmod 755 "$work/rescue-sh"
+            args+=(--binary /bin/busybox --file "$work/rescue-sh:/bin/sh")
+        fi
     fi
     bash "$here/mkinitramfs.sh" "${args[@]}" || die "mkinitramfs for $scenario failed"
 }
@@ -326,6 +416,10 @@ run_supervise() {
     expect supervise "$console" "uenv mounted under /run/pact/uenv" 'VMTEST PASS uenv-host: /run/pact/uenv/'
     expect supervise "$console" "received FDs are new pid/net/mnt namespaces" 'VMTEST PASS namespace-fds:'
     expect supervise "$console" "uenv file read after setns into the mount namespace" 'VMTEST PASS uenv-in-namespace:'
+    expect supervise "$console" "PID 1 maps no plugin; the worker does" 'VMTEST PASS pid1-maps: /proc/1/maps has no libnodeinit_'
+    expect supervise "$console" "a worker killed by SIGSEGV is restarted; the live allocation survives" 'VMTEST PASS worker-restart: worker [0-9]+ killed by SIGSEGV'
+    expect supervise "$console" "nodeinit saw the worker die and restarted it" 'worker restarted and serving'
+    expect supervise "$console" "the new worker adopted the allocation's holder" 'holder adopted'
     expect supervise "$console" "allocation_ended acknowledged by the provider" 'VMTEST PASS allocation-ended:'
     expect supervise "$console" "nodeinit saw the agent crash" 'supervise event=Exited \{ pid: [0-9]+, status: "killed by SIGABRT" \}'
     expect supervise "$console" "crashed agent was restarted" 'VMTEST PASS restarted:'
@@ -347,11 +441,67 @@ run_missing() {
     refuse missing "$console" "the agent never ran on a broken base" 'VMTEST '
 }
 
+fault_reason() { # scenario -> the reason nodeinit must give
+    case $1 in
+        fault-segv) echo 'plugin faulty: worker killed by SIGSEGV in signal_ready' ;;
+        fault-abort) echo 'plugin faulty: worker killed by SIGABRT in signal_ready' ;;
+        fault-exit) echo 'plugin faulty: worker exited with status 3 in signal_ready' ;;
+        fault-hang) echo 'plugin faulty did not return from signal_ready within 3 s' ;;
+    esac
+}
+
+run_fault() { # scenario
+    local s=$1 console=$work/$1.console reason
+    reason=$(fault_reason "$s")
+    boot "$s"
+    show_markers "$s" "$console"
+    summary+=("$s: QEMU ran $(boot_seconds "$s")")
+    if ((BOOT_STATUS == 0)); then pass "$s: the VM ended on its own (QEMU status 0)"; else fail "$s: QEMU status $BOOT_STATUS (124: timeout, 125: kernel panic)"; fi
+    refuse "$s" "$console" "no kernel panic, PID 1 survived the plugin" 'Kernel panic|Attempted to kill init'
+    expect "$s" "$console" "the VM powered off" 'reboot: Power down'
+    expect "$s" "$console" "the reason on the console" "nodeinit: boot failed: phase readiness failed: $reason"
+    refuse "$s" "$console" "no handoff on a broken base" 'phase="handoff"'
+    refuse "$s" "$console" "the agent never ran" 'VMTEST (PASS|FAIL|DONE)'
+    if [[ $s == fault-segv ]]; then
+        expect "$s" "$console" "on_failure = shell ran the image's /bin/sh" 'VMTEST BOOTJSON-BEGIN'
+        expect "$s" "$console" "boot.json holds the reason" "\"phase readiness: $reason\""
+    else
+        expect "$s" "$console" "on_failure = poweroff was applied" 'shutting down action="poweroff"'
+    fi
+}
+run_fault-segv() { run_fault fault-segv; }
+run_fault-abort() { run_fault fault-abort; }
+run_fault-exit() { run_fault fault-exit; }
+run_fault-hang() { run_fault fault-hang; }
+
+run_reload() {
+    local console=$work/reload.console
+    boot reload
+    show_markers reload "$console"
+    common_end reload "$console"
+    expect reload "$console" "nodeinit reload to a rebuilt plugin; status shows it; the allocation lives; a broken one is refused" 'VMTEST PASS reload: status showed "readiness faulty 0.1.0", then "readiness faulty 2.0.0-reload"'
+    expect reload "$console" "a new worker took over after the probe" 'worker restarted and serving .*reload=true'
+    expect reload "$console" "the broken plugin was refused by the probe" 'truncated or corrupt'
+    refuse reload "$console" "no agent check failed" 'VMTEST FAIL'
+}
+
+run_optional() {
+    local console=$work/optional.console
+    boot optional
+    show_markers optional "$console"
+    common_end optional "$console"
+    expect optional "$console" "the optional plugin's crash degraded the plugins phase" 'plugin faulty: worker killed by SIGSEGV in constructor; going on without the optional readiness backend'
+    expect optional "$console" "the agent ran as PID 1" 'VMTEST PASS pid: exec mode: the agent is PID 1'
+    expect optional "$console" "boot.json records why the plugin is missing" 'VMTEST PASS optional: plugins degraded: phase plugins: plugin faulty: worker killed by SIGSEGV in constructor'
+    refuse optional "$console" "no agent check failed" 'VMTEST FAIL'
+}
+
 # --- main --------------------------------------------------------------------
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(builder standin exec supervise missing)
+all_scenarios=(builder standin exec supervise missing fault-segv fault-abort fault-exit fault-hang optional reload)
+((${#scenarios[@]})) || scenarios=("${all_scenarios[@]}")
 for s in "${scenarios[@]}"; do
-    [[ $s =~ ^(builder|standin|exec|supervise|missing)$ ]] || die "unknown scenario '$s' (builder standin exec supervise missing)"
+    [[ " ${all_scenarios[*]} " == *" $s "* ]] || die "unknown scenario '$s' (${all_scenarios[*]})"
 done
 started=$(date +%s)
 ensure_packages

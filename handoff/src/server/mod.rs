@@ -91,6 +91,8 @@ struct Shared {
     stopping: AtomicBool,
     /// Read end of a pipe whose write end the server holds: closing it wakes every poll.
     stop_signal: OwnedFd,
+    /// Like `stop_signal`, for the accept loop only ([`HandoffServer::drain`]).
+    accept_stop: OwnedFd,
     /// Connection counts, and a condvar signalled when a connection ends.
     active: (Mutex<ConnectionCounts>, Condvar),
 }
@@ -106,6 +108,7 @@ struct ConnectionCounts {
 pub struct HandoffServer {
     shared: Arc<Shared>,
     stop_trigger: Option<OwnedFd>,
+    accept_stop_trigger: Option<OwnedFd>,
     acceptor: Option<JoinHandle<()>>,
     path: PathBuf,
 }
@@ -151,6 +154,9 @@ impl HandoffServer {
     ) -> io::Result<Self> {
         let (stop_signal, stop_trigger) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
+        let (accept_stop, accept_stop_trigger) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
         let path = listener.path.clone();
         let shared = Arc::new(Shared {
             provider,
@@ -159,6 +165,7 @@ impl HandoffServer {
             queued: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop_signal,
+            accept_stop,
             active: (Mutex::new(ConnectionCounts::default()), Condvar::new()),
         });
         let acceptor = {
@@ -171,6 +178,7 @@ impl HandoffServer {
         Ok(Self {
             shared,
             stop_trigger: Some(stop_trigger),
+            accept_stop_trigger: Some(accept_stop_trigger),
             acceptor: Some(acceptor),
             path,
         })
@@ -239,6 +247,18 @@ impl HandoffServer {
         self.stop();
     }
 
+    /// Hand over to another server on the same (inherited) listener: stop
+    /// accepting — new clients wait in the listen backlog — let the
+    /// connections being served finish (clients hang up after their reply)
+    /// for at most `timeout`, then shut down. Returns whether every
+    /// connection ended on its own.
+    pub fn drain(mut self, timeout: Duration) -> bool {
+        drop(self.accept_stop_trigger.take());
+        let idle = self.wait_idle(timeout);
+        self.stop();
+        idle
+    }
+
     fn stop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.gate.interrupt();
@@ -277,9 +297,10 @@ fn accept_loop(listener: &listener::Listener, shared: &Arc<Shared>) {
         let mut fds = [
             PollFd::new(listener.fd.as_fd(), PollFlags::POLLIN),
             PollFd::new(shared.stop_signal.as_fd(), PollFlags::POLLIN),
+            PollFd::new(shared.accept_stop.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) if fds[1].any().unwrap_or(true) => break,
+            Ok(_) if fds[1].any().unwrap_or(true) || fds[2].any().unwrap_or(true) => break,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {

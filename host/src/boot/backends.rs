@@ -88,8 +88,31 @@ impl LoadedBackends {
     }
 }
 
+/// A backend not to load, and why (it killed an earlier worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excluded {
+    /// The kind.
+    pub kind: BackendKind,
+    /// The reason recorded as its error.
+    pub reason: String,
+}
+
+/// A plugin call about to happen while loading: kind, plugin name (the
+/// file's before it loaded), method (`load` or `constructor`).
+pub type LoadObserver<'a> = &'a mut dyn FnMut(BackendKind, &str, &str);
+
 /// Loads and constructs every configured plugin, in kind order.
 pub fn load_backends(config: &NodeConfig) -> LoadedBackends {
+    load_backends_observed(config, &[], &mut |_, _, _| {})
+}
+
+/// [`load_backends`], skipping `excluded` kinds and telling `observe` before
+/// each call into plugin code (so a worker can report it to the keeper).
+pub fn load_backends_observed(
+    config: &NodeConfig,
+    excluded: &[Excluded],
+    observe: LoadObserver<'_>,
+) -> LoadedBackends {
     let mut out = LoadedBackends::default();
     for (kind, spec) in config.plugins.iter() {
         let path = spec.resolved_path(&config.host.plugin_dir);
@@ -103,12 +126,20 @@ pub fn load_backends(config: &NodeConfig) -> LoadedBackends {
             sha256: None,
             error: None,
         };
+        if let Some(excluded) = excluded.iter().find(|e| e.kind == kind) {
+            record.error = Some(excluded.reason.clone());
+            tracing::warn!(kind = kind.name(), path = %record.path, "not loaded: {}", excluded.reason);
+            out.records.push(record);
+            continue;
+        }
+        observe(kind, &file_label(&path), "load");
         match open(spec, &path) {
             Ok((library, sha256)) => {
                 record.name = Some(library.name().to_owned());
                 record.version = Some(library.version().to_owned());
                 record.interface = Some(library.interface().to_string());
                 record.sha256 = sha256;
+                observe(kind, library.name(), "constructor");
                 if let Err(e) = construct(kind, spec, &library, &mut out.backends) {
                     record.error = Some(e);
                 }
@@ -125,6 +156,17 @@ pub fn load_backends(config: &NodeConfig) -> LoadedBackends {
         out.records.push(record);
     }
     out
+}
+
+/// What to call a plugin before it loaded: `faulty` for `.../libnodeinit_faulty.so`.
+pub fn file_label(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    stem.strip_prefix("libnodeinit_")
+        .map(str::to_owned)
+        .unwrap_or(stem)
 }
 
 fn open(

@@ -1,23 +1,29 @@
-//! Boot orchestration (DESIGN.md §5): the phases in order, the loaded
-//! backends, `boot.json`, and the handoff to the agent.
+//! Boot orchestration (DESIGN.md §5): the phase table, the keeper's side of
+//! the sequence, `boot.json`, and the handoff to the agent.
 //!
-//! Owns sequencing and the failure policy's *trigger*; the work of each
-//! phase belongs to the backends (through `hpc_node` traits), PID 1 duties
-//! to [`crate::pid1`], the agent to [`crate::agent`].
+//! Owns sequencing and the failure policy's *trigger*. The phases that call
+//! plugins run in the worker ([`crate::worker`]), watched by the keeper
+//! ([`crate::keeper`]); PID 1 duties belong to [`crate::pid1`], the agent to
+//! [`crate::agent`].
 
 mod backends;
 mod phases;
 mod report;
 mod run;
 mod sequence;
+mod table;
 
 use std::sync::OnceLock;
 
-pub use backends::{load_backends, Backends, LoadedBackends, PluginRecord};
+pub use backends::{
+    file_label, load_backends, load_backends_observed, Backends, Excluded, LoadedBackends,
+    PluginRecord,
+};
 pub use phases::{PhaseRecord, PhaseResult, PhaseRunner, PhaseStatus};
 pub use report::{write_atomic, BootReport, BOOT_REPORT_FILE};
-pub use run::{boot, idle_as_pid1};
-pub use sequence::{prepare, BootEnv, Prepared, BOOT_ALLOCATION};
+pub use run::{boot, failure_context, idle_as_pid1};
+pub use sequence::{prepare, server_config, BootEnv, Prepared, BOOT_ALLOCATION, WORKER_STOP_GRACE};
+pub use table::{worker_phases, worker_phases_from, PhaseSpec, Side, PHASES};
 
 use crate::config::OnFailure;
 

@@ -46,7 +46,9 @@ pub struct PhaseRecord {
     pub detail: Option<String>,
 }
 
-/// What a phase body reports.
+/// What a phase body reports (also what a worker sends the keeper).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PhaseResult {
     /// Done.
     Ok,
@@ -86,6 +88,16 @@ impl PhaseRunner {
 
     /// Runs phase `name` unless the base is broken.
     pub fn run(&mut self, name: &str, body: impl FnOnce() -> PhaseResult) {
+        if self.skip_if_broken(name) {
+            return;
+        }
+        let start = Instant::now();
+        let result = body();
+        self.finish(name, result, start.elapsed().as_secs_f64() * 1e3);
+    }
+
+    /// Whether the base is broken; if so records `name` as not run.
+    pub fn skip_if_broken(&mut self, name: &str) -> bool {
         if let Some(cause) = &self.broken {
             let detail = format!("not run: {cause}");
             tracing::warn!(
@@ -100,11 +112,14 @@ impl PhaseRunner {
                 elapsed_ms: 0.0,
                 detail: Some(detail),
             });
-            return;
+            return true;
         }
-        let start = Instant::now();
-        let result = body();
-        let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+        false
+    }
+
+    /// Records phase `name`, which ran elsewhere (in the worker), with its
+    /// result: logged, and a required failure breaks the base.
+    pub fn finish(&mut self, name: &str, result: PhaseResult, elapsed_ms: f64) {
         let elapsed = format!("{elapsed_ms:.3}ms");
         let (status, detail) = match result {
             PhaseResult::Ok => {

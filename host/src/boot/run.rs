@@ -1,6 +1,9 @@
-//! The whole boot, end to end: prepare, apply `on_failure` when a required
-//! phase failed, then hand the node to its agent (exec or supervise), or,
-//! with no agent configured, keep serving until a shutdown signal.
+//! The whole boot, end to end, as the keeper runs it: prepare (keeper
+//! phases and one watched worker), apply `on_failure` when a required phase
+//! failed, then hand the node to its agent — exec (the worker has exited:
+//! nothing of a plugin is mapped in the agent) or supervise (the worker
+//! keeps serving) — or, with no agent configured, keep serving until a
+//! shutdown signal.
 //!
 //! As PID 1 nothing here returns on the shutdown paths: they end in
 //! reboot(2). Not as PID 1 (tests, the sandbox) they return an exit code.
@@ -16,6 +19,7 @@ use crate::pid1::{
     decide_failure_outcome, finish_shutdown, perform_failure_outcome, reap_children,
     rescue_shell_at, shutdown_action_for, FailureContext, ShutdownAction, SignalPipe,
 };
+use crate::placement::Placement;
 
 use super::phases::{PhaseResult, PhaseStatus};
 use super::sequence::{prepare, BootEnv, Prepared};
@@ -27,6 +31,12 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// node, on the shutdown paths).
 pub fn boot(env: &BootEnv) -> i32 {
     let mut prepared = prepare(env);
+    if let Some(action) = prepared.shutdown_requested {
+        write_report(env, &prepared);
+        prepared.release();
+        shut_down(env, action);
+        return 0;
+    }
     if let Some(reason) = prepared.phases.first_failure() {
         if let Some(code) = fail(env, &mut prepared, &reason) {
             return code;
@@ -46,7 +56,7 @@ pub fn boot(env: &BootEnv) -> i32 {
     let node_id = prepared.node_id.clone();
     let mut verdict: Result<AgentCommand, String> = Err(String::new());
     prepared.phases.run("handoff", || {
-        match preflight(&handoff, node_id.as_ref(), env.is_pid1) {
+        match preflight(&handoff, node_id.as_ref(), env.placement.is_pid1()) {
             Ok(ok) => {
                 for warning in &ok.warnings {
                     tracing::warn!("{warning}");
@@ -77,11 +87,8 @@ pub fn boot(env: &BootEnv) -> i32 {
     };
     match handoff.mode {
         HandoffMode::Exec => {
-            // Nothing of ours may outlive the exec: the server's socket and
-            // threads go, boot mounts stay (they are the node's).
-            if let Some(server) = prepared.server.take() {
-                server.shutdown();
-            }
+            // The worker has exited; the keeper holds no plugin, no socket.
+            prepared.release();
             tracing::info!(agent = %command.program.display(), "exec");
             let err = exec_agent(&command);
             fail(
@@ -92,11 +99,8 @@ pub fn boot(env: &BootEnv) -> i32 {
             .unwrap_or(1)
         }
         HandoffMode::Supervise => {
-            let signals = match SignalPipe::install() {
-                Ok(s) => s,
-                Err(e) => {
-                    return fail(env, &mut prepared, &format!("signal handlers: {e}")).unwrap_or(1)
-                }
+            let Some(signals) = prepared.signals else {
+                return fail(env, &mut prepared, "signal handlers not installed").unwrap_or(1);
             };
             let mut options = SuperviseOptions {
                 stop_signal: handoff.effective_stop_signal(),
@@ -106,13 +110,32 @@ pub fn boot(env: &BootEnv) -> i32 {
                     DEFAULT_MAX_DELAY,
                     STABLE_AFTER,
                 ),
-                restart: if env.sandbox {
+                restart: if env.placement == Placement::Sandbox {
                     RestartPolicy::Never
                 } else {
                     RestartPolicy::Always
                 },
             };
+            // supervise() reaps every child: the worker's status is passed on.
+            prepared.keep_worker(env, true);
+            let supervisor = prepared.supervisor.as_ref();
             let outcome = supervise(&command, &mut options, signals, &mut |event| {
+                match event {
+                    crate::agent::SuperviseEvent::OrphanReaped { pid, status } => {
+                        if let Some(s) = supervisor {
+                            s.note_reaped(*pid, status.clone());
+                        }
+                    }
+                    // SIGHUP goes to the agent (as ever) and reloads the plugins.
+                    crate::agent::SuperviseEvent::Forwarded {
+                        signal: nix::sys::signal::Signal::SIGHUP,
+                    } => {
+                        if let Some(s) = supervisor {
+                            s.request_reload();
+                        }
+                    }
+                    _ => {}
+                }
                 tracing::info!(?event, "supervise");
             });
             prepared.release();
@@ -131,54 +154,84 @@ pub fn boot(env: &BootEnv) -> i32 {
 /// Applies `on_failure`; returns the exit code when the process should exit,
 /// `None` when boot goes on (`continue`).
 fn fail(env: &BootEnv, prepared: &mut Prepared, reason: &str) -> Option<i32> {
-    if let Some(rd) = &prepared.backends.readiness {
-        if let Err(e) = rd.signal_failed(reason) {
-            tracing::warn!("signal_failed: {e}");
-        }
-    }
-    prepared.gate.fail(reason.to_owned());
     write_report(env, prepared);
     let on_failure = prepared
         .config
         .as_ref()
         .map_or_else(super::on_failure, |c| c.config.host.on_failure);
-    let context = FailureContext {
-        is_pid1: env.is_pid1,
-        sandbox: env.sandbox,
-        shell: rescue_shell_at(std::path::Path::new("/bin/sh")),
-    };
-    let outcome = decide_failure_outcome(on_failure, &context);
+    let outcome = decide_failure_outcome(on_failure, &failure_context(env.placement));
     if on_failure != OnFailure::Continue {
         prepared.release();
     }
     perform_failure_outcome(&outcome, reason)
 }
 
-/// No agent: keep the sockets and timers serving, reap orphans, until a
-/// shutdown signal.
+/// The context `on_failure` is decided in.
+pub fn failure_context(placement: Placement) -> FailureContext {
+    FailureContext {
+        is_pid1: placement.is_pid1(),
+        sandbox: placement == Placement::Sandbox,
+        shell: rescue_shell_at(std::path::Path::new("/bin/sh")),
+    }
+}
+
+/// No agent: the worker serves; reap orphans until a shutdown signal.
 fn serve_until_shutdown(env: &BootEnv, prepared: &mut Prepared) -> i32 {
-    let signals = match SignalPipe::install() {
-        Ok(s) => s,
-        Err(e) => return fail(env, prepared, &format!("signal handlers: {e}")).unwrap_or(1),
+    let Some(signals) = prepared.signals else {
+        return fail(env, prepared, "signal handlers not installed").unwrap_or(1);
     };
     tracing::info!("no agent configured; serving until a shutdown signal");
-    let action = wait_for_shutdown(signals);
+    prepared.keep_worker(env, env.placement.reaps_orphans());
+    let supervisor = prepared.supervisor.as_ref();
+    let action = wait_for_shutdown(signals, env.placement, &|event| {
+        let Some(s) = supervisor else {
+            return;
+        };
+        match event {
+            KeeperEvent::Reaped(pid, status) => s.note_reaped(pid, status),
+            KeeperEvent::Hangup => s.request_reload(),
+        }
+    });
     prepared.release();
     shut_down(env, action);
     0
 }
 
-/// Reaps children until a shutdown signal arrives; returns what it asks.
-fn wait_for_shutdown(signals: &SignalPipe) -> ShutdownAction {
+/// What the keeper's idle loop passes on.
+enum KeeperEvent {
+    /// A child was reaped: pid, how it ended.
+    Reaped(i32, String),
+    /// SIGHUP: reload the plugins.
+    Hangup,
+}
+
+/// Reaps children (as PID 1) until a shutdown signal arrives, telling
+/// `events` about each reaped child and SIGHUP; returns what the signal asks.
+fn wait_for_shutdown(
+    signals: &SignalPipe,
+    placement: Placement,
+    events: &dyn Fn(KeeperEvent),
+) -> ShutdownAction {
     loop {
         let mut fds = [nix::poll::PollFd::new(
             signals.fd(),
             nix::poll::PollFlags::POLLIN,
         )];
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
-        reap_children();
-        if let Some(action) = signals.drain().into_iter().find_map(shutdown_action_for) {
-            return action;
+        if placement.reaps_orphans() {
+            for r in reap_children() {
+                events(KeeperEvent::Reaped(
+                    r.pid.as_raw(),
+                    crate::keeper::describe_status(&r.status),
+                ));
+            }
+        }
+        for signal in signals.drain() {
+            if signal == nix::sys::signal::Signal::SIGHUP {
+                events(KeeperEvent::Hangup);
+            } else if let Some(action) = shutdown_action_for(signal) {
+                return action;
+            }
         }
     }
 }
@@ -188,7 +241,10 @@ fn wait_for_shutdown(signals: &SignalPipe) -> ShutdownAction {
 pub fn idle_as_pid1() -> ! {
     loop {
         match SignalPipe::install() {
-            Ok(signals) => finish_shutdown(wait_for_shutdown(signals), true),
+            Ok(signals) => finish_shutdown(
+                wait_for_shutdown(signals, Placement::NodePid1, &|_| {}),
+                true,
+            ),
             Err(e) => {
                 tracing::error!("signal handlers: {e}; reaping only");
                 reap_children();
@@ -199,19 +255,20 @@ pub fn idle_as_pid1() -> ! {
 }
 
 fn shut_down(env: &BootEnv, action: ShutdownAction) {
-    if env.sandbox {
+    if !env.placement.owns_the_machine() {
         tracing::info!(
             action = action.as_str(),
-            "sandbox: not carrying out the shutdown action"
+            placement = env.placement.as_str(),
+            "not carrying out the shutdown action"
         );
         nix::unistd::sync();
         return;
     }
-    finish_shutdown(action, env.is_pid1);
+    finish_shutdown(action, true);
 }
 
 fn write_report(env: &BootEnv, prepared: &Prepared) {
-    let report = prepared.report(env.is_pid1);
+    let report = prepared.report(env.placement);
     match report.write_to(&env.run_dir) {
         Ok(path) => tracing::debug!(path = %path.display(), "boot report written"),
         Err(e) => tracing::warn!("boot report not written: {e}"),

@@ -1,27 +1,38 @@
-//! The boot sequence up to the handoff (DESIGN.md §5 "Phases"): early
-//! mounts (PID 1 only) → config → plugins → cgroup hierarchy → boot mounts →
-//! handoff socket (supervise mode) → readiness. Each phase is timed and
-//! logged; a failed required phase stops the later ones.
+//! The boot sequence up to the handoff, as the keeper runs it (DESIGN.md §5
+//! "Phases"): the keeper's own phases (early mounts, kernel modules,
+//! config), then one worker for the phases that call plugins, watched with
+//! deadlines, following [`PHASES`]. A worker that dies or overruns is a
+//! failed phase naming the plugin and method; an optional backend that did
+//! it is left out and a new worker carries on from the next phase.
 //!
 //! Never applies `on_failure` and never hands off: the caller decides what
 //! a failure means (exit, shell, reboot) and runs the agent.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use hpc_node::MountHandle;
-use nodeinit_handoff::{AccessPolicy, HandoffServer, ReadyGate, ServerConfig};
+use nodeinit_handoff::{AccessPolicy, HandoffListener, ServerConfig};
 
-use super::backends::{load_backends, Backends, PluginRecord};
 use super::phases::{PhaseResult, PhaseRunner, PhaseStatus};
 use super::report::{uptime_secs, BootReport};
+use super::table::worker_phases;
+use crate::agent::{RestartBackoff, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY};
 use crate::config::{
-    self, AgentKind, BackendKind, HandoffMode, KernelCmdline, LoadedConfig, NodeId,
+    self, BackendKind, HandoffMode, KernelCmdline, LoadedConfig, NodeConfig, NodeId,
 };
-use crate::pid1;
+use crate::keeper::{
+    death_reason, overrun_reason, watch, SupervisorSetup, WatchEnd, WorkerFacts, WorkerProcess,
+    WorkerSupervisor,
+};
+use crate::link::{FromWorker, WorkerStart, WorkerTask};
+use crate::pid1::{self, ShutdownAction, SignalPipe};
+use crate::placement::Placement;
 
 /// The allocation id under which boot mounts are held.
 pub const BOOT_ALLOCATION: &str = "nodeinit-boot";
+
+/// How long a worker gets to stop cleanly at shutdown or after a failure.
+pub const WORKER_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Where and how this boot runs.
 #[derive(Debug, Clone)]
@@ -40,13 +51,13 @@ pub struct BootEnv {
     pub run_dir: PathBuf,
     /// The handoff socket path.
     pub handoff_socket: PathBuf,
-    /// nodeinit is PID 1 (of its PID namespace).
-    pub is_pid1: bool,
-    /// Running as `nodeinit --sandbox`.
-    pub sandbox: bool,
+    /// Where nodeinit runs.
+    pub placement: Placement,
     /// Used instead of the default plugin directory when that does not exist
     /// and the config did not name another (the sandbox: the build directory).
     pub fallback_plugin_dir: Option<PathBuf>,
+    /// The nodeinit binary a worker is started from (`/proc/self/exe`).
+    pub worker_program: PathBuf,
 }
 
 impl BootEnv {
@@ -59,14 +70,12 @@ impl BootEnv {
             hostname_file: PathBuf::from("/etc/hostname"),
             run_dir: PathBuf::from("/run/nodeinit"),
             handoff_socket: PathBuf::from(hpc_node::namespace::HANDOFF_SOCKET_PATH),
-            is_pid1: pid1::is_pid1(),
-            sandbox: false,
+            placement: Placement::detect(),
             fallback_plugin_dir: None,
+            worker_program: worker_program(),
         }
     }
-}
 
-impl BootEnv {
     /// Inside `nodeinit --sandbox`: PID 1 of a private PID namespace, the
     /// kernel command line ignored (it is the developer machine's), bare
     /// plugin names next to the nodeinit binary when the default plugin
@@ -77,15 +86,40 @@ impl BootEnv {
             .and_then(|e| e.parent().map(Path::to_path_buf));
         Self {
             config_arg: Some(config),
-            default_config: None,
             cmdline: Some(KernelCmdline::default()),
-            hostname_file: PathBuf::from("/etc/hostname"),
-            run_dir: PathBuf::from("/run/nodeinit"),
-            handoff_socket: PathBuf::from(hpc_node::namespace::HANDOFF_SOCKET_PATH),
-            is_pid1: true,
-            sandbox: true,
+            placement: Placement::Sandbox,
             fallback_plugin_dir: exe_dir,
+            ..Self::from_system(None)
         }
+    }
+}
+
+/// This very binary, by its path (so the worker's `comm` is nodeinit's),
+/// else `/proc/self/exe`.
+fn worker_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
+}
+
+/// The handoff server's settings from the config (socket mode and group,
+/// allowed peers), for the keeper's listener and the worker's server alike.
+pub fn server_config(config: &NodeConfig, socket_path: &Path) -> ServerConfig {
+    let access = config
+        .handoff
+        .as_ref()
+        .map(|h| h.socket.clone())
+        .unwrap_or_default();
+    ServerConfig {
+        socket_path: socket_path.to_path_buf(),
+        socket_mode: if access.group.is_some() { 0o660 } else { 0o600 },
+        socket_group: access.group,
+        access: AccessPolicy {
+            uids: access.uids,
+            gids: access.gids,
+        },
+        ..ServerConfig::default()
     }
 }
 
@@ -95,32 +129,38 @@ pub struct Prepared {
     pub config: Option<LoadedConfig>,
     /// The node id, once resolved.
     pub node_id: Option<NodeId>,
-    /// The constructed backends.
-    pub backends: Backends,
-    /// Plugin records.
-    pub plugins: Vec<PluginRecord>,
-    /// The handoff server (supervise mode).
-    pub server: Option<HandoffServer>,
-    /// Opened at readiness; failed on boot failure.
-    pub gate: ReadyGate,
-    /// Images acquired in the boot-mounts phase (released at shutdown).
-    pub boot_mounts: Vec<MountHandle>,
     /// The phases so far.
     pub phases: PhaseRunner,
+    /// What the workers reported (plugins, boot mounts, allocations).
+    pub facts: WorkerFacts,
+    /// The worker that serves (supervise mode, no agent).
+    pub worker: Option<WorkerProcess>,
+    /// The listening handoff socket (supervise mode), kept for every worker.
+    pub listener: Option<HandoffListener>,
+    /// The signal pipe (`None` if it could not be installed).
+    pub signals: Option<&'static SignalPipe>,
+    /// A shutdown signal that arrived during the boot.
+    pub shutdown_requested: Option<ShutdownAction>,
+    /// Backends left out because they killed a worker: (kind, reason).
+    pub excluded: Vec<(String, String)>,
+    /// The start message of the last worker (the template of the next).
+    pub worker_start: Option<WorkerStart>,
+    /// After boot: the thread that keeps a worker serving.
+    pub supervisor: Option<WorkerSupervisor>,
 }
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
             .field("node_id", &self.node_id)
-            .field("backends", &self.backends)
+            .field("worker", &self.worker)
             .finish_non_exhaustive()
     }
 }
 
 impl Prepared {
     /// The report of what was done so far.
-    pub fn report(&self, is_pid1: bool) -> BootReport {
+    pub fn report(&self, placement: Placement) -> BootReport {
         let phases = self.phases.records().to_vec();
         BootReport {
             nodeinit_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -129,10 +169,10 @@ impl Prepared {
                 Some(p) => p.display().to_string(),
                 None => "<built-in>".to_owned(),
             }),
-            pid1: is_pid1,
+            pid1: placement.is_pid1(),
             total_ms: phases.iter().map(|p| p.elapsed_ms).sum(),
             phases,
-            plugins: self.plugins.clone(),
+            plugins: self.facts.plugins.clone(),
             errors: self
                 .phases
                 .records()
@@ -150,18 +190,74 @@ impl Prepared {
         }
     }
 
-    /// Releases what boot acquired (boot mounts, the server). Idempotent.
+    /// Stops the serving worker (it releases the boot mounts and the
+    /// server) and closes the listener. Idempotent.
     pub fn release(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.stop(WORKER_STOP_GRACE);
         }
-        if let Some(mount) = &self.backends.mount {
-            for handle in self.boot_mounts.drain(..) {
-                if let Err(e) = mount.release_for(BOOT_ALLOCATION, &handle) {
-                    tracing::warn!(image = %handle.image_path, "release of boot mount failed: {e}");
-                }
+        if let (Some(worker), Some(signals)) = (self.worker.take(), self.signals) {
+            if let Some(status) = worker.stop(WORKER_STOP_GRACE, signals.fd()) {
+                tracing::info!(status = %crate::keeper::describe_status(&status), "worker stopped");
             }
         }
+        if let Some(listener) = self.listener.take() {
+            listener.unpublish();
+        }
+    }
+
+    /// Hand the serving worker to a keeper thread that restarts it when it
+    /// dies. `main_thread_reaps`: the caller's loop reaps every child (and
+    /// passes the statuses on with [`WorkerSupervisor::note_reaped`]).
+    pub fn keep_worker(&mut self, env: &BootEnv, main_thread_reaps: bool) {
+        let (Some(worker), Some(start)) = (self.worker.take(), self.worker_start.clone()) else {
+            return;
+        };
+        let idle_timeout_secs = self
+            .config
+            .as_ref()
+            .map_or(config::DEFAULT_PHASE_TIMEOUT_SECS, |c| {
+                c.config.host.phase_timeout_secs
+            });
+        let setup = SupervisorSetup {
+            program: env.worker_program.clone(),
+            start,
+            listener: self.listener.take(),
+            facts: self.facts.clone(),
+            idle_timeout_secs,
+            backoff: RestartBackoff::new(
+                DEFAULT_INITIAL_DELAY,
+                DEFAULT_MAX_DELAY,
+                DEFAULT_MAX_DELAY,
+            ),
+            main_thread_reaps,
+            control: match crate::control::ControlListener::bind(
+                &env.run_dir.join(crate::control::CONTROL_SOCKET_FILE),
+            ) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("no nodeinit status/reload: {e}");
+                    None
+                }
+            },
+        };
+        match WorkerSupervisor::start(worker, setup) {
+            Ok(s) => self.supervisor = Some(s),
+            Err(e) => tracing::error!("the worker will not be restarted: {e}"),
+        }
+    }
+
+    fn required_kind(&self, kind: BackendKind) -> bool {
+        self.config
+            .as_ref()
+            .and_then(|c| c.config.plugins.get(kind))
+            .is_some_and(|s| s.required)
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -170,17 +266,23 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     let mut p = Prepared {
         config: None,
         node_id: None,
-        backends: Backends::default(),
-        plugins: Vec::new(),
-        server: None,
-        gate: ReadyGate::new(),
-        boot_mounts: Vec::new(),
         phases: PhaseRunner::new(false),
+        facts: WorkerFacts::default(),
+        worker: None,
+        listener: None,
+        signals: None,
+        shutdown_requested: None,
+        excluded: Vec::new(),
+        worker_start: None,
+        supervisor: None,
     };
+    match SignalPipe::install() {
+        Ok(s) => p.signals = Some(s),
+        Err(e) => tracing::error!("signal handlers not installed: {e}"),
+    }
 
     p.phases.run("early_mounts", || early_mounts(env));
     p.phases.run("kernel_modules", || kernel_modules(env));
-
     let mut loaded = None;
     p.phases.run("config", || match load_config(env) {
         Ok((cfg, id)) => {
@@ -199,148 +301,209 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         p.config = Some(cfg);
         p.node_id = Some(id);
     }
-    let Some(cfg) = p.config.clone() else {
-        skip_rest(&mut p.phases);
-        return p;
-    };
-    let config = &cfg.config;
-
-    let mut loaded = None;
-    p.phases.run("plugins", || {
-        let l = load_backends(config);
-        let errs = l.errors();
-        let result = if errs.is_empty() {
-            PhaseResult::Ok
-        } else {
-            PhaseResult::Failed {
-                reason: errs.join("; "),
-                required: l.required_failed(),
+    if p.config.is_some() && p.signals.is_some() {
+        run_worker_phases(env, &mut p);
+    } else {
+        for phase in worker_phases() {
+            if !p.phases.skip_if_broken(phase.name) {
+                p.phases.finish(
+                    phase.name,
+                    PhaseResult::Failed {
+                        reason: "no signal handling: the keeper cannot watch a worker".into(),
+                        required: true,
+                    },
+                    0.0,
+                );
             }
-        };
-        loaded = Some(l);
-        result
-    });
-    let required = |kind: BackendKind| config.plugins.get(kind).is_some_and(|s| s.required);
-    if let Some(l) = loaded {
-        p.backends = l.backends;
-        p.plugins = l.records;
+        }
     }
-
-    let backends = p.backends.clone();
-    p.phases.run("cgroup_hierarchy", || match &backends.cgroup {
-        None => PhaseResult::NotApplicable("no cgroup backend".into()),
-        Some(cg) => match cg.create_hierarchy() {
-            Ok(()) => PhaseResult::Ok,
-            Err(e) => PhaseResult::Failed {
-                reason: e.to_string(),
-                required: required(BackendKind::Cgroup),
-            },
-        },
-    });
-
-    let mut acquired = Vec::new();
-    p.phases.run("boot_mounts", || {
-        if config.boot.mounts.is_empty() {
-            return PhaseResult::NotApplicable("no [boot].mounts".into());
-        }
-        let Some(mount) = &backends.mount else {
-            return PhaseResult::Failed { reason: "[boot].mounts is set but no mount backend is loaded".into(), required: true };
-        };
-        for image in &config.boot.mounts {
-            match mount.acquire_for(BOOT_ALLOCATION, image.as_str()) {
-                Ok(h) => {
-                    tracing::info!(image = image.as_str(), mount_point = %h.mount_point, "boot mount");
-                    acquired.push(h);
-                }
-                Err(e) => return PhaseResult::Failed { reason: e.to_string(), required: required(BackendKind::Mount) },
-            }
-        }
-        PhaseResult::Ok
-    });
-    p.boot_mounts = acquired;
-
-    let supervised = config
-        .handoff
-        .as_ref()
-        .filter(|h| h.mode == HandoffMode::Supervise);
-    let mut server = None;
-    p.phases.run("handoff_socket", || {
-        let Some(handoff) = supervised else {
-            return PhaseResult::NotApplicable("handoff mode is not supervise".into());
-        };
-        let Some(ns) = &backends.namespace else {
-            return PhaseResult::NotApplicable("no namespace backend".into());
-        };
-        let access = &handoff.socket;
-        let server_config = ServerConfig {
-            socket_path: env.handoff_socket.clone(),
-            socket_mode: if access.group.is_some() { 0o660 } else { 0o600 },
-            socket_group: access.group,
-            access: AccessPolicy {
-                uids: access.uids.clone(),
-                gids: access.gids.clone(),
-            },
-            ..ServerConfig::default()
-        };
-        match HandoffServer::start(Arc::clone(ns), server_config, p.gate.clone()) {
-            Ok(s) => {
-                server = Some(s);
-                PhaseResult::Ok
-            }
-            Err(e) => PhaseResult::Failed {
-                reason: format!("handoff socket {}: {e}", env.handoff_socket.display()),
-                required: required(BackendKind::Namespace),
-            },
-        }
-    });
-    p.server = server;
-
-    let node_id = p.node_id.clone();
-    let agent_is_pact = config
-        .handoff
-        .as_ref()
-        .is_some_and(|h| h.agent == AgentKind::Pact);
-    let gate = p.gate.clone();
-    p.phases.run("readiness", || {
-        if agent_is_pact {
-            gate.open();
-            return PhaseResult::NotApplicable(
-                "pact-agent signals readiness itself (/run/pact/ready)".into(),
-            );
-        }
-        let Some(rd) = &backends.readiness else {
-            gate.open();
-            return PhaseResult::NotApplicable("no readiness backend".into());
-        };
-        let id = node_id.as_ref().map(NodeId::as_str).unwrap_or_default();
-        match rd.signal_ready(id) {
-            Ok(()) => {
-                gate.open();
-                PhaseResult::Ok
-            }
-            Err(e) => PhaseResult::Failed {
-                reason: e.to_string(),
-                required: required(BackendKind::Readiness),
-            },
-        }
-    });
     p
 }
 
-fn skip_rest(phases: &mut PhaseRunner) {
-    for name in [
-        "plugins",
-        "cgroup_hierarchy",
-        "boot_mounts",
-        "handoff_socket",
-        "readiness",
-    ] {
-        phases.run(name, || PhaseResult::NotApplicable("no config".into()));
+/// The worker phases: one worker, and one more per optional backend that
+/// killed one.
+fn run_worker_phases(env: &BootEnv, p: &mut Prepared) {
+    let (Some(cfg), Some(signals)) = (p.config.clone(), p.signals) else {
+        return;
+    };
+    let config = &cfg.config;
+    let supervised = config
+        .handoff
+        .as_ref()
+        .is_some_and(|h| h.mode == HandoffMode::Supervise);
+    let serve = config
+        .handoff
+        .as_ref()
+        .is_none_or(|h| h.mode == HandoffMode::Supervise);
+    let mut listener_error = None;
+    if supervised && config.plugins.namespace.is_some() {
+        match HandoffListener::bind(&server_config(config, &env.handoff_socket)) {
+            Ok(l) => p.listener = Some(l),
+            Err(e) => {
+                listener_error = Some(format!(
+                    "handoff socket {}: {e}",
+                    env.handoff_socket.display()
+                ))
+            }
+        }
+    }
+    let mut pending: Vec<String> = worker_phases().map(|s| s.name.to_owned()).collect();
+    loop {
+        let start = WorkerStart {
+            task: WorkerTask::Boot,
+            config_file: cfg.origin.path().map(Path::to_path_buf),
+            plugin_dir: config.host.plugin_dir.as_path().to_path_buf(),
+            node_id: p
+                .node_id
+                .as_ref()
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default(),
+            phases: pending.clone(),
+            excluded: p.excluded.clone(),
+            handoff_socket: env.handoff_socket.clone(),
+            listener_passed: p.listener.is_some(),
+            listener_error: listener_error.clone(),
+            serve,
+            boot_mounts: p.facts.boot_mounts.clone(),
+            live_allocations: Vec::new(),
+        };
+        p.worker_start = Some(start.clone());
+        let worker = match WorkerProcess::spawn(&env.worker_program, &start, p.listener.as_ref()) {
+            Ok(w) => w,
+            Err(e) => {
+                fail_pending(p, &pending, &e.to_string());
+                return;
+            }
+        };
+        let mut phase_began = Instant::now();
+        let end = {
+            let (phases, facts, pending) = (&mut p.phases, &mut p.facts, &mut pending);
+            watch(
+                &worker,
+                signals,
+                env.placement,
+                config.host.phase_timeout_secs,
+                &mut |message| {
+                    facts.absorb(message);
+                    if let FromWorker::PhaseDone {
+                        name,
+                        result,
+                        elapsed_ms,
+                    } = message
+                    {
+                        phases.finish(name, result.clone(), *elapsed_ms);
+                        pending.retain(|n| n != name);
+                        phase_began = Instant::now();
+                    }
+                },
+            )
+        };
+        let (reason, step) = match end {
+            WatchEnd::Serving => {
+                p.worker = Some(worker);
+                return;
+            }
+            WatchEnd::Finished(status) => {
+                tracing::debug!(status = %crate::keeper::describe_status(&status), "worker finished its phases");
+                skip_pending(p, &pending);
+                return;
+            }
+            WatchEnd::Shutdown(action) => {
+                p.shutdown_requested = Some(action);
+                fail_pending(
+                    p,
+                    &pending,
+                    &format!("shutdown requested ({})", action.as_str()),
+                );
+                return;
+            }
+            WatchEnd::Died { status, step } => (death_reason(&status, step.as_ref()), step),
+            WatchEnd::Overran { step, timeout_secs } => {
+                (overrun_reason(step.as_ref(), timeout_secs), step)
+            }
+        };
+        tracing::error!(%reason, "worker lost");
+        let phase = step
+            .as_ref()
+            .map(|s| s.phase.clone())
+            .filter(|name| pending.contains(name))
+            .or_else(|| pending.first().cloned());
+        let Some(phase) = phase else {
+            return;
+        };
+        let elapsed_ms = phase_began.elapsed().as_secs_f64() * 1e3;
+        let optional = step
+            .as_ref()
+            .and_then(|s| s.kind.as_deref())
+            .and_then(|k| BackendKind::ALL.into_iter().find(|kind| kind.name() == k))
+            .filter(|kind| {
+                !p.required_kind(*kind) && !p.excluded.iter().any(|(e, _)| e == kind.name())
+            });
+        match optional {
+            Some(kind) => {
+                p.phases.finish(
+                    &phase,
+                    PhaseResult::Failed {
+                        reason: format!(
+                            "{reason}; going on without the optional {} backend",
+                            kind.name()
+                        ),
+                        required: false,
+                    },
+                    elapsed_ms,
+                );
+                p.excluded
+                    .push((kind.name().to_owned(), format!("not loaded: {reason}")));
+                pending.retain(|n| *n != phase);
+            }
+            None => {
+                p.phases.finish(
+                    &phase,
+                    PhaseResult::Failed {
+                        reason,
+                        required: true,
+                    },
+                    elapsed_ms,
+                );
+                pending.retain(|n| *n != phase);
+                skip_pending(p, &pending);
+                if !p.phases.is_healthy() {
+                    return;
+                }
+                // on_failure = continue: the rest still deserves a worker.
+            }
+        }
+    }
+}
+
+fn skip_pending(p: &mut Prepared, pending: &[String]) {
+    for name in pending {
+        if !p.phases.skip_if_broken(name) {
+            p.phases.finish(
+                name,
+                PhaseResult::NotApplicable("not run: the worker ended before it".into()),
+                0.0,
+            );
+        }
+    }
+}
+
+fn fail_pending(p: &mut Prepared, pending: &[String], reason: &str) {
+    if let Some((first, rest)) = pending.split_first() {
+        p.phases.finish(
+            first,
+            PhaseResult::Failed {
+                reason: reason.to_owned(),
+                required: true,
+            },
+            0.0,
+        );
+        skip_pending(p, rest);
     }
 }
 
 fn early_mounts(env: &BootEnv) -> PhaseResult {
-    if !env.is_pid1 {
+    if !env.placement.is_pid1() {
         return PhaseResult::NotApplicable("not PID 1".into());
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -351,16 +514,20 @@ fn early_mounts(env: &BootEnv) -> PhaseResult {
             required: true,
         };
     }
-    if !env.sandbox {
+    if env.placement.is_node() {
         if let Err(e) = pid1::attach_stdio_to_console(Path::new("/dev/console")) {
             tracing::warn!("stdio not attached to /dev/console: {e}");
+        }
+        // PID 1 is the last process the OOM killer may take.
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+            tracing::warn!("oom_score_adj of PID 1 not set: {e}");
         }
     }
     PhaseResult::Ok
 }
 
 fn kernel_modules(env: &BootEnv) -> PhaseResult {
-    if !env.is_pid1 || env.sandbox {
+    if !env.placement.is_node() {
         return PhaseResult::NotApplicable("not the node's PID 1".into());
     }
     let Some(list) = crate::kernel_modules::list_path(Path::new("/")) else {

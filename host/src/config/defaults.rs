@@ -9,6 +9,10 @@ pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/nodeinit/plugins";
 /// Seconds a supervised agent gets between SIGTERM and SIGKILL at shutdown.
 pub const DEFAULT_GRACE_SECS: u64 = 10;
 
+/// Seconds a plugin call may take unless `[host].phase_timeout_secs` or the
+/// plugin's `timeout_secs` says otherwise.
+pub const DEFAULT_PHASE_TIMEOUT_SECS: u64 = 60;
+
 /// The config of a plain node, used when no config file exists: the four
 /// reference backends (cgroup and readiness required, mount and namespace
 /// optional), no boot mounts and no agent — nodeinit stays PID 1, serves the

@@ -21,7 +21,10 @@ mod schema;
 mod values;
 
 pub use cmdline::KernelCmdline;
-pub use defaults::{BUILTIN_CONFIG, DEFAULT_CONFIG_PATH, DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
+pub use defaults::{
+    BUILTIN_CONFIG, DEFAULT_CONFIG_PATH, DEFAULT_GRACE_SECS, DEFAULT_PHASE_TIMEOUT_SECS,
+    DEFAULT_PLUGIN_DIR,
+};
 pub use error::ConfigError;
 pub use handoff_values::{EnvName, StopSignal, Template, NODE_ID_PLACEHOLDER};
 pub use load::{load, load_from_bytes, load_from_str, ConfigOrigin, LoadedConfig};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nodeinit_plugin_api::BackendKind;
 use serde::Deserialize;
 
-use crate::config::defaults::{DEFAULT_GRACE_SECS, DEFAULT_PLUGIN_DIR};
+use crate::config::defaults::{DEFAULT_GRACE_SECS, DEFAULT_PHASE_TIMEOUT_SECS, DEFAULT_PLUGIN_DIR};
 use crate::config::{
     AbsolutePath, EnvName, ImageRef, NodeId, PluginPath, Sha256Pin, StopSignal, Template,
 };
@@ -43,6 +43,10 @@ pub struct HostSection {
     /// The node id, when neither the kernel command line nor `/etc/hostname` should give it.
     #[serde(default)]
     pub node_id: Option<NodeId>,
+    /// Seconds a plugin call may take before the keeper kills the worker
+    /// and fails the phase (default 60; a plugin's `timeout_secs` overrides it).
+    #[serde(default = "default_phase_timeout_secs")]
+    pub phase_timeout_secs: u64,
 }
 
 impl Default for HostSection {
@@ -51,8 +55,13 @@ impl Default for HostSection {
             plugin_dir: default_plugin_dir(),
             on_failure: OnFailure::default(),
             node_id: None,
+            phase_timeout_secs: DEFAULT_PHASE_TIMEOUT_SECS,
         }
     }
+}
+
+fn default_phase_timeout_secs() -> u64 {
+    DEFAULT_PHASE_TIMEOUT_SECS
 }
 
 fn default_plugin_dir() -> AbsolutePath {
@@ -136,6 +145,9 @@ pub struct PluginSpec {
     /// Optional SHA-256 pin of the `.so` file.
     #[serde(default)]
     pub sha256: Option<Sha256Pin>,
+    /// Seconds each call into this plugin may take (default `[host].phase_timeout_secs`).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
     /// `[plugins.<kind>.options]`: handed to the plugin as JSON; the plugin
     /// rejects keys it does not know.
     #[serde(default)]
@@ -150,6 +162,11 @@ impl PluginSpec {
     /// The `.so` to load.
     pub fn resolved_path(&self, plugin_dir: &AbsolutePath) -> PathBuf {
         self.path.resolve(plugin_dir.as_path())
+    }
+
+    /// The deadline of one call into this plugin.
+    pub fn timeout_secs(&self, host: &HostSection) -> u64 {
+        self.timeout_secs.unwrap_or(host.phase_timeout_secs)
     }
 
     /// The options re-encoded as JSON, as the plugin ABI takes them.

@@ -115,8 +115,17 @@ pub struct LoadedPlugin {
     pub sha256: Option<String>,
 }
 
-/// Descriptors of loaded plugins, kept open for the life of the process.
-static LOADED_FDS: Mutex<Vec<File>> = Mutex::new(Vec::new());
+/// Descriptors of loaded plugins (with the path they were loaded from),
+/// kept open for the life of the process.
+static LOADED_FDS: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+
+/// SHA-256 of the file that was loaded from `path` — read through the
+/// descriptor kept open, so a file replaced on disk since does not count.
+pub fn loaded_sha256(path: &Path) -> Option<String> {
+    let loaded = LOADED_FDS.lock().unwrap_or_else(PoisonError::into_inner);
+    let (_, file) = loaded.iter().rev().find(|(p, _)| p == path)?;
+    sha256_hex(file).ok()
+}
 
 /// Checks and loads one plugin file.
 ///
@@ -146,7 +155,7 @@ pub fn load_plugin(path: &Path, pin: Option<&Sha256Pin>) -> Result<LoadedPlugin,
     LOADED_FDS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(file);
+        .push((path.to_path_buf(), file));
     tracing::debug!(path = %path.display(), plugin = library.name(), version = library.version(), "plugin loaded");
     Ok(LoadedPlugin {
         path: path.to_path_buf(),

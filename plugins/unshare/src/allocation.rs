@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use hpc_node::{MountHandle, NamespaceError, NamespaceResponse, NamespaceType};
-use nodeinit_handoff::holder::NamespaceHolder;
 use nodeinit_handoff::AllocationId;
 use nodeinit_plugin_api::AllocationMounts;
 
@@ -24,7 +23,7 @@ pub(crate) struct Allocation {
     pub(crate) namespaces: Vec<NamespaceType>,
     pub(crate) uenv_image: Option<String>,
     pub(crate) response: NamespaceResponse,
-    pub(crate) holder: Option<NamespaceHolder>,
+    pub(crate) holder: Option<crate::persist::Holder>,
     pub(crate) uenv: Option<UenvReference>,
 }
 

@@ -41,6 +41,8 @@ pub struct UnshareBackend {
     config: UnshareConfig,
     mounts: Option<Arc<dyn AllocationMounts>>,
     slots: Mutex<HashMap<AllocationId, Slot>>,
+    /// Holders outlive the worker (only under nodeinit's keeper).
+    persistence: Option<crate::persist::Persistence>,
 }
 
 impl std::fmt::Debug for UnshareBackend {
@@ -59,10 +61,12 @@ fn creation_failed(reason: String) -> NamespaceError {
 impl UnshareBackend {
     /// A backend; `mounts` is the host's mount backend, needed for `uenv_image`.
     pub fn new(config: UnshareConfig, mounts: Option<Arc<dyn AllocationMounts>>) -> Self {
+        let persistence = crate::persist::Persistence::if_enabled(&config.state_dir);
         Self {
             config,
             mounts,
             slots: Mutex::new(HashMap::new()),
+            persistence,
         }
     }
 
@@ -107,7 +111,22 @@ impl UnshareBackend {
             .map(|h| h.pid().as_raw())
     }
 
+    /// Adopt the previous worker's holders (once), when persisting.
+    fn adopt(&self) {
+        if let Some(p) = &self.persistence {
+            p.adopt_once(&self.slots, self.mounts.as_ref());
+        }
+    }
+
+    /// Record the live holders, when persisting.
+    fn persist(&self) {
+        if let Some(p) = &self.persistence {
+            p.save(&self.slots);
+        }
+    }
+
     fn slot(&self, allocation_id: &str) -> Option<Slot> {
+        self.adopt();
         let id = AllocationId::parse(allocation_id).ok()?;
         self.slots
             .lock()
@@ -167,11 +186,15 @@ impl UnshareBackend {
             holder: None,
             uenv,
         };
-        let holder = NamespaceHolder::spawn_prepared(
-            &request.namespaces,
-            self.config.propagation,
-            bind.as_ref(),
-        )
+        let holder = match &self.persistence {
+            Some(p) => p.spawn(&request.namespaces, self.config.propagation, bind.as_ref()),
+            None => NamespaceHolder::spawn_prepared(
+                &request.namespaces,
+                self.config.propagation,
+                bind.as_ref(),
+            )
+            .map(crate::persist::Holder::Tied),
+        }
         .map_err(|e| creation_failed(format!("allocation {id}: {e}")))?;
         tracing::info!(allocation = %id, holder = %holder.pid(), namespaces = ?request.namespaces,
             uenv = ?request.uenv_image, "namespaces created");
@@ -187,6 +210,7 @@ impl NamespaceProvider for UnshareBackend {
     ) -> Result<NamespaceResponse, NamespaceError> {
         let id = nodeinit_handoff::protocol::validate(request)
             .map_err(|e| creation_failed(e.to_string()))?;
+        self.adopt();
         let slot = self
             .slots
             .lock()
@@ -208,6 +232,8 @@ impl NamespaceProvider for UnshareBackend {
             Ok(allocation) => {
                 let response = allocation.response.clone();
                 *guard = Some(allocation);
+                drop(guard);
+                self.persist();
                 Ok(response)
             }
             Err(e) => {
@@ -223,6 +249,7 @@ impl NamespaceProvider for UnshareBackend {
             allocation_id: allocation_id.to_owned(),
         };
         let id = AllocationId::parse(allocation_id).map_err(|_| not_found())?;
+        self.adopt();
         let slot = self
             .slots
             .lock()
@@ -231,6 +258,7 @@ impl NamespaceProvider for UnshareBackend {
             .ok_or_else(not_found)?;
         let allocation = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         let allocation = allocation.ok_or_else(not_found)?;
+        self.persist();
         allocation.release()?;
         tracing::info!(allocation = %id, "namespaces released");
         Ok(())

@@ -14,6 +14,7 @@
 mod allocation;
 mod backend;
 mod options;
+pub mod persist;
 
 pub use backend::UnshareBackend;
 pub use options::{UnshareConfig, UnshareOptions};

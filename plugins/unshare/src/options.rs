@@ -17,6 +17,13 @@ pub struct UnshareOptions {
     /// `"slave"` (default) or `"private"`: propagation of new mount namespaces.
     #[serde(default)]
     pub propagation: Propagation,
+    /// Where holder records are kept under nodeinit's keeper (default `/run/nodeinit`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+}
+
+fn default_state_dir() -> String {
+    "/run/nodeinit".to_owned()
 }
 
 fn default_uenv_mount_path() -> String {
@@ -28,6 +35,7 @@ impl Default for UnshareOptions {
         Self {
             uenv_mount_path: default_uenv_mount_path(),
             propagation: Propagation::default(),
+            state_dir: default_state_dir(),
         }
     }
 }
@@ -39,6 +47,8 @@ pub struct UnshareConfig {
     pub uenv_mount_path: UenvMountPath,
     /// Propagation of new mount namespaces.
     pub propagation: Propagation,
+    /// Where holder records are kept under nodeinit's keeper.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl TryFrom<UnshareOptions> for UnshareConfig {
@@ -48,6 +58,7 @@ impl TryFrom<UnshareOptions> for UnshareConfig {
         Ok(Self {
             uenv_mount_path: UenvMountPath::parse(&options.uenv_mount_path)?,
             propagation: options.propagation,
+            state_dir: options.state_dir.into(),
         })
     }
 }
@@ -57,6 +68,7 @@ impl Default for UnshareConfig {
         Self {
             uenv_mount_path: nodeinit_handoff::client::ClientConfig::default().uenv_mount_path,
             propagation: Propagation::default(),
+            state_dir: default_state_dir().into(),
         }
     }
 }

@@ -71,6 +71,36 @@ impl BootJson {
         lines
     }
 
+    /// Phase `phase` is `degraded` and an error names `reason`.
+    ///
+    /// # Errors
+    /// When it is not.
+    pub fn degraded_by(&self, phase: &str, reason: &str) -> Result<String, String> {
+        let status = self
+            .phases()
+            .into_iter()
+            .find(|(name, _, _)| name == phase)
+            .map(|(_, status, _)| status);
+        let errors: Vec<String> = self
+            .0
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let error = errors.iter().find(|e| e.contains(reason));
+        match (status.as_deref(), error) {
+            (Some("degraded"), Some(error)) => Ok(format!("{phase} degraded: {error}")),
+            _ => Err(format!(
+                "{BOOT_JSON}: phase {phase} is {status:?}, errors {errors:?}; expected degraded by {reason:?}"
+            )),
+        }
+    }
+
     /// nodeinit ran as PID 1, recorded `node_id`, no error, and each of
     /// `must_be_ok` has status `ok`.
     pub fn check(&self, node_id: &str, must_be_ok: &[&str]) -> Result<String, String> {

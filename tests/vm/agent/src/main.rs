@@ -10,17 +10,25 @@
 //! * `--mode exec`: the agent is PID 1; it also checks the `[boot].mounts`
 //!   uenv image, then powers off.
 //! * `--mode supervise`: nodeinit stays PID 1; the first run also checks the
-//!   namespace handoff, then crashes; the restarted run checks it was
-//!   restarted and asks nodeinit to shut the VM down (`--shutdown-signal`).
+//!   namespace handoff, that PID 1 maps no plugin, and that the allocation
+//!   survives a worker killed with SIGSEGV, then crashes; the restarted run
+//!   checks it was restarted and asks nodeinit to shut the VM down
+//!   (`--shutdown-signal`).
+//! * `--mode reload`: supervise mode; `nodeinit reload` to a rebuilt plugin
+//!   with a live allocation, then to a broken one; then shuts the VM down.
+//! * `--mode optional`: exec mode after an optional plugin killed a worker
+//!   in its constructor: boot.json says so, the boot went on; powers off.
 
 mod boot_report;
 mod kernel_cmdline;
 mod kernel_modules;
 mod lifecycle;
 mod namespaces;
+mod reload;
 mod report;
 mod scope;
 mod slices;
+mod worker;
 
 use boot_report::BootJson;
 use hpc_node::readiness::READINESS_FILE_PATH;
@@ -50,12 +58,15 @@ const SUPERVISE_PHASES: [&str; 8] = [
     "handoff",
 ];
 
-const USAGE: &str = "usage: nodeinit-vm-agent --mode exec|supervise [--shutdown-signal TERM]";
+const USAGE: &str =
+    "usage: nodeinit-vm-agent --mode exec|supervise|optional|reload [--shutdown-signal TERM]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Exec,
     Supervise,
+    Optional,
+    Reload,
 }
 
 struct Args {
@@ -90,8 +101,10 @@ fn parse_mode(word: Option<String>) -> Result<Mode, String> {
     match word.as_deref() {
         Some("exec") => Ok(Mode::Exec),
         Some("supervise") => Ok(Mode::Supervise),
+        Some("optional") => Ok(Mode::Optional),
+        Some("reload") => Ok(Mode::Reload),
         other => Err(format!(
-            "--mode {other:?} is neither exec nor supervise; {USAGE}"
+            "--mode {other:?} is not exec, supervise, optional or reload; {USAGE}"
         )),
     }
 }
@@ -110,6 +123,8 @@ fn main() {
         (Mode::Supervise, Ok(previous)) if previous > 0 => {
             restarted_run(&mut report, previous, args.shutdown_signal)
         }
+        (Mode::Optional, _) => optional_run(&mut report),
+        (Mode::Reload, _) => reload_run(&mut report, args.shutdown_signal),
         (mode, runs) => {
             if let Err(why) = runs {
                 report.check("run-counter", Err(why));
@@ -128,8 +143,8 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
                 report.info("phase", &line);
             }
             let must_be_ok: &[&str] = match mode {
-                Mode::Exec => &EXEC_PHASES,
-                Mode::Supervise => &SUPERVISE_PHASES,
+                Mode::Exec | Mode::Optional => &EXEC_PHASES,
+                Mode::Supervise | Mode::Reload => &SUPERVISE_PHASES,
             };
             report.check(
                 "boot-json",
@@ -181,12 +196,14 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
     );
     match mode {
         // `[boot].mounts` acquired the image before the exec.
-        Mode::Exec => report.check("uenv-host", namespaces::host_mount()),
-        Mode::Supervise => handoff_checks(report),
+        Mode::Exec | Mode::Optional => report.check("uenv-host", namespaces::host_mount()),
+        Mode::Supervise | Mode::Reload => handoff_checks(report),
     }
     match mode {
-        Mode::Exec => finish(report, Some(lifecycle::power_off_as_pid1 as fn() -> !)),
-        Mode::Supervise => {
+        Mode::Exec | Mode::Optional => {
+            finish(report, Some(lifecycle::power_off_as_pid1 as fn() -> !))
+        }
+        Mode::Supervise | Mode::Reload => {
             report.finish();
             report.info(
                 "crash",
@@ -195,6 +212,39 @@ fn first_run(report: &mut Report, mode: Mode) -> ! {
             lifecycle::crash()
         }
     }
+}
+
+/// Supervise mode: a live plugin upgrade, then a shutdown request.
+fn reload_run(report: &mut Report, shutdown_signal: Signal) -> ! {
+    report.check("reload", reload::upgrade());
+    report.finish();
+    match lifecycle::request_shutdown(shutdown_signal) {
+        Ok(()) => std::process::exit(0),
+        Err(why) => {
+            report.check("shutdown", Err(why));
+            std::process::exit(1)
+        }
+    }
+}
+
+/// The boot went on without the optional readiness plugin that killed a
+/// worker in its constructor; boot.json says why.
+fn optional_run(report: &mut Report) -> ! {
+    report.check(
+        "pid",
+        if std::process::id() == 1 {
+            Ok("exec mode: the agent is PID 1".to_owned())
+        } else {
+            Err(format!("agent is pid {}", std::process::id()))
+        },
+    );
+    report.check(
+        "optional",
+        BootJson::read().and_then(|boot| {
+            boot.degraded_by("plugins", "worker killed by SIGSEGV in constructor")
+        }),
+    );
+    finish(report, Some(lifecycle::power_off_as_pid1 as fn() -> !))
 }
 
 fn handoff_checks(report: &mut Report) {
@@ -211,6 +261,11 @@ fn handoff_checks(report: &mut Report) {
                 namespaces::fds_are_new_namespaces(&granted),
             );
             report.check("uenv-in-namespace", namespaces::uenv_inside(&granted));
+            report.check("pid1-maps", worker::pid1_maps_no_plugin());
+            report.check(
+                "worker-restart",
+                worker::survives_worker_restart(&client, "vmtest-alloc-1", &granted),
+            );
             report.check("allocation-ended", namespaces::release(&client, granted));
         }
         Err(why) => report.check("handoff", Err(why)),

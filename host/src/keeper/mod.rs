@@ -1,0 +1,18 @@
+//! The keeper: what PID 1 does that involves a worker. The keeper never
+//! loads a plugin (after boot `/proc/1/maps` holds no `libnodeinit_*.so`);
+//! plugin code runs only in the worker it starts, watches with deadlines,
+//! and — after boot, in supervise mode — restarts.
+//!
+//! Owns the worker's process (start, deadlines, death, kill) and the facts
+//! a new worker needs to take over (boot mounts, live allocations). The boot
+//! orchestration in [`crate::boot`] decides what a death or overrun means.
+
+mod facts;
+mod supervisor;
+mod watch;
+mod worker_process;
+
+pub use facts::{death_reason, overrun_reason, WorkerFacts};
+pub use supervisor::{SupervisorSetup, WorkerStatus, WorkerSupervisor};
+pub use watch::{watch, WatchEnd};
+pub use worker_process::{describe_status, WorkerProcess};

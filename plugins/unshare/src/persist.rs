@@ -1,0 +1,627 @@
+//! Holders that outlive their worker (nodeinit's keeper/worker model): when
+//! the worker that created an allocation dies or is replaced, the holder —
+//! and with it the allocation's namespaces and uenv bind — lives on, and the
+//! next worker adopts it.
+//!
+//! Enabled only in a worker started by nodeinit's keeper: the keeper sets
+//! `NODEINIT_KEEPER_PID` to its pid, and this module checks it is the
+//! parent's. There a holder is cloned with `CLONE_PARENT` — its parent is
+//! the keeper, which never dies and reaps it — and `PR_SET_PDEATHSIG`, which
+//! then refers to the keeper, so holders still go when a keeper that is
+//! only a test process exits. Everywhere else (tests, the client fallback)
+//! holders stay tied to their creator as `nodeinit_handoff::holder` makes
+//! them.
+//!
+//! Which holder serves which allocation is written atomically to
+//! `<state_dir>/unshare-holders.json` with the holder's pid *and* its start
+//! time (`/proc/<pid>/stat` field 22): a record whose pid now belongs to
+//! another process is never adopted. The start time is checked again after
+//! `pidfd_open`, so the adopted pidfd is the recorded process.
+//!
+//! The pidfd syscalls (`pidfd_open`, `pidfd_send_signal`) are wrapped by
+//! hand: nix 0.29 has none, and `nodeinit_handoff`'s wrappers are private.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use hpc_node::{MountHandle, NamespaceResponse, NamespaceType};
+use nix::fcntl::{open, OFlag};
+use nix::libc;
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use nodeinit_handoff::holder::{clone_flag, proc_ns_name};
+use nodeinit_handoff::mount_namespace::{Propagation, UenvBind};
+use serde::{Deserialize, Serialize};
+
+/// The environment variable the keeper sets in its worker.
+pub const KEEPER_PID_ENV: &str = "NODEINIT_KEEPER_PID";
+/// The state file's name inside `state_dir`.
+pub const STATE_FILE: &str = "unshare-holders.json";
+
+/// Whether this process is a worker of a nodeinit keeper (holders persist).
+pub fn persistence_enabled() -> bool {
+    std::env::var(KEEPER_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .is_some_and(|pid| pid == nix::unistd::getppid().as_raw())
+}
+
+/// One persisted allocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HolderRecord {
+    /// The allocation.
+    pub allocation_id: String,
+    /// Its holder's pid.
+    pub pid: i32,
+    /// Its holder's start time (clock ticks after boot).
+    pub start_time: u64,
+    /// The namespaces, in `fd_types` order.
+    pub namespaces: Vec<NamespaceType>,
+    /// The requested uenv image.
+    pub uenv_image: Option<String>,
+    /// The uenv reference held for it.
+    pub uenv: Option<MountHandle>,
+    /// What the request was answered.
+    pub response: NamespaceResponse,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    holders: Vec<HolderRecord>,
+}
+
+/// The state file.
+#[derive(Debug, Clone)]
+pub struct HolderStore {
+    path: PathBuf,
+}
+
+impl HolderStore {
+    /// The store in `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join(STATE_FILE),
+        }
+    }
+
+    /// The records; a missing file is none.
+    ///
+    /// # Errors
+    ///
+    /// Unreadable, or not a holder state file (named, with what to do).
+    pub fn load(&self) -> io::Result<Vec<HolderRecord>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", self.path.display()),
+                ))
+            }
+        };
+        serde_json::from_str::<StateFile>(&text)
+            .map(|s| s.holders)
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "{} is not a holder state file ({e}); move it away (live allocations are then not adopted)",
+                    self.path.display()
+                ))
+            })
+    }
+
+    /// Replace the records, atomically (temp file, fsync, rename).
+    ///
+    /// # Errors
+    ///
+    /// The write failing, naming the file.
+    pub fn save(&self, holders: &[HolderRecord]) -> io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+        let text = serde_json::to_vec_pretty(&StateFile {
+            holders: holders.to_vec(),
+        })
+        .map_err(io::Error::other)?;
+        let _ = std::fs::remove_file(&tmp);
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io::Error::new(e.kind(), format!("writing {}: {e}", self.path.display()))
+        })
+    }
+}
+
+/// The start time of `pid` (field 22 of `/proc/<pid>/stat`).
+///
+/// # Errors
+///
+/// No such process, or an unreadable stat file.
+pub fn start_time(pid: i32) -> io::Result<u64> {
+    let stat = procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map_err(|e| io::Error::other(format!("/proc/{pid}/stat: {e}")))?;
+    if stat.state == 'Z' {
+        return Err(io::Error::other(format!("process {pid} is a zombie")));
+    }
+    Ok(stat.starttime)
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a valid pidfd, a signal number, no siginfo, flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// A holder whose parent is the keeper: it survives its worker.
+#[derive(Debug)]
+pub struct PersistentHolder {
+    pid: Pid,
+    start_time: u64,
+    pidfd: Option<OwnedFd>,
+    namespaces: Vec<(NamespaceType, OwnedFd)>,
+}
+
+/// Stack for the holder's first frame; it makes a handful of syscalls.
+const HOLDER_STACK_BYTES: usize = 64 * 1024;
+
+/// What a persistent holder does for its whole life: die with the keeper,
+/// hold no descriptor of the worker, reap its PID namespace.
+fn holder_main() -> isize {
+    // SAFETY: plain syscalls with integer arguments; nothing allocates or
+    // locks (this is a copy of a multi-threaded process).
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // `ps` tells it from the worker it was cloned from.
+        libc::prctl(libc::PR_SET_NAME, c"nodeinit-holder".as_ptr(), 0, 0, 0);
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        loop {
+            if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0
+                && *libc::__errno_location() == libc::ECHILD
+            {
+                libc::pause();
+            }
+        }
+    }
+}
+
+impl PersistentHolder {
+    /// Clone a holder (child of the keeper) in new `namespaces`, open their
+    /// FDs and prepare the mount namespace (propagation, uenv bind).
+    ///
+    /// # Errors
+    ///
+    /// The failing step and the kernel's reason; the holder is gone then.
+    pub fn spawn(
+        namespaces: &[NamespaceType],
+        propagation: Propagation,
+        bind: Option<&UenvBind>,
+    ) -> io::Result<Self> {
+        let flags = namespaces
+            .iter()
+            .fold(CloneFlags::CLONE_PARENT, |acc, ns| acc | clone_flag(*ns));
+        let mut stack = vec![0u8; HOLDER_STACK_BYTES];
+        // SAFETY: the child gets its own copy of the address space (no
+        // CLONE_VM) and runs holder_main, which only makes raw syscalls and
+        // never returns.
+        let pid = unsafe {
+            nix::sched::clone(
+                Box::new(holder_main),
+                &mut stack,
+                flags,
+                Some(libc::SIGCHLD),
+            )
+        }
+        .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))?;
+        let pidfd = match pidfd_open(pid.as_raw()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(io::Error::other(format!("pidfd_open({pid}) failed: {e}")));
+            }
+        };
+        let mut holder = Self {
+            pid,
+            start_time: 0,
+            pidfd: Some(pidfd),
+            namespaces: Vec::new(),
+        };
+        holder.start_time = start_time(pid.as_raw())?;
+        holder.open_namespaces(namespaces)?;
+        if let Some(mnt) = holder.fd(NamespaceType::Mount) {
+            nodeinit_handoff::mount_namespace::prepare(mnt, propagation, bind)?;
+        } else if bind.is_some() {
+            return Err(io::Error::other("a uenv bind needs a Mount namespace"));
+        }
+        Ok(holder)
+    }
+
+    /// Adopt the holder `record` names, if it is still that very process.
+    ///
+    /// # Errors
+    ///
+    /// It is gone, its pid belongs to another process now (start time
+    /// differs), or a namespace cannot be opened.
+    pub fn adopt(record: &HolderRecord) -> io::Result<Self> {
+        let before = start_time(record.pid)?;
+        if before != record.start_time {
+            return Err(io::Error::other(format!(
+                "pid {} was reused (start time {before}, recorded {})",
+                record.pid, record.start_time
+            )));
+        }
+        let pidfd = pidfd_open(record.pid)?;
+        // The pidfd now pins whatever has the pid: make sure it is still ours.
+        let after = start_time(record.pid)?;
+        if after != record.start_time {
+            return Err(io::Error::other(format!(
+                "pid {} was reused while adopting it",
+                record.pid
+            )));
+        }
+        let mut holder = Self {
+            pid: Pid::from_raw(record.pid),
+            start_time: record.start_time,
+            pidfd: Some(pidfd),
+            namespaces: Vec::new(),
+        };
+        holder.open_namespaces(&record.namespaces)?;
+        // Forget it without killing it if adoption fails from here on.
+        Ok(holder)
+    }
+
+    fn open_namespaces(&mut self, namespaces: &[NamespaceType]) -> io::Result<()> {
+        for ns in namespaces {
+            let path = format!("/proc/{}/ns/{}", self.pid, proc_ns_name(*ns));
+            let fd = open(
+                path.as_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
+            // SAFETY: open returned a new descriptor that nothing else owns.
+            self.namespaces
+                .push((*ns, unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        Ok(())
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Its start time.
+    pub fn start_time(&self) -> u64 {
+        self.start_time
+    }
+
+    /// The FD of namespace `ns`.
+    pub fn fd(&self, ns: NamespaceType) -> Option<BorrowedFd<'_>> {
+        self.namespaces
+            .iter()
+            .find(|(t, _)| *t == ns)
+            .map(|(_, fd)| fd.as_fd())
+    }
+
+    /// Fresh duplicates of all namespace FDs, in order.
+    ///
+    /// # Errors
+    ///
+    /// `dup` failing.
+    pub fn duplicate_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.namespaces
+            .iter()
+            .map(|(_, fd)| fd.try_clone())
+            .collect()
+    }
+
+    /// Kill the holder and wait (on its pidfd) until it has exited; the
+    /// keeper reaps it.
+    ///
+    /// # Errors
+    ///
+    /// `pidfd_send_signal` failing.
+    pub fn terminate(mut self) -> io::Result<()> {
+        self.kill_and_wait()
+    }
+
+    /// Forget the process without killing it (it belongs to the next worker).
+    pub fn forget(mut self) {
+        self.pidfd = None;
+        self.namespaces.clear();
+    }
+
+    fn kill_and_wait(&mut self) -> io::Result<()> {
+        self.namespaces.clear();
+        let Some(pidfd) = self.pidfd.take() else {
+            return Ok(());
+        };
+        pidfd_kill(pidfd.as_fd())
+            .map_err(|e| io::Error::other(format!("cannot kill holder {}: {e}", self.pid)))?;
+        let mut fds = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        // A SIGKILLed process exits at once unless stuck in the kernel.
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+        Ok(())
+    }
+}
+
+impl Drop for PersistentHolder {
+    fn drop(&mut self) {
+        if let Err(e) = self.kill_and_wait() {
+            tracing::error!(holder = %self.pid, error = %e, "namespace holder not cleaned up");
+        }
+    }
+}
+
+/// A holder of either kind, as an allocation keeps it.
+#[derive(Debug)]
+pub enum Holder {
+    /// Tied to the thread that created it (`nodeinit_handoff::holder`).
+    Tied(nodeinit_handoff::holder::NamespaceHolder),
+    /// A child of the keeper, persisted and adoptable.
+    Persistent(PersistentHolder),
+}
+
+impl Holder {
+    /// Its pid.
+    pub fn pid(&self) -> Pid {
+        match self {
+            Self::Tied(h) => h.pid(),
+            Self::Persistent(h) => h.pid(),
+        }
+    }
+
+    /// Fresh duplicates of its namespace FDs.
+    ///
+    /// # Errors
+    ///
+    /// `dup` failing.
+    pub fn duplicate_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        match self {
+            Self::Tied(h) => h.duplicate_fds(),
+            Self::Persistent(h) => h.duplicate_fds(),
+        }
+    }
+
+    /// Kill it.
+    ///
+    /// # Errors
+    ///
+    /// As the holder's own `terminate`.
+    pub fn terminate(self) -> io::Result<()> {
+        match self {
+            Self::Tied(h) => h.terminate(),
+            Self::Persistent(h) => h.terminate(),
+        }
+    }
+}
+
+/// Holder persistence of one backend: where, and whether its records were
+/// adopted yet (lazily, at the first request: a constructor must not act —
+/// `nodeinit check` constructs the backend too).
+#[derive(Debug)]
+pub struct Persistence {
+    store: HolderStore,
+    adopted: std::sync::Once,
+}
+
+type Slots = std::sync::Mutex<
+    std::collections::HashMap<
+        nodeinit_handoff::AllocationId,
+        std::sync::Arc<std::sync::Mutex<Option<crate::allocation::Allocation>>>,
+    >,
+>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Persistence {
+    /// Persistence in `state_dir`, when this process is a keeper's worker.
+    pub fn if_enabled(state_dir: &Path) -> Option<Self> {
+        persistence_enabled().then(|| Self {
+            store: HolderStore::new(state_dir),
+            adopted: std::sync::Once::new(),
+        })
+    }
+
+    /// A new holder for an allocation.
+    ///
+    /// # Errors
+    ///
+    /// As [`PersistentHolder::spawn`].
+    pub fn spawn(
+        &self,
+        namespaces: &[NamespaceType],
+        propagation: Propagation,
+        bind: Option<&UenvBind>,
+    ) -> io::Result<Holder> {
+        PersistentHolder::spawn(namespaces, propagation, bind).map(Holder::Persistent)
+    }
+
+    /// Adopt the holders of the previous worker into `slots` (once).
+    pub(crate) fn adopt_once(
+        &self,
+        slots: &Slots,
+        mounts: Option<&std::sync::Arc<dyn nodeinit_plugin_api::AllocationMounts>>,
+    ) {
+        self.adopted.call_once(|| {
+            let records = match self.store.load() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "previous holders not adopted");
+                    return;
+                }
+            };
+            let mut slots = lock(slots);
+            for record in records {
+                let Ok(id) = nodeinit_handoff::AllocationId::parse(&record.allocation_id) else {
+                    continue;
+                };
+                match PersistentHolder::adopt(&record) {
+                    Ok(holder) => {
+                        tracing::info!(allocation = %id, holder = record.pid, "holder adopted");
+                        let uenv = match (record.uenv.clone(), mounts) {
+                            (Some(handle), Some(mounts)) => Some(crate::allocation::UenvReference {
+                                mounts: std::sync::Arc::clone(mounts),
+                                handle,
+                            }),
+                            _ => None,
+                        };
+                        let allocation = crate::allocation::Allocation {
+                            id: id.clone(),
+                            namespaces: record.namespaces.clone(),
+                            uenv_image: record.uenv_image.clone(),
+                            response: record.response.clone(),
+                            holder: Some(Holder::Persistent(holder)),
+                            uenv,
+                        };
+                        slots.insert(id, std::sync::Arc::new(std::sync::Mutex::new(Some(allocation))));
+                    }
+                    Err(e) => {
+                        tracing::warn!(allocation = %id, holder = record.pid, error = %e, "holder not adopted; the allocation is gone");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Write the records of every live allocation.
+    pub(crate) fn save(&self, slots: &Slots) {
+        let slots: Vec<_> = lock(slots).values().cloned().collect();
+        let records: Vec<HolderRecord> = slots
+            .iter()
+            .filter_map(|slot| {
+                let guard = lock(slot);
+                let a = guard.as_ref()?;
+                let Some(Holder::Persistent(h)) = a.holder.as_ref() else {
+                    return None;
+                };
+                Some(HolderRecord {
+                    allocation_id: a.id.to_string(),
+                    pid: h.pid().as_raw(),
+                    start_time: h.start_time(),
+                    namespaces: a.namespaces.clone(),
+                    uenv_image: a.uenv_image.clone(),
+                    uenv: a.uenv.as_ref().map(|u| u.handle.clone()),
+                    response: a.response.clone(),
+                })
+            })
+            .collect();
+        if let Err(e) = self.store.save(&records) {
+            tracing::error!(error = %e, "holder records not written; a new worker will not adopt them");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_of(pid: i32, start_time: u64) -> HolderRecord {
+        HolderRecord {
+            allocation_id: "a1".into(),
+            pid,
+            start_time,
+            namespaces: vec![NamespaceType::Net],
+            uenv_image: None,
+            uenv: None,
+            response: NamespaceResponse {
+                allocation_id: "a1".into(),
+                fd_types: vec![NamespaceType::Net],
+                uenv_mount_path: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_adopted() {
+        // This very process stands for "a process that now has the pid".
+        let me = i32::try_from(std::process::id()).unwrap();
+        let real = start_time(me).unwrap();
+        let err = PersistentHolder::adopt(&record_of(me, real + 1)).unwrap_err();
+        assert!(err.to_string().contains("was reused"), "{err}");
+        // With the right start time it is adopted (and forgotten, not killed).
+        let adopted = PersistentHolder::adopt(&record_of(me, real)).unwrap();
+        let fds = adopted.duplicate_fds().map(|f| f.len());
+        adopted.forget();
+        assert_eq!(fds.unwrap(), 1);
+    }
+
+    #[test]
+    fn a_gone_pid_is_not_adopted() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        child.wait().unwrap();
+        let err = PersistentHolder::adopt(&record_of(pid, 1)).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("/proc/{pid}/stat")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_store_round_trips_and_names_a_corrupt_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HolderStore::new(dir.path());
+        assert!(store.load().unwrap().is_empty());
+        store.save(&[record_of(42, 7)]).unwrap();
+        let back = store.load().unwrap();
+        assert_eq!(
+            back.iter()
+                .map(|r| (r.allocation_id.as_str(), r.pid, r.start_time))
+                .collect::<Vec<_>>(),
+            [("a1", 42, 7)]
+        );
+        std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
+        let err = store.load().unwrap_err();
+        assert!(
+            err.to_string().contains("is not a holder state file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
