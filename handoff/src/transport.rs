@@ -42,17 +42,35 @@ pub enum Received {
 /// The `sendmsg` error (`EPIPE` when the peer is gone, `EMSGSIZE` when
 /// `bytes` exceeds the socket's send buffer).
 pub fn send_message(socket: impl AsFd, bytes: &[u8], fds: &[impl AsRawFd]) -> io::Result<()> {
+    send_with(socket, bytes, fds, MsgFlags::MSG_NOSIGNAL)
+}
+
+/// [`send_message`] that never blocks: `WouldBlock` when the socket's send
+/// buffer is full (a peer that does not read its replies).
+///
+/// # Errors
+///
+/// As [`send_message`], plus `WouldBlock`.
+pub fn try_send_message(socket: impl AsFd, bytes: &[u8], fds: &[impl AsRawFd]) -> io::Result<()> {
+    send_with(
+        socket,
+        bytes,
+        fds,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    )
+}
+
+fn send_with(
+    socket: impl AsFd,
+    bytes: &[u8],
+    fds: &[impl AsRawFd],
+    flags: MsgFlags,
+) -> io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let iov = [IoSlice::new(bytes)];
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
-    let sent = sendmsg::<()>(
-        socket.as_fd().as_raw_fd(),
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
+    let sent = sendmsg::<()>(socket.as_fd().as_raw_fd(), &iov, cmsgs, flags, None)?;
     if sent != bytes.len() {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,

@@ -28,8 +28,8 @@ proptest! {
     ) {
         let uenv_image = if namespaces.contains(&NamespaceType::Mount) { image } else { None };
         let request = NamespaceRequest { allocation_id: id.clone(), namespaces: namespaces.clone(), uenv_image: uenv_image.clone() };
-        match decode(&encode(&Message::NamespaceRequest(request))) {
-            Ok(Message::NamespaceRequest(back)) => {
+        match decode(&encode(&Message::NamespaceRequest(request.into()))) {
+            Ok(Message::NamespaceRequest(nodeinit_handoff::protocol::WireRequest { request: back, cgroup_scope: None })) => {
                 prop_assert_eq!(back.allocation_id, id);
                 prop_assert_eq!(back.namespaces, namespaces);
                 prop_assert_eq!(back.uenv_image, uenv_image);
