@@ -74,9 +74,6 @@ pub(crate) struct Registry {
 pub(crate) struct Ticket<'a> {
     registry: &'a Registry,
     id: AllocationId,
-    /// `false` for a root `allocation_ended` of an allocation the server
-    /// did not create (nothing to update).
-    tracked: bool,
     done: bool,
 }
 
@@ -127,7 +124,7 @@ impl Registry {
                         continue;
                     }
                     entry.busy = true;
-                    return Ok(self.ticket(id, true));
+                    return Ok(self.ticket(id));
                 }
                 None if op == Op::Request => {
                     if state.entries.len() >= self.max_total {
@@ -159,11 +156,26 @@ impl Registry {
                             scope: None,
                         },
                     );
-                    return Ok(self.ticket(id, true));
+                    return Ok(self.ticket(id));
                 }
                 // Root may end an allocation the provider holds but this
-                // server did not create (made before a restart, or by the host).
-                None if op == Op::End && uid == 0 => return Ok(self.ticket(id, false)),
+                // server did not create (made before a restart, or by the
+                // host). The id is claimed all the same, so a request
+                // arriving meanwhile waits instead of racing the release.
+                None if op == Op::End && uid == 0 => {
+                    *state.per_owner.entry(uid).or_default() += 1;
+                    state.entries.insert(
+                        id.clone(),
+                        Entry {
+                            owner: uid,
+                            busy: true,
+                            live: false,
+                            conn: None,
+                            scope: None,
+                        },
+                    );
+                    return Ok(self.ticket(id));
+                }
                 None => {
                     return Err((
                         ErrorKind::AllocationNotFound,
@@ -174,11 +186,10 @@ impl Registry {
         }
     }
 
-    fn ticket(&self, id: &AllocationId, tracked: bool) -> Ticket<'_> {
+    fn ticket(&self, id: &AllocationId) -> Ticket<'_> {
         Ticket {
             registry: self,
             id: id.clone(),
-            tracked,
             done: false,
         }
     }
@@ -228,11 +239,7 @@ impl Ticket<'_> {
     /// The allocation is gone; returns the connection that created it.
     pub(crate) fn ended(mut self) -> Option<ConnId> {
         self.done = true;
-        let conn = if self.tracked {
-            self.registry.lock().remove(&self.id).and_then(|e| e.conn)
-        } else {
-            None
-        };
+        let conn = self.registry.lock().remove(&self.id).and_then(|e| e.conn);
         self.registry.changed.notify_all();
         conn
     }
@@ -240,7 +247,7 @@ impl Ticket<'_> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        if self.done || !self.tracked {
+        if self.done {
             return;
         }
         // The operation failed: a creation that never went live is forgotten;
