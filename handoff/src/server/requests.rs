@@ -201,7 +201,8 @@ fn scope_events(
         Ok(meta) if meta.is_file() => Ok(Some(events)),
         _ if named.is_none() => Ok(None),
         _ => Err(format!(
-            "cgroup_scope {scope:?} does not exist under {} (no {}); create the scope first or omit the field",
+            "cgroup_scope {:?} does not exist under {} (no {}); create the scope first or omit the field",
+            scope.as_str(),
             root.display(),
             events.display()
         )),

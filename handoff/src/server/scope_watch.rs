@@ -24,6 +24,16 @@ struct Watch {
     /// Whether `populated 1` has been seen: an allocation whose scope is
     /// still empty (processes not moved in yet) is not ended by it.
     seen_populated: bool,
+    /// The state last read, to recognise a populated→empty round trip that
+    /// happened between two reads (inotify coalesces the two events).
+    last: Option<EventsState>,
+}
+
+/// What `cgroup.events` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventsState {
+    populated: bool,
+    frozen: bool,
 }
 
 /// The inotify watches of live allocations' scopes.
@@ -34,13 +44,19 @@ pub(super) struct ScopeWatcher {
     by_id: HashMap<AllocationId, WatchDescriptor>,
 }
 
-/// `populated` of a `cgroup.events` file; `None` when it cannot be read
-/// (the scope was removed).
-fn populated(events: &Path) -> Option<bool> {
+/// A `cgroup.events` file; `None` when it cannot be read (the scope was
+/// removed). Hand-written parser: `key value` lines.
+fn read_state(events: &Path) -> Option<EventsState> {
     let text = std::fs::read_to_string(events).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("populated "))
-        .map(|v| v.trim() == "1")
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim() == "1")
+    };
+    Some(EventsState {
+        populated: value("populated ")?,
+        frozen: value("frozen ").unwrap_or(false),
+    })
 }
 
 impl ScopeWatcher {
@@ -68,13 +84,15 @@ impl ScopeWatcher {
                 return;
             }
         };
-        let now = populated(&events);
+        let now = read_state(&events);
         let watch = self.watches.entry(wd).or_insert_with(|| Watch {
             events: events.clone(),
             ids: Vec::new(),
             seen_populated: false,
+            last: None,
         });
-        watch.seen_populated |= now == Some(true);
+        watch.seen_populated |= now.is_some_and(|s| s.populated);
+        watch.last = now;
         watch.ids.push(id.clone());
         self.by_id.insert(id.clone(), wd);
         tracing::debug!(allocation = %id, path = %events.display(), populated = ?now, "watching cgroup scope");
@@ -118,16 +136,26 @@ impl ScopeWatcher {
             let Some(watch) = self.watches.get_mut(&wd) else {
                 continue;
             };
-            match populated(&watch.events) {
-                Some(true) => watch.seen_populated = true,
-                Some(false) if !watch.seen_populated => {}
-                Some(false) | None => {
-                    if let Some(watch) = self.watches.remove(&wd) {
-                        let _ = self.inotify.rm_watch(wd);
-                        for id in watch.ids {
-                            self.by_id.remove(&id);
-                            emptied.push(id);
-                        }
+            let now = read_state(&watch.events);
+            // The kernel notifies only when `populated` or `frozen` changes:
+            // an event that leaves both as they were read last means the
+            // scope was populated and emptied again in between.
+            let round_trip = now.is_some() && now == watch.last;
+            let is_empty = match now {
+                Some(s) if s.populated => {
+                    watch.seen_populated = true;
+                    false
+                }
+                Some(_) => watch.seen_populated || round_trip,
+                None => true,
+            };
+            watch.last = now;
+            if is_empty {
+                if let Some(watch) = self.watches.remove(&wd) {
+                    let _ = self.inotify.rm_watch(wd);
+                    for id in watch.ids {
+                        self.by_id.remove(&id);
+                        emptied.push(id);
                     }
                 }
             }
