@@ -39,7 +39,10 @@ fn threads_stay_bounded_whatever_the_number_of_connections() {
     }
     assert_eq!(server.active_connections(), 301);
     let during = threads();
-    assert!(during <= before, "{before} threads before 300 connections, {during} with them");
+    assert!(
+        during <= before,
+        "{before} threads before 300 connections, {during} with them"
+    );
     for (i, conn) in conns.iter().enumerate().step_by(10) {
         assert_acked(conn, &format!("t-{i}"));
     }
