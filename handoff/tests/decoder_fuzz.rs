@@ -116,7 +116,7 @@ fn apply(seed: &[u8], other: &[u8], mutations: &[Mutation]) -> Vec<u8> {
             Mutation::Nest(depth) => {
                 let depth = depth % 300;
                 let mut nested = vec![b'['; depth];
-                nested.extend(std::iter::repeat(b']').take(depth));
+                nested.extend(vec![b']'; depth]);
                 let at = bytes.iter().position(|b| *b == b':').map_or(0, |p| p + 1);
                 bytes.splice(at..at, nested.into_iter().chain(*b","));
             }
@@ -241,8 +241,8 @@ fn oversized_input_is_rejected_by_size_before_parsing() {
 fn deep_nesting_is_an_error_not_a_crash() {
     let depth = MAX_MESSAGE_BYTES / 2 - 64;
     let mut bytes = br#"{"v":1,"type":"namespace_request","allocation_id":"#.to_vec();
-    bytes.extend(std::iter::repeat(b'[').take(depth));
-    bytes.extend(std::iter::repeat(b']').take(depth));
+    bytes.extend(vec![b'['; depth]);
+    bytes.extend(vec![b']'; depth]);
     bytes.push(b'}');
     match decode(&bytes) {
         Err(DecodeError::InvalidJson { reason }) => {
