@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::peer::{exchange_with_fds_as, play_role_if_asked, Identity, PeerReply};
 use common::wire::*;
 
 use std::os::fd::OwnedFd;
@@ -37,11 +38,14 @@ fn reply_with_fds(conn: &OwnedFd, bytes: &[u8], count: usize) -> (Message, Vec<O
 
 #[test]
 fn fds_attached_by_clients_are_closed_and_answered() {
+    play_role_if_asked();
     let tmp = tempfile::tempdir().unwrap();
     let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), None));
     let path = tmp.path().join("handoff.sock");
     let config = ServerConfig {
         socket_path: path.clone(),
+        // World-connectable: the unauthorised peer below is refused by its uid.
+        socket_mode: 0o666,
         ..ServerConfig::default()
     };
     let server = HandoffServer::start(backend.clone(), config, ReadyGate::opened()).unwrap();
@@ -84,6 +88,21 @@ fn fds_attached_by_clients_are_closed_and_answered() {
         (Message::Error(e), _) => assert_error(&e, ErrorKind::InvalidRequest, "limit is 65536"),
         other => panic!("expected invalid_request, got {other:?}"),
     }
+    // An unauthorised peer attaching FDs: refused, and its FDs closed too.
+    let replies = exchange_with_fds_as(
+        "fds_attached_by_clients_are_closed_and_answered",
+        &Identity::user(65534),
+        &path,
+        &[ended("x"), ended("y")],
+        5,
+    );
+    match &replies[0] {
+        PeerReply::Message(Message::Error(e), 0) => {
+            assert_error(e, ErrorKind::Unauthorized, "peer uid 65534")
+        }
+        other => panic!("expected unauthorized, got {other:?}"),
+    }
+    assert!(server.wait_refused_connections(1, Duration::from_secs(30)));
     assert_eq!(
         common::fd_count(),
         fds_before,

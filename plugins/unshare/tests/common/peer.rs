@@ -47,7 +47,10 @@ pub fn play_role_if_asked() {
     };
     let socket = std::env::var(SOCKET).unwrap();
     match role.as_str() {
-        "exchange" => exchange(Path::new(&socket)),
+        "exchange" => exchange(
+            Path::new(&socket),
+            std::env::var(COUNT).unwrap().parse().unwrap(),
+        ),
         "hold" => hold(
             Path::new(&socket),
             std::env::var(COUNT).unwrap().parse().unwrap(),
@@ -80,13 +83,15 @@ fn receive_reply(conn: &OwnedFd) -> String {
     "CLOSED".into()
 }
 
-fn exchange(socket: &Path) {
+fn exchange(socket: &Path, fds_per_message: usize) {
     let conn = super::wire::connect_to(socket);
-    let no_fds: [OwnedFd; 0] = [];
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
+        let fds: Vec<OwnedFd> = (0..fds_per_message)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
         // EPIPE: the server refused us and closed; its reason is queued.
-        let _ = send_message(&conn, line.as_bytes(), &no_fds);
+        let _ = send_message(&conn, line.as_bytes(), &fds);
         println!("{}", receive_reply(&conn));
     }
 }
@@ -135,7 +140,18 @@ pub fn exchange_as(
     socket: &Path,
     messages: &[Vec<u8>],
 ) -> Vec<PeerReply> {
-    let mut child = spawn(test, who, socket, "exchange", 0);
+    exchange_with_fds_as(test, who, socket, messages, 0)
+}
+
+/// [`exchange_as`], each message carrying `fds` FDs (of `/dev/null`).
+pub fn exchange_with_fds_as(
+    test: &str,
+    who: &Identity,
+    socket: &Path,
+    messages: &[Vec<u8>],
+    fds: usize,
+) -> Vec<PeerReply> {
+    let mut child = spawn(test, who, socket, "exchange", fds);
     {
         let mut stdin = child.stdin.take().unwrap();
         for m in messages {
