@@ -67,8 +67,15 @@ fn round_trip(
             return Err(NamespaceError::FdPassing(e));
         }
     }
+    let mut resets = 0;
     loop {
         let (bytes, fds) = match receive_message(conn) {
+            // A server that closed with our request unread reports the reset
+            // first; the reason it queued before closing comes next.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) && resets == 0 => {
+                resets += 1;
+                continue;
+            }
             Ok(Received::Message { bytes, fds }) => (bytes, fds),
             Ok(Received::Closed) => {
                 return Err(broken(
