@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use super::AccessPolicy;
 
-/// Most worker threads the server runs for provider calls.
-pub const MAX_WORKER_THREADS: usize = 8;
+/// Most worker threads the server runs for provider calls: with the event
+/// loop, the two holder spawners and one short-lived mount-setup thread per
+/// running request, the server stays within 16 threads.
+pub const MAX_WORKER_THREADS: usize = 6;
 
 /// How the server listens and whom it serves.
 #[derive(Debug, Clone)]

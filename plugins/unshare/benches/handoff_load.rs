@@ -43,6 +43,10 @@ fn server_process(dir: &Path) {
         socket_path: dir.join("handoff.sock"),
         max_allocations: 4096,
         max_allocations_per_peer: 4096,
+        worker_threads: std::env::var("NODEINIT_BENCH_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(ServerConfig::default().worker_threads),
         ..ServerConfig::default()
     };
     let server = HandoffServer::start(backend, config, ReadyGate::opened()).unwrap();
