@@ -143,7 +143,7 @@ fn unauthorised_peers_take_no_slot_groups_count_idle_connections_close() {
             gids: vec![GROUP],
         },
         max_connections: 4,
-        idle_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(1),
         ..ServerConfig::default()
     });
     let test = "unauthorised_peers_take_no_slot_groups_count_idle_connections_close";
