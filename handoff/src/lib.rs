@@ -9,6 +9,7 @@
 
 pub mod allocation_id;
 pub mod client;
+pub mod escape;
 pub mod holder;
 mod mount_api;
 pub mod mount_namespace;
@@ -20,4 +21,5 @@ pub mod transport;
 pub use allocation_id::{AllocationId, InvalidAllocationId};
 pub use client::{GrantSource, GrantedNamespaces, HandoffClient};
 pub use provider::NamespaceFdProvider;
+pub use server::limits::raise_nofile_limit;
 pub use server::{AccessPolicy, HandoffListener, HandoffServer, ReadyGate, ServerConfig};

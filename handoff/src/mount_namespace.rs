@@ -239,13 +239,17 @@ fn create_mount_point(dir: BorrowedFd<'_>, name: &CString, is_dir: bool) -> io::
     let result = if is_dir {
         nix::sys::stat::mkdirat(Some(raw), name.as_c_str(), Mode::from_bits_truncate(0o755))
     } else {
-        nix::fcntl::openat(
+        // mknodat, not open(O_CREAT): an open writable FD, even for a moment,
+        // is copied into any holder another request forks meanwhile, and
+        // while a copy lives `mount_setattr(RDONLY)` on the tmpfs fails
+        // with EBUSY (issue 12 item 3).
+        nix::sys::stat::mknodat(
             Some(raw),
             name.as_c_str(),
-            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::SFlag::S_IFREG,
             Mode::from_bits_truncate(0o644),
+            0,
         )
-        .and_then(nix::unistd::close)
     };
     result.map_err(|e| {
         io::Error::other(format!(

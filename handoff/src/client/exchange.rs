@@ -67,28 +67,43 @@ fn round_trip(
             return Err(NamespaceError::FdPassing(e));
         }
     }
-    let (bytes, fds) = match receive_message(conn) {
-        Ok(Received::Message { bytes, fds }) => (bytes, fds),
-        Ok(Received::Closed) => {
-            return Err(broken(
-                "the handoff server closed the connection without a reply".into(),
-            ))
+    let mut resets = 0;
+    loop {
+        let (bytes, fds) = match receive_message(conn) {
+            // A server that closed with our request unread reports the reset
+            // first; the reason it queued before closing comes next.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) && resets == 0 => {
+                resets += 1;
+                continue;
+            }
+            Ok(Received::Message { bytes, fds }) => (bytes, fds),
+            Ok(Received::Closed) => {
+                return Err(broken(
+                    "the handoff server closed the connection without a reply".into(),
+                ))
+            }
+            Ok(Received::TooLarge { len }) => {
+                return Err(broken(format!(
+                    "the handoff server sent an oversized reply ({len} bytes)"
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(broken(
+                    "no reply from the handoff server within the reply timeout".into(),
+                ))
+            }
+            Err(e) => return Err(NamespaceError::FdPassing(e)),
+        };
+        let reply = decode(&bytes)
+            .map_err(|e| broken(format!("undecodable reply from the handoff server: {e}")))?;
+        // The server tells us, unsolicited, when an allocation's cgroup scope
+        // emptied (WI5). It is never a reply; the reply follows.
+        if let Message::AllocationEnded { allocation_id } = &reply {
+            tracing::info!(allocation = %crate::escape::Escaped(allocation_id), "the handoff server ended an allocation (its cgroup scope emptied)");
+            continue;
         }
-        Ok(Received::TooLarge { len }) => {
-            return Err(broken(format!(
-                "the handoff server sent an oversized reply ({len} bytes)"
-            )))
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            return Err(broken(
-                "no reply from the handoff server within the reply timeout".into(),
-            ))
-        }
-        Err(e) => return Err(NamespaceError::FdPassing(e)),
-    };
-    let reply = decode(&bytes)
-        .map_err(|e| broken(format!("undecodable reply from the handoff server: {e}")))?;
-    Ok((reply, fds))
+        return Ok((reply, fds));
+    }
 }
 
 /// The `NamespaceError` for an `error` reply.
@@ -107,7 +122,7 @@ pub(super) fn request(
     conn: &OwnedFd,
     request: &NamespaceRequest,
 ) -> Result<(NamespaceResponse, Vec<OwnedFd>), NamespaceError> {
-    match round_trip(conn, &Message::NamespaceRequest(request.clone()))? {
+    match round_trip(conn, &Message::NamespaceRequest(request.clone().into()))? {
         (Message::NamespaceResponse(response), fds) => {
             if response.allocation_id != request.allocation_id {
                 return Err(broken(format!(

@@ -1,9 +1,12 @@
-//! The one long-lived thread that forks holders.
+//! The few long-lived threads that fork holders.
 //!
-//! Why a dedicated thread: a holder asks the kernel to SIGKILL it when its
+//! Why dedicated threads: a holder asks the kernel to SIGKILL it when its
 //! parent dies (`PR_SET_PDEATHSIG`), and "parent" means the *thread* that
 //! forked it. Forking from a connection thread would kill the holder when
-//! that connection ends. This thread lives as long as the process.
+//! that connection ends. These threads live as long as the process. There
+//! are [`SPAWNER_THREADS`] of them so that clones of different allocations
+//! run in parallel (a new network namespace costs milliseconds of kernel
+//! time); the number is fixed, whatever the number of requests.
 //!
 //! Owns `clone(2)` and the code the holder runs. The holder runs in a copy of
 //! a multi-threaded process: it must only make raw syscalls (no allocation,
@@ -27,20 +30,32 @@ type Job = (CloneFlags, Sender<Reply>);
 
 static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
 
+/// Holder-forking threads per process.
+pub(crate) const SPAWNER_THREADS: usize = 2;
+
 /// Fork a holder in new namespaces `flags` and return its pid and pidfd.
 pub(crate) fn spawn_holder(flags: CloneFlags) -> io::Result<(Pid, OwnedFd)> {
     let spawner = SPAWNER.get_or_init(|| {
         let (jobs, queue) = channel::<Job>();
-        let started = std::thread::Builder::new()
-            .name("nodeinit-holder-spawner".into())
-            .spawn(move || {
-                for (flags, reply) in queue {
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        for i in 0..SPAWNER_THREADS {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("nodeinit-holder-spawner-{i}"))
+                .spawn(move || loop {
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((flags, reply)) = job else {
+                        return;
+                    };
                     // The requester may have given up; nothing to do then.
                     let _ = reply.send(clone_holder(flags));
-                }
-            });
-        if let Err(e) = started {
-            tracing::error!(error = %e, "cannot start the holder spawner thread");
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a holder spawner thread");
+            }
         }
         Mutex::new(jobs)
     });

@@ -11,7 +11,10 @@ use hpc_node::{NamespaceRequest, NamespaceResponse, NamespaceType};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{ErrorReply, Message, MAX_MESSAGE_BYTES, MAX_UENV_IMAGE_LEN, PROTOCOL_VERSION};
+use super::{
+    CgroupScope, ErrorReply, InvalidCgroupScope, Message, WireRequest, MAX_MESSAGE_BYTES,
+    MAX_UENV_IMAGE_LEN, PROTOCOL_VERSION,
+};
 use crate::allocation_id::{AllocationId, InvalidAllocationId};
 
 /// Why bytes are not a valid v1 message. Every variant is answered with an
@@ -85,6 +88,12 @@ pub enum DecodeError {
     /// `uenv_image` without a mount namespace to mount it in.
     #[error("namespace_request: \"uenv_image\" needs \"Mount\" in \"namespaces\" (the image is mounted inside the allocation's mount namespace)")]
     UenvWithoutMount,
+    /// `cgroup_scope` not a string or breaking the scope rule.
+    #[error("{0}")]
+    BadCgroupScope(#[from] InvalidCgroupScope),
+    /// `cgroup_scope` present but not a string.
+    #[error("namespace_request: \"cgroup_scope\" must be a string (a cgroup path relative to the cgroup root) or null")]
+    CgroupScopeNotAString,
     /// `uenv_image` empty, too long or containing NUL.
     #[error("namespace_request: \"uenv_image\" {reason}")]
     BadUenvImage {
@@ -109,7 +118,15 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         "namespace_request" => {
             let request: NamespaceRequest = fields("namespace_request", &object)?;
             validate_request(&request)?;
-            Ok(Message::NamespaceRequest(request))
+            let cgroup_scope = match object.get("cgroup_scope") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(scope)) => Some(CgroupScope::parse(scope)?),
+                Some(_) => return Err(DecodeError::CgroupScopeNotAString),
+            };
+            Ok(Message::NamespaceRequest(WireRequest {
+                request,
+                cgroup_scope,
+            }))
         }
         "namespace_response" => {
             let response: NamespaceResponse = fields("namespace_response", &object)?;

@@ -4,7 +4,29 @@ use hpc_node::{NamespaceRequest, NamespaceResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{ErrorKind, PROTOCOL_VERSION};
+use super::{CgroupScope, ErrorKind, PROTOCOL_VERSION};
+
+/// A `namespace_request` as it travels: the fields of
+/// `hpc_node::NamespaceRequest` plus the optional v1 additions.
+#[derive(Debug, Clone)]
+pub struct WireRequest {
+    /// `allocation_id`, `namespaces`, `uenv_image`.
+    pub request: NamespaceRequest,
+    /// `cgroup_scope` (WI5): the allocation's cgroup, relative to the
+    /// server's cgroup2 root; when it goes from populated to empty, the
+    /// server releases the allocation. `None`: `workload.slice/<id>.scope`
+    /// if that exists when the request is served.
+    pub cgroup_scope: Option<CgroupScope>,
+}
+
+impl From<NamespaceRequest> for WireRequest {
+    fn from(request: NamespaceRequest) -> Self {
+        Self {
+            request,
+            cgroup_scope: None,
+        }
+    }
+}
 
 /// The body of an `error` message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,10 +44,11 @@ pub struct ErrorReply {
 #[derive(Debug, Clone)]
 pub enum Message {
     /// client → server: create (or return the live) namespaces of an allocation.
-    NamespaceRequest(NamespaceRequest),
+    NamespaceRequest(WireRequest),
     /// server → client: the namespaces; their FDs ride along as `SCM_RIGHTS` in `fd_types` order.
     NamespaceResponse(NamespaceResponse),
-    /// client → server: release an allocation's namespaces.
+    /// client → server: release an allocation's namespaces. Also server →
+    /// client, unsolicited, when the allocation's cgroup scope emptied (WI5).
     AllocationEnded {
         /// The allocation to release.
         allocation_id: String,
@@ -67,7 +90,12 @@ impl Message {
 /// stays far below `MAX_MESSAGE_BYTES` because every string in it is bounded.
 pub fn encode(message: &Message) -> Vec<u8> {
     let body = match message {
-        Message::NamespaceRequest(r) => serde_json::to_value(r),
+        Message::NamespaceRequest(r) => serde_json::to_value(&r.request).map(|mut v| {
+            if let (Some(scope), Value::Object(fields)) = (&r.cgroup_scope, &mut v) {
+                fields.insert("cgroup_scope".into(), Value::from(scope.as_str()));
+            }
+            v
+        }),
         Message::NamespaceResponse(r) => serde_json::to_value(r),
         Message::AllocationEnded { allocation_id } | Message::Ack { allocation_id } => {
             Ok(serde_json::json!({ "allocation_id": allocation_id }))

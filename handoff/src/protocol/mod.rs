@@ -4,14 +4,18 @@
 //! Owns the wire format only. It must never touch sockets or the kernel: the
 //! transport moves bytes and FDs, the server and client decide what to do.
 
+mod cgroup_scope;
 mod decode;
 mod error_kind;
 mod message;
 
+pub use cgroup_scope::{
+    CgroupScope, InvalidCgroupScope, MAX_CGROUP_SCOPE_DEPTH, MAX_CGROUP_SCOPE_LEN,
+};
 pub(crate) use decode::allocation_id_hint;
 pub use decode::{decode, validate, DecodeError};
 pub use error_kind::ErrorKind;
-pub use message::{encode, ErrorReply, Message};
+pub use message::{encode, ErrorReply, Message, WireRequest};
 
 /// The protocol version this crate speaks (`"v"` of every message).
 pub const PROTOCOL_VERSION: u64 = 1;

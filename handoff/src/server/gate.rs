@@ -30,9 +30,21 @@ pub struct ReadyGate {
     inner: Arc<(Mutex<Inner>, Condvar)>,
 }
 
-#[derive(Debug)]
+/// Called after every state change (the server's event loop wakes on it).
+pub(crate) type Waker = Arc<dyn Fn() + Send + Sync>;
+
 struct Inner {
     state: State,
+    wakers: Vec<Waker>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("state", &self.state)
+            .field("wakers", &self.wakers.len())
+            .finish()
+    }
 }
 
 /// What a wait on the gate ended with.
@@ -61,6 +73,7 @@ impl ReadyGate {
             inner: Arc::new((
                 Mutex::new(Inner {
                     state: State::Closed,
+                    wakers: Vec::new(),
                 }),
                 Condvar::new(),
             )),
@@ -76,8 +89,35 @@ impl ReadyGate {
 
     fn set(&self, state: State) {
         let (lock, changed) = &*self.inner;
-        lock.lock().unwrap_or_else(PoisonError::into_inner).state = state;
+        let wakers = {
+            let mut inner = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            inner.state = state;
+            inner.wakers.clone()
+        };
         changed.notify_all();
+        for wake in wakers {
+            wake();
+        }
+    }
+
+    /// Call `waker` after every change of the gate's state.
+    pub(crate) fn add_waker(&self, waker: Waker) {
+        let (lock, _) = &*self.inner;
+        lock.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wakers
+            .push(waker);
+    }
+
+    /// The gate's state without waiting: `Some(Open)`, `Some(Failed(..))`,
+    /// or `None` while closed.
+    pub(crate) fn peek(&self) -> Option<GateOutcome> {
+        let (lock, _) = &*self.inner;
+        match &lock.lock().unwrap_or_else(PoisonError::into_inner).state {
+            State::Open => Some(GateOutcome::Open),
+            State::Failed(reason) => Some(GateOutcome::Failed(reason.clone())),
+            State::Closed => None,
+        }
     }
 
     /// Open the gate: queued requests proceed, later ones do not wait.

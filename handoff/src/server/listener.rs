@@ -1,6 +1,11 @@
 //! Creating the listening socket so that no peer ever sees it with the wrong
-//! owner or mode: bind under a temporary name, `chmod`/`chown` it, `listen`,
-//! then `rename` it over the well-known path.
+//! owner or mode: bind it inside a private directory (mode 0700, created
+//! for the purpose next to the final path), `chmod`/`chown` it there,
+//! `listen`, then `rename` it over the well-known path and remove the
+//! directory. Every step after `mkdir` goes through directory descriptors
+//! (the socket is bound through `/proc/self/fd/<dir>/`), so nobody who can
+//! write to the parent directory can swap the file being chmod'ed or
+//! chown'ed, or redirect the bind.
 //!
 //! Owns the socket file. It must never remove a path that is not a stale
 //! socket (a live server's socket or a regular file is an error, not removed).
@@ -11,10 +16,25 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::sys::socket::{
     bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
 };
-use nix::unistd::{chown, Gid};
+use nix::sys::stat::{fchmodat, fstatat, mkdirat, FchmodatFlags, Mode};
+use nix::unistd::{fchownat, unlinkat, Gid, UnlinkatFlags};
+
+/// Open a directory (relative to `at`, or absolute), not following a final symlink.
+fn open_dir(at: Option<&OwnedFd>, path: &Path) -> io::Result<OwnedFd> {
+    let fd = openat(
+        at.map(|d| d.as_raw_fd()),
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| io::Error::other(format!("opening directory {}: {e}", path.display())))?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
 
 /// A listening handoff socket: the descriptor and the file it is bound to.
 ///
@@ -176,45 +196,91 @@ impl HandoffListener {
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
         }
         clear_stale(path)?;
-        let temp = parent.join(format!(
-            ".handoff.{}.{}.tmp",
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", path.display()),
+            )
+        })?;
+        let parent_fd = open_dir(None, parent)?;
+        let private = format!(
+            ".handoff.{}.{}.{}.d",
             std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let fd = new_socket(SockFlag::SOCK_NONBLOCK)?;
-        let publish = || -> io::Result<(u64, u64)> {
-            bind(fd.as_raw_fd(), &addr(&temp)?)
-                .map_err(|e| io::Error::other(format!("bind {}: {e}", temp.display())))?;
-            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode & 0o777))?;
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        mkdirat(Some(parent_fd.as_raw_fd()), private.as_str(), Mode::S_IRWXU).map_err(|e| {
+            io::Error::other(format!(
+                "creating private directory {}: {e}",
+                parent.join(&private).display()
+            ))
+        })?;
+        let result = (|| -> io::Result<(OwnedFd, (u64, u64))> {
+            let private_fd = open_dir(Some(&parent_fd), Path::new(&private))?;
+            let fd = new_socket(SockFlag::SOCK_NONBLOCK)?;
+            let bind_path = PathBuf::from(format!("/proc/self/fd/{}/sock", private_fd.as_raw_fd()));
+            bind(fd.as_raw_fd(), &addr(&bind_path)?).map_err(|e| {
+                io::Error::other(format!("bind in {}: {e}", parent.join(&private).display()))
+            })?;
+            fchmodat(
+                Some(private_fd.as_raw_fd()),
+                "sock",
+                Mode::from_bits_truncate(mode & 0o777),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| io::Error::other(format!("chmod of the new handoff socket: {e}")))?;
             if let Some(gid) = group {
-                chown(&temp, None, Some(Gid::from_raw(gid))).map_err(|e| {
-                    io::Error::other(format!("chown {} to gid {gid}: {e}", temp.display()))
+                fchownat(
+                    Some(private_fd.as_raw_fd()),
+                    "sock",
+                    None,
+                    Some(Gid::from_raw(gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| {
+                    io::Error::other(format!("chown of the new handoff socket to gid {gid}: {e}"))
                 })?;
             }
             let backlog = Backlog::new(backlog)
                 .map_err(|e| io::Error::other(format!("listen backlog: {e}")))?;
             listen(&fd, backlog)
-                .map_err(|e| io::Error::other(format!("listen on {}: {e}", temp.display())))?;
-            let meta = std::fs::symlink_metadata(&temp)?;
-            std::fs::rename(&temp, path).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("rename {} to {}: {e}", temp.display(), path.display()),
-                )
-            })?;
-            Ok((meta.dev(), meta.ino()))
-        };
-        match publish() {
-            Ok(dev_ino) => Ok(Self {
-                fd,
-                path: path.to_path_buf(),
-                dev_ino: Some(dev_ino),
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                Err(e)
-            }
+                .map_err(|e| io::Error::other(format!("listen on {}: {e}", path.display())))?;
+            let stat = fstatat(
+                Some(private_fd.as_raw_fd()),
+                "sock",
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io::Error::other(format!("stat of the new handoff socket: {e}")))?;
+            renameat(
+                Some(private_fd.as_raw_fd()),
+                "sock",
+                Some(parent_fd.as_raw_fd()),
+                name,
+            )
+            .map_err(|e| io::Error::other(format!("rename into {}: {e}", path.display())))?;
+            #[allow(clippy::useless_conversion)]
+            Ok((fd, (u64::from(stat.st_dev), u64::from(stat.st_ino))))
+        })();
+        if result.is_err() {
+            let _ = unlinkat(
+                Some(parent_fd.as_raw_fd()),
+                format!("{private}/sock").as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
         }
+        let _ = unlinkat(
+            Some(parent_fd.as_raw_fd()),
+            private.as_str(),
+            UnlinkatFlags::RemoveDir,
+        );
+        let (fd, dev_ino) = result?;
+        Ok(Self {
+            fd,
+            path: path.to_path_buf(),
+            dev_ino: Some(dev_ino),
+        })
     }
 
     /// Remove the socket file, if it is still the one this listener created.
@@ -229,5 +295,40 @@ impl HandoffListener {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_appears_with_its_mode_and_group_and_nothing_else_is_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("handoff.sock");
+        let gid = nix::unistd::getgid().as_raw();
+        let listener = HandoffListener::create(&path, 0o660, Some(gid), 8).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        let entries: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            entries,
+            vec!["handoff.sock".to_owned()],
+            "no private directory left"
+        );
+        // A second server on the same path is refused; the live socket stays.
+        let err = HandoffListener::create(&path, 0o600, None, 8).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            err.to_string().contains("another server is listening"),
+            "{err}"
+        );
+        listener.unpublish();
+        assert!(!path.exists());
     }
 }

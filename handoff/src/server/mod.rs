@@ -1,8 +1,11 @@
-//! The handoff server the host runs: accepts connections on the handoff
-//! socket and serves each on its own thread against a [`NamespaceFdProvider`].
+//! The handoff server the host runs: one event-loop thread for every
+//! connection plus a fixed pool of worker threads for provider calls, against
+//! a [`NamespaceFdProvider`].
 //!
-//! Owns the listening socket, the connection threads and shutdown. Request
-//! rules live in `connection`, peer checks in [`access`], readiness in [`gate`].
+//! Owns starting and stopping the server and its observable counters.
+//! Settings live in [`config`], the loop in `event_loop`, request rules in
+//! `requests`, ownership and caps in `registry`, peer checks in [`access`],
+//! readiness in [`gate`], WI5 scope watching in `scope_watch`.
 //!
 //! # Example
 //!
@@ -24,92 +27,83 @@
 //! ```
 
 pub mod access;
-mod connection;
+pub mod config;
+mod event_loop;
 pub mod gate;
+pub(crate) mod limits;
 mod listener;
+mod registry;
+mod requests;
+mod scope_watch;
+mod workers;
 
 pub use listener::HandoffListener;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{accept4, SockFlag};
-
 pub use access::AccessPolicy;
+pub use config::ServerConfig;
 pub use gate::ReadyGate;
 
-use crate::protocol::{encode, ErrorKind, Message};
-use crate::transport::send_message;
 use crate::NamespaceFdProvider;
 
-/// How the server listens and whom it serves.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Socket path (default `hpc_node::namespace::HANDOFF_SOCKET_PATH`).
-    pub socket_path: PathBuf,
-    /// Socket file mode (default `0o600`).
-    pub socket_mode: u32,
-    /// Group of the socket file (default: unchanged, root's). Combine with
-    /// mode `0o660` to let a group connect.
-    pub socket_group: Option<u32>,
-    /// Who may use the server besides root.
-    pub access: AccessPolicy,
-    /// Concurrent connections; further ones get `busy` and are closed (default 256).
-    pub max_connections: usize,
-    /// Requests that may wait for readiness at once; further ones get `busy` (default 64).
-    pub max_queued_requests: usize,
-    /// How long a request waits for readiness before `not_ready` (default 120 s).
-    pub ready_wait: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            socket_path: PathBuf::from(hpc_node::namespace::HANDOFF_SOCKET_PATH),
-            socket_mode: 0o600,
-            socket_group: None,
-            access: AccessPolicy::root_only(),
-            max_connections: 256,
-            max_queued_requests: 64,
-            ready_wait: Duration::from_secs(120),
-        }
-    }
-}
-
-/// What every connection thread shares.
-struct Shared {
+/// What the event loop and the workers share.
+pub(crate) struct Shared {
     provider: Arc<dyn NamespaceFdProvider>,
     config: ServerConfig,
     gate: ReadyGate,
+    registry: registry::Registry,
     queued: AtomicUsize,
-    stopping: AtomicBool,
-    /// Read end of a pipe whose write end the server holds: closing it wakes every poll.
-    stop_signal: OwnedFd,
-    /// Like `stop_signal`, for the accept loop only ([`HandoffServer::drain`]).
-    accept_stop: OwnedFd,
-    /// Connection counts, and a condvar signalled when a connection ends.
-    active: (Mutex<ConnectionCounts>, Condvar),
+    /// Set by [`HandoffServer::drain`]: the loop stops accepting for good.
+    draining: AtomicBool,
+    /// Connection counts, and a condvar signalled when they change.
+    counts: (Mutex<ConnectionCounts>, Condvar),
 }
 
-/// Connections being served, and connections finished since start.
+/// Connections being served, and connections finished or refused since start.
 #[derive(Debug, Default, Clone, Copy)]
 struct ConnectionCounts {
     active: usize,
     ended: u64,
+    refused: u64,
+}
+
+impl Shared {
+    fn update(&self, change: impl FnOnce(&mut ConnectionCounts)) {
+        let (lock, changed) = &self.counts;
+        change(&mut lock.lock().unwrap_or_else(PoisonError::into_inner));
+        changed.notify_all();
+    }
+
+    fn connection_opened(&self) {
+        self.update(|c| c.active += 1);
+    }
+
+    fn connection_closed(&self) {
+        self.update(|c| {
+            c.active = c.active.saturating_sub(1);
+            c.ended += 1;
+        });
+    }
+
+    fn count_refused(&self) {
+        self.update(|c| c.refused += 1);
+    }
 }
 
 /// A running handoff server. Dropping it shuts it down.
 pub struct HandoffServer {
     shared: Arc<Shared>,
     stop_trigger: Option<OwnedFd>,
-    accept_stop_trigger: Option<OwnedFd>,
-    acceptor: Option<JoinHandle<()>>,
+    event_loop: Option<JoinHandle<()>>,
+    /// Wakes the loop (to notice `draining`).
+    wake: Arc<nix::sys::eventfd::EventFd>,
     path: PathBuf,
 }
 
@@ -143,43 +137,53 @@ impl HandoffServer {
     /// only when this process bound it; an inherited listener stays open in
     /// the process that bound it, so connections arriving meanwhile wait.
     ///
+    /// Raises this process's `RLIMIT_NOFILE` soft limit to its hard limit
+    /// ([`raise_nofile_limit`](crate::raise_nofile_limit)).
+    ///
     /// # Errors
     ///
-    /// A pipe or the accept thread cannot be created.
+    /// epoll, eventfd, inotify, a pipe or a thread cannot be created.
     pub fn serve(
         provider: Arc<dyn NamespaceFdProvider>,
         listener: HandoffListener,
         config: ServerConfig,
         gate: ReadyGate,
     ) -> io::Result<Self> {
+        match limits::raise_nofile_limit() {
+            Ok((soft, _)) => {
+                let needed = config.max_allocations * 4 + config.max_connections + 64;
+                if (soft as usize) < needed {
+                    tracing::warn!(rlimit_nofile = soft, needed, "RLIMIT_NOFILE is below what max_allocations and max_connections may need; the server backs off on EMFILE");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+        }
         let (stop_signal, stop_trigger) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
-        let (accept_stop, accept_stop_trigger) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
         let path = listener.path.clone();
         let shared = Arc::new(Shared {
             provider,
+            registry: registry::Registry::new(
+                config.max_allocations,
+                config.max_allocations_per_peer,
+            ),
             config,
             gate,
             queued: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-            stop_signal,
-            accept_stop,
-            active: (Mutex::new(ConnectionCounts::default()), Condvar::new()),
+            draining: AtomicBool::new(false),
+            counts: (Mutex::new(ConnectionCounts::default()), Condvar::new()),
         });
-        let acceptor = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("nodeinit-handoff-accept".into())
-                .spawn(move || accept_loop(&listener, &shared))?
-        };
+        let event_loop = event_loop::EventLoop::new(shared.clone(), listener, stop_signal)?;
+        let wake = event_loop.waker();
+        let event_loop = std::thread::Builder::new()
+            .name("nodeinit-handoff".into())
+            .spawn(move || event_loop.run())?;
         tracing::info!(path = %path.display(), "handoff server listening");
         Ok(Self {
             shared,
             stop_trigger: Some(stop_trigger),
-            accept_stop_trigger: Some(accept_stop_trigger),
-            acceptor: Some(acceptor),
+            event_loop: Some(event_loop),
+            wake,
             path,
         })
     }
@@ -194,6 +198,11 @@ impl HandoffServer {
         self.shared.queued.load(Ordering::Acquire)
     }
 
+    /// Live allocations created through this server.
+    pub fn live_allocations(&self) -> usize {
+        self.shared.registry.live_count()
+    }
+
     /// Connections being served right now.
     pub fn active_connections(&self) -> usize {
         self.counts().active
@@ -204,24 +213,39 @@ impl HandoffServer {
         self.counts().ended
     }
 
+    /// Connections refused at accept (unauthorised, or over `max_connections`).
+    pub fn refused_connections(&self) -> u64 {
+        self.counts().refused
+    }
+
     fn counts(&self) -> ConnectionCounts {
         *self
             .shared
-            .active
+            .counts
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn wait_counts(&self, timeout: Duration, done: impl Fn(&ConnectionCounts) -> bool) -> bool {
+        let (lock, changed) = &self.shared.counts;
+        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = changed
+            .wait_timeout_while(guard, timeout, |c| !done(c))
+            .unwrap_or_else(PoisonError::into_inner);
+        done(&guard)
+    }
+
     /// Wait until at least `count` connections have ended since start, at
     /// most `timeout`. Returns whether that happened.
     pub fn wait_ended_connections(&self, count: u64, timeout: Duration) -> bool {
-        let (lock, changed) = &self.shared.active;
-        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = changed
-            .wait_timeout_while(guard, timeout, |c| c.ended < count)
-            .unwrap_or_else(PoisonError::into_inner);
-        guard.ended >= count
+        self.wait_counts(timeout, |c| c.ended >= count)
+    }
+
+    /// Wait until at least `count` connections have been refused since
+    /// start, at most `timeout`. Returns whether that happened.
+    pub fn wait_refused_connections(&self, count: u64, timeout: Duration) -> bool {
+        self.wait_counts(timeout, |c| c.refused >= count)
     }
 
     /// Wait until no connection is being served, at most `timeout`.
@@ -233,12 +257,7 @@ impl HandoffServer {
     /// Wait until at most `max` connections are being served, at most `timeout`.
     /// Returns whether that happened.
     pub fn wait_connections_at_most(&self, max: usize, timeout: Duration) -> bool {
-        let (lock, changed) = &self.shared.active;
-        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = changed
-            .wait_timeout_while(guard, timeout, |c| c.active > max)
-            .unwrap_or_else(PoisonError::into_inner);
-        guard.active <= max
+        self.wait_counts(timeout, |c| c.active <= max)
     }
 
     /// Stop accepting, end every connection (queued requests get `not_ready`),
@@ -248,25 +267,26 @@ impl HandoffServer {
     }
 
     /// Hand over to another server on the same (inherited) listener: stop
-    /// accepting — new clients wait in the listen backlog — let the
-    /// connections being served finish (clients hang up after their reply)
-    /// for at most `timeout`, then shut down. Returns whether every
-    /// connection ended on its own.
+    /// accepting — new clients wait in the listen backlog for the next
+    /// server — let the connections being served finish for at most
+    /// `timeout`, then shut down. Returns whether every connection ended on
+    /// its own. Allocations stay live (they belong to the provider); a client
+    /// still connected when the time is up is disconnected and reconnects.
     pub fn drain(mut self, timeout: Duration) -> bool {
-        drop(self.accept_stop_trigger.take());
+        self.shared.draining.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
         let idle = self.wait_idle(timeout);
         self.stop();
         idle
     }
 
     fn stop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
         self.shared.gate.interrupt();
-        // Closing the write end makes the read end readable (EOF) for every poller.
+        // Closing the write end makes the read end readable (EOF) for the loop.
         drop(self.stop_trigger.take());
-        if let Some(acceptor) = self.acceptor.take() {
-            if acceptor.join().is_err() {
-                tracing::error!("handoff accept thread panicked");
+        if let Some(event_loop) = self.event_loop.take() {
+            if event_loop.join().is_err() {
+                tracing::error!("handoff event loop panicked");
             }
         }
     }
@@ -275,98 +295,5 @@ impl HandoffServer {
 impl Drop for HandoffServer {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Decrements the active-connection count when a connection thread ends.
-struct ActiveGuard(Arc<Shared>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        let (lock, changed) = &self.0.active;
-        let mut counts = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.active = counts.active.saturating_sub(1);
-        counts.ended += 1;
-        changed.notify_all();
-    }
-}
-
-fn accept_loop(listener: &listener::Listener, shared: &Arc<Shared>) {
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        let mut fds = [
-            PollFd::new(listener.fd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(shared.stop_signal.as_fd(), PollFlags::POLLIN),
-            PollFd::new(shared.accept_stop.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) if fds[1].any().unwrap_or(true) || fds[2].any().unwrap_or(true) => break,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "poll on the handoff socket failed; server stops");
-                break;
-            }
-        }
-        let conn = match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-            // SAFETY: accept4 returned a new descriptor that nothing else owns.
-            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-            Err(
-                nix::errno::Errno::EAGAIN
-                | nix::errno::Errno::EINTR
-                | nix::errno::Errno::ECONNABORTED,
-            ) => continue,
-            Err(e) => {
-                // EMFILE/ENFILE/ENOMEM: keep serving existing connections.
-                tracing::error!(error = %e, "accept on the handoff socket failed");
-                continue;
-            }
-        };
-        workers.retain(|w| !w.is_finished());
-        {
-            let mut active = shared
-                .active
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if active.active >= shared.config.max_connections {
-                drop(active);
-                refuse_busy(&conn, shared.config.max_connections);
-                continue;
-            }
-            active.active += 1;
-        }
-        let guard = ActiveGuard(shared.clone());
-        let worker_shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("nodeinit-handoff-conn".into())
-            .spawn(move || {
-                let _guard = guard;
-                connection::serve(conn, &worker_shared);
-            });
-        match spawned {
-            Ok(worker) => workers.push(worker),
-            Err(e) => tracing::error!(error = %e, "cannot start a handoff connection thread"),
-        }
-    }
-    for worker in workers {
-        if worker.join().is_err() {
-            tracing::error!("handoff connection thread panicked");
-        }
-    }
-    listener.unpublish();
-}
-
-/// Tell a connection over the limit why it is closed. Sent before the peer
-/// asked anything: clients read it when their send fails (see PROTOCOL.md).
-fn refuse_busy(conn: &OwnedFd, limit: usize) {
-    let message = Message::error(
-        ErrorKind::Busy,
-        format!("the handoff server already serves {limit} connections; retry later"),
-        None,
-    );
-    let no_fds: [OwnedFd; 0] = [];
-    if let Err(e) = send_message(conn, &encode(&message), &no_fds) {
-        tracing::debug!(error = %e, "could not send busy to a refused connection");
     }
 }

@@ -43,7 +43,9 @@ fn unprivileged_exchange(path: &Path) -> Vec<u8> {
                 )
                 .ok()?;
                 connect(fd.as_raw_fd(), &addr).ok()?;
-                send(fd.as_raw_fd(), &message, MsgFlags::empty()).ok()?;
+                // The server refuses at accept and may already have closed
+                // (EPIPE): the reason still waits in the queue (PROTOCOL.md §2).
+                let _ = send(fd.as_raw_fd(), &message, MsgFlags::MSG_NOSIGNAL);
                 let mut buffer = [0u8; 4096];
                 let n = recv(fd.as_raw_fd(), &mut buffer, MsgFlags::empty()).ok()?;
                 nix::unistd::write(&writer, &buffer[..n]).ok()?;

@@ -4,6 +4,7 @@
 //! the outside and from a process that joined them.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod peer;
 pub mod wire;
 
 use std::collections::HashMap;

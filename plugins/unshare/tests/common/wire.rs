@@ -51,11 +51,14 @@ pub fn assert_error(reply: &ErrorReply, kind: ErrorKind, needle: &str) {
 }
 
 pub fn request(id: &str, namespaces: &[NamespaceType], uenv: Option<&str>) -> Vec<u8> {
-    encode(&Message::NamespaceRequest(NamespaceRequest {
-        allocation_id: id.into(),
-        namespaces: namespaces.to_vec(),
-        uenv_image: uenv.map(str::to_owned),
-    }))
+    encode(&Message::NamespaceRequest(
+        NamespaceRequest {
+            allocation_id: id.into(),
+            namespaces: namespaces.to_vec(),
+            uenv_image: uenv.map(str::to_owned),
+        }
+        .into(),
+    ))
 }
 
 pub const ALL: [NamespaceType; 3] = [NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount];

@@ -1,0 +1,396 @@
+//! Scale and load of the handoff server (issue 12): N concurrent clients
+//! (1, 4, 16) doing request → verify → end, with and without a uenv image,
+//! and again with 1000 live allocations held; against the floor — the bare
+//! kernel work of one allocation (clone with the same `CLONE_NEW*` flags,
+//! open the three ns files, kill and reap) in as many threads as clients.
+//!
+//! The server runs in its own process (this binary re-executed in a server
+//! role), so its threads and FDs are counted alone, and it serves the real
+//! unshare backend with a loop-mounted squashfs image. Output: one table on
+//! stdout. Targets (2-core machine): throughput ≥ 0.7 of the floor, p99/p50
+//! ≤ 2 at 16 clients, latency with 1000 live ≤ 1.5× none, server threads ≤
+//! 16, zero errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::wire::*;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nodeinit_handoff::protocol::Message;
+use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
+use nodeinit_unshare::{UnshareBackend, UnshareConfig};
+
+const ROLE_ENV: &str = "NODEINIT_BENCH_SERVER_DIR";
+const LIVE: usize = 1000;
+
+fn server_process(dir: &Path) {
+    let mounts = Arc::new(common::TestMounts::new(
+        &dir.join("images"),
+        &dir.join("uenv"),
+    ));
+    let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), Some(mounts)));
+    let config = ServerConfig {
+        socket_path: dir.join("handoff.sock"),
+        max_allocations: 4096,
+        max_allocations_per_peer: 4096,
+        worker_threads: std::env::var("NODEINIT_BENCH_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(ServerConfig::default().worker_threads),
+        ..ServerConfig::default()
+    };
+    let server = HandoffServer::start(backend, config, ReadyGate::opened()).unwrap();
+    println!("SERVER-READY");
+    std::io::stdout().flush().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+    server.shutdown();
+}
+
+struct Server {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE_ENV, dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "SERVER-READY");
+        Self {
+            child,
+            socket: dir.join("handoff.sock"),
+        }
+    }
+
+    fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id())).map_or(0, |d| d.count())
+    }
+
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Samples the server's threads and FDs while a run goes on.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    max_threads: Arc<AtomicUsize>,
+    max_fds: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (max_threads, max_fds) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let thread = {
+            let (stop, mt, mf) = (stop.clone(), max_threads.clone(), max_fds.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+                    let f = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+                    mt.fetch_max(t, Ordering::Relaxed);
+                    mf.fetch_max(f, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Self {
+            stop,
+            max_threads,
+            max_fds,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (
+            self.max_threads.load(Ordering::Relaxed),
+            self.max_fds.load(Ordering::Relaxed),
+        )
+    }
+}
+
+struct Run {
+    latencies: Vec<Duration>,
+    errors: usize,
+    cycles: usize,
+    wall: Duration,
+}
+
+impl Run {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index]
+    }
+
+    fn throughput(&self) -> f64 {
+        self.cycles as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// `clients` threads, each `rounds` × request → verify → end on its own connection.
+fn load(socket: &Path, clients: usize, rounds: usize, uenv: bool, tag: &str) -> Run {
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let (barrier, socket, tag) = (barrier.clone(), socket.to_path_buf(), tag.to_owned());
+            std::thread::spawn(move || {
+                let conn = connect_to(&socket);
+                let image = uenv.then_some("hello.sqfs");
+                barrier.wait();
+                let (mut latencies, mut errors) = (Vec::with_capacity(rounds), 0);
+                for r in 0..rounds {
+                    let id = format!("{tag}-{c}-{r}");
+                    let start = Instant::now();
+                    let (reply, fds) = reply_on(&conn, &request(&id, &ALL, image));
+                    latencies.push(start.elapsed());
+                    let ok = matches!(reply, Message::NamespaceResponse(_))
+                        && fds.len() == 3
+                        && common::fd_link(fds[2].as_fd()).starts_with("mnt:[");
+                    drop(fds);
+                    if !ok {
+                        errors += 1;
+                        continue;
+                    }
+                    match reply_on(&conn, &ended(&id)).0 {
+                        Message::Ack { .. } => {}
+                        _ => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut run = Run {
+        latencies: Vec::new(),
+        errors: 0,
+        cycles: clients * rounds,
+        wall: Duration::ZERO,
+    };
+    for h in handles {
+        let (l, e) = h.join().unwrap();
+        run.latencies.extend(l);
+        run.errors += e;
+    }
+    run.wall = start.elapsed();
+    run
+}
+
+fn holder_main() -> isize {
+    // SAFETY: a single raw syscall; the child never returns from it.
+    unsafe {
+        libc::pause();
+    }
+    0
+}
+
+/// The floor: `threads` threads, each `rounds` × clone(PID|NET|NS) + open
+/// the 3 ns files + kill + reap.
+fn floor(threads: usize, rounds: usize) -> Run {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut stack = vec![0u8; 64 * 1024];
+                barrier.wait();
+                let mut latencies = Vec::with_capacity(rounds);
+                for _ in 0..rounds {
+                    let start = Instant::now();
+                    let flags = CloneFlags::CLONE_NEWPID
+                        | CloneFlags::CLONE_NEWNET
+                        | CloneFlags::CLONE_NEWNS;
+                    // SAFETY: the child runs holder_main, one raw syscall, on its own stack copy.
+                    let pid = unsafe {
+                        nix::sched::clone(
+                            Box::new(holder_main),
+                            &mut stack,
+                            flags,
+                            Some(libc::SIGCHLD),
+                        )
+                    }
+                    .unwrap();
+                    let fds: Vec<OwnedFd> = ["pid", "net", "mnt"]
+                        .iter()
+                        .map(|ns| {
+                            std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
+                                .unwrap()
+                                .into()
+                        })
+                        .collect();
+                    latencies.push(start.elapsed());
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+                    nix::sys::wait::waitpid(pid, None).unwrap();
+                    drop(fds);
+                }
+                latencies
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(h.join().unwrap());
+    }
+    Run {
+        latencies,
+        errors: 0,
+        cycles: threads * rounds,
+        wall: start.elapsed(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    if let Some(dir) = std::env::var_os(ROLE_ENV) {
+        return server_process(&PathBuf::from(dir));
+    }
+    // `cargo test --benches` runs bench binaries as tests: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("images")).unwrap();
+    common::make_image(&tmp.path().join("images"), "hello.sqfs");
+    let server = Server::start(tmp.path());
+    println!(
+        "server at rest: {} threads, {} FDs",
+        server.threads(),
+        server.fds()
+    );
+    // Keep the image mounted throughout (the test mount backend remounts at zero).
+    let keeper = connect_to(&server.socket);
+    assert!(matches!(
+        reply_on(&keeper, &request("keeper", &ALL, Some("hello.sqfs"))).0,
+        Message::NamespaceResponse(_)
+    ));
+    // Warm-up.
+    let _ = load(&server.socket, 2, 20, true, "warm");
+
+    println!(
+        "{:<22} {:>3} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7} {:>6}",
+        "run",
+        "N",
+        "p50 ms",
+        "p99 ms",
+        "p99/p50",
+        "alloc/s",
+        "floor/s",
+        "×floor",
+        "threads",
+        "FDs",
+        "errors"
+    );
+    let mut none_p50 = [Duration::ZERO; 2];
+    let report = |name: &str, n: usize, run: &Run, floor: &Run, sample: (usize, usize)| {
+        println!(
+            "{:<22} {:>3} {:>9.2} {:>9.2} {:>7.2} {:>9.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6}",
+            name,
+            n,
+            ms(run.percentile(0.5)),
+            ms(run.percentile(0.99)),
+            run.percentile(0.99).as_secs_f64() / run.percentile(0.5).as_secs_f64(),
+            run.throughput(),
+            floor.throughput(),
+            run.throughput() / floor.throughput(),
+            sample.0,
+            sample.1,
+            run.errors
+        );
+    };
+    for (live, label) in [(false, ""), (true, " +1000 live")] {
+        let mut held = Vec::new();
+        if live {
+            let conn = connect_to(&server.socket);
+            for i in 0..LIVE {
+                match reply_on(&conn, &request(&format!("live-{i}"), &ALL, None)).0 {
+                    Message::NamespaceResponse(_) => {}
+                    other => panic!("holding live-{i}: {other:?}"),
+                }
+            }
+            held.push(conn);
+            println!(
+                "holding {LIVE} live allocations: server {} threads, {} FDs",
+                server.threads(),
+                server.fds()
+            );
+        }
+        for uenv in [false, true] {
+            for n in [1usize, 4, 16] {
+                let rounds = if n == 1 {
+                    200
+                } else {
+                    1600 / n / if n == 16 { 2 } else { 1 }
+                };
+                let floor_run = floor(n, rounds);
+                let sampler = Sampler::start(server.child.id());
+                let tag = format!("l{}u{}n{n}", live as u8, uenv as u8);
+                let run = load(&server.socket, n, rounds, uenv, &tag);
+                let sample = sampler.finish();
+                let name = format!("{}{}", if uenv { "uenv" } else { "plain" }, label);
+                report(&name, n, &run, &floor_run, sample);
+                if n == 1 {
+                    if live {
+                        println!(
+                            "  latency with {LIVE} live / none (1 client, p50): {:.2}",
+                            run.percentile(0.5).as_secs_f64()
+                                / none_p50[uenv as usize].as_secs_f64()
+                        );
+                    } else {
+                        none_p50[uenv as usize] = run.percentile(0.5);
+                    }
+                }
+            }
+        }
+        if live {
+            let conn = &held[0];
+            for i in 0..LIVE {
+                let _ = reply_on(conn, &ended(&format!("live-{i}")));
+            }
+        }
+    }
+    let floor1 = floor(1, 200);
+    println!(
+        "floor alone (1 thread): p50 {:.2} ms, p99 {:.2} ms",
+        ms(floor1.percentile(0.5)),
+        ms(floor1.percentile(0.99))
+    );
+    let _ = reply_on(&keeper, &ended("keeper"));
+}
