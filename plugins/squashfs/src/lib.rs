@@ -11,11 +11,13 @@
 //!
 //! Built as `libnodeinit_squashfs.so` for nodeinit and as an rlib for tests
 //! and benchmarks. Modules, one concern each:
-//! [`options`] (configuration), [`allocation_id`], [`image`] (finding and
+//! [`options`] (configuration), [`beneath`] (directory descriptors and
+//! lookups that follow no link), [`image`] (finding and
 //! vetting images), [`superblock`], [`loop_device`] (ioctls), [`mounting`],
 //! [`mountinfo`], [`state_file`], [`table`] (counting rules), [`manager`],
 //! [`plugin`] (the constructor `export_plugin!` calls).
 
+pub mod beneath;
 pub mod image;
 pub mod loop_device;
 pub mod manager;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use hpc_node::{MountError, MountHandle, MountManager};
 use nodeinit_plugin_api::AllocationMounts;
 
+use crate::beneath::{CheckedDir, DirError};
 use crate::image::{ImageLocator, MountName};
 use crate::loop_device::AttachMethod;
 use crate::mountinfo;
@@ -63,6 +64,8 @@ struct Shared {
 #[derive(Default)]
 struct Inner {
     table: Table,
+    /// `mount_base`, opened and checked at the first mount.
+    base: Option<Arc<CheckedDir>>,
     /// Bytes of the last successful state write, to skip identical rewrites.
     last_written: Option<Vec<u8>>,
     shutting_down: bool,
@@ -93,12 +96,29 @@ impl Shared {
             .unwrap_or(now)
     }
 
-    fn mount_base(&self) -> PathBuf {
+    fn mount_base(&self, inner: &Inner) -> PathBuf {
+        if let Some(base) = &inner.base {
+            return base.canonical.clone();
+        }
         // mountinfo shows canonical paths; the base may not exist yet at startup.
         self.config
             .mount_base
             .canonicalize()
             .unwrap_or_else(|_| self.config.mount_base.clone())
+    }
+
+    /// `mount_base` as a checked descriptor, created (0755) and opened once.
+    fn base_dir(&self, inner: &mut Inner) -> Result<Arc<CheckedDir>, DirError> {
+        if let Some(base) = &inner.base {
+            return Ok(Arc::clone(base));
+        }
+        let base = Arc::new(CheckedDir::open(
+            "mount_base",
+            &self.config.mount_base,
+            true,
+        )?);
+        inner.base = Some(Arc::clone(&base));
+        Ok(base)
     }
 
     /// The table key for a path given back by a caller: exact, else resolved.
@@ -235,8 +255,14 @@ impl SquashfsManager {
                 })?;
         let mut inner = self.shared.lock();
         if !inner.table.contains(&image.path) {
-            let mount_point = self.shared.mount_base().join(image.mount_name.as_str());
-            self.mount_new(&mut inner, &image, &mount_point, requested)?;
+            let base = self
+                .shared
+                .base_dir(&mut inner)
+                .map_err(|e| MountError::MountFailed {
+                    image_path: requested.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            self.mount_new(&mut inner, &image, &base, requested)?;
         }
         self.add_reference(&mut inner, &image.path, holder, requested)
     }
@@ -245,9 +271,10 @@ impl SquashfsManager {
         &self,
         inner: &mut Inner,
         image: &crate::image::ValidatedImage,
-        mount_point: &Path,
+        base: &CheckedDir,
         requested: &str,
     ) -> Result<(), MountError> {
+        let mount_point = &base.canonical.join(image.mount_name.as_str());
         let failed = |reason: String| MountError::MountFailed {
             image_path: requested.to_owned(),
             reason,
@@ -276,8 +303,13 @@ impl SquashfsManager {
                 )));
             }
             None => {
-                let device = mounting::mount_image(image, mount_point, self.shared.attach_method)
-                    .map_err(failed)?;
+                let device = mounting::mount_image(
+                    image,
+                    base,
+                    &image.mount_name,
+                    self.shared.attach_method,
+                )
+                .map_err(failed)?;
                 tracing::info!(image = %image.path.display(), mount_point = %mount_point.display(),
                     device = %device.display(), "mounted uenv image");
             }
@@ -430,7 +462,7 @@ impl MountManager for SquashfsManager {
         let key = self.shared.key_for(&inner, image_path);
         let mount_point = match inner.table.get(&key) {
             Some(entry) => Some(entry.mount_point.clone()),
-            None => self.untracked_kernel_mount(&key),
+            None => self.untracked_kernel_mount(&inner, &key),
         };
         let Some(mount_point) = mount_point else {
             tracing::debug!(image = image_path, "force_unmount: nothing mounted");
@@ -466,7 +498,8 @@ impl MountManager for SquashfsManager {
         let kernel = mountinfo::read()?;
         let hold_until = self.shared.hold_deadline();
         let mut table = Table::default();
-        for mount in mountinfo::squashfs_mounts_below(&kernel, &self.shared.mount_base()) {
+        let mount_base = self.shared.mount_base(&inner);
+        for mount in mountinfo::squashfs_mounts_below(&kernel, &mount_base) {
             let Some(backing) = mounting::backing_of(&mount.source)? else {
                 tracing::warn!(mount_point = %mount.mount_point.display(), source = mount.source,
                     "squashfs mount below mount_base is not on a bound loop device; not managed");
@@ -516,12 +549,10 @@ impl MountManager for SquashfsManager {
 impl SquashfsManager {
     /// The mount point of an image this manager does not track, if the
     /// kernel has it mounted there from that very image (a previous run).
-    fn untracked_kernel_mount(&self, image: &Path) -> Option<PathBuf> {
-        let name = image.file_name()?.to_str()?;
-        let mount_point = self
-            .shared
-            .mount_base()
-            .join(MountName::from_image_file_name(name).ok()?.as_str());
+    fn untracked_kernel_mount(&self, inner: &Inner, image: &Path) -> Option<PathBuf> {
+        let name =
+            MountName::for_image(image, self.shared.locator.primary_dir().as_deref()).ok()?;
+        let mount_point = self.shared.mount_base(inner).join(name.as_str());
         match mounting::kernel_mount_at(&mount_point) {
             Ok(Some((entry, Some(backing))))
                 if entry.fs_type == "squashfs" && strip_deleted(&backing) == image =>
