@@ -287,12 +287,13 @@ impl SquashfsManager {
             )));
         }
         let existing = mounting::kernel_mount_at(mount_point).map_err(|e| failed(e.to_string()))?;
-        match existing {
+        let mount_fd = match existing {
             Some((entry, Some(backing)))
                 if entry.fs_type == "squashfs" && backing == image.path =>
             {
                 tracing::info!(image = %image.path.display(), mount_point = %mount_point.display(),
                     "adopting the existing mount of this image (left by an earlier run)");
+                None
             }
             Some((entry, _)) => {
                 return Err(failed(format!(
@@ -303,7 +304,7 @@ impl SquashfsManager {
                 )));
             }
             None => {
-                let device = mounting::mount_image(
+                let mounted = mounting::mount_image(
                     image,
                     base,
                     &image.mount_name,
@@ -311,12 +312,13 @@ impl SquashfsManager {
                 )
                 .map_err(failed)?;
                 tracing::info!(image = %image.path.display(), mount_point = %mount_point.display(),
-                    device = %device.display(), "mounted uenv image");
+                    device = %mounted.device.display(), "mounted uenv image");
+                mounted.mount_fd.map(Arc::new)
             }
-        }
-        inner
-            .table
-            .insert(image.path.clone(), Entry::new(mount_point.to_path_buf()));
+        };
+        let mut entry = Entry::new(mount_point.to_path_buf());
+        entry.mount_fd = mount_fd;
+        inner.table.insert(image.path.clone(), entry);
         Ok(())
     }
 
@@ -411,11 +413,14 @@ fn run_hold_timer(shared: &Shared) {
         let expired = inner.table.expired(now);
         if !expired.is_empty() {
             for image in expired {
-                let Some(mount_point) = inner.table.get(&image).map(|e| e.mount_point.clone())
+                let Some((mount_point, mount_fd)) = inner
+                    .table
+                    .get(&image)
+                    .map(|e| (e.mount_point.clone(), e.mount_fd.clone()))
                 else {
                     continue;
                 };
-                match mounting::unmount_detached(&mount_point) {
+                match mounting::unmount_detached(&mount_point, mount_fd.as_deref()) {
                     Ok(()) => {
                         inner.table.remove(&image);
                         tracing::info!(image = %image.display(), mount_point = %mount_point.display(),
@@ -461,16 +466,20 @@ impl MountManager for SquashfsManager {
         let mut inner = self.shared.lock();
         let key = self.shared.key_for(&inner, image_path);
         let mount_point = match inner.table.get(&key) {
-            Some(entry) => Some(entry.mount_point.clone()),
-            None => self.untracked_kernel_mount(&inner, &key),
+            Some(entry) => Some((entry.mount_point.clone(), entry.mount_fd.clone())),
+            None => self
+                .untracked_kernel_mount(&inner, &key)
+                .map(|mount_point| (mount_point, None)),
         };
-        let Some(mount_point) = mount_point else {
+        let Some((mount_point, mount_fd)) = mount_point else {
             tracing::debug!(image = image_path, "force_unmount: nothing mounted");
             return Ok(());
         };
-        mounting::unmount_detached(&mount_point).map_err(|reason| MountError::UnmountFailed {
-            mount_point: mount_point.display().to_string(),
-            reason,
+        mounting::unmount_detached(&mount_point, mount_fd.as_deref()).map_err(|reason| {
+            MountError::UnmountFailed {
+                mount_point: mount_point.display().to_string(),
+                reason,
+            }
         })?;
         inner.table.remove(&key);
         tracing::warn!(image = %key.display(), mount_point = %mount_point.display(),

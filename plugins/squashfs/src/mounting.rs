@@ -39,6 +39,15 @@ const MOUNT_ATTRS: MountAttrFlags = MountAttrFlags::MOUNT_ATTR_RDONLY
     .union(MountAttrFlags::MOUNT_ATTR_NOSUID)
     .union(MountAttrFlags::MOUNT_ATTR_NODEV);
 
+/// A mount made by [`mount_image`].
+#[derive(Debug)]
+pub struct Mounted {
+    /// The loop device.
+    pub device: PathBuf,
+    /// The mount's descriptor (new mount API), for [`unmount_detached`].
+    pub mount_fd: Option<OwnedFd>,
+}
+
 /// Mount `image` at `<base>/<name>` through a fresh read-only, autoclear loop
 /// device. On failure nothing is left: the loop device is freed by autoclear
 /// when its descriptor closes, and a mount point created here is removed.
@@ -51,7 +60,7 @@ pub fn mount_image(
     base: &CheckedDir,
     name: &MountName,
     method: AttachMethod,
-) -> Result<PathBuf, String> {
+) -> Result<Mounted, String> {
     let mount_point = base.canonical.join(name.as_str());
     let Some(rel) = beneath::single_name(name.as_str()) else {
         return Err(format!("{name} is not a single file name"));
@@ -117,7 +126,7 @@ fn attach_and_mount(
     target: &OwnedFd,
     mount_point: &Path,
     method: AttachMethod,
-) -> Result<PathBuf, String> {
+) -> Result<Mounted, String> {
     let device =
         loop_device::attach(&image.file, &image.path, method).map_err(|e| e.to_string())?;
     let failed = |step: &str, errno: Errno| {
@@ -173,7 +182,10 @@ fn attach_and_mount(
     }
     // Dropping `device` closes our descriptor: from now on the mount alone
     // keeps the loop device, and autoclear frees it when the mount goes.
-    Ok(device.path().to_path_buf())
+    Ok(Mounted {
+        device: device.path().to_path_buf(),
+        mount_fd: mounted,
+    })
 }
 
 /// `fsopen("squashfs")` → `source` → create → `fsmount` → `move_mount` onto
@@ -219,16 +231,26 @@ fn mount_hint(errno: Errno) -> &'static str {
 
 /// Detach the mount at `mount_point` now (`MNT_DETACH`: busy files keep the
 /// filesystem alive until closed; the loop device goes with the last user),
-/// then remove the empty directory. A mount point with nothing mounted is `Ok`.
+/// then remove the empty directory. With the mount's own descriptor the
+/// detach goes through it (`/proc/self/fd/N` names that very mount even if
+/// its directory was renamed); without one (a mount recovered after a
+/// restart) through the path, never following a link. Nothing mounted is `Ok`.
 ///
 /// # Errors
 ///
 /// The errno of `umount2` with a reason text.
-pub fn unmount_detached(mount_point: &Path) -> Result<(), String> {
-    match nix::mount::umount2(
-        mount_point,
-        MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
-    ) {
+pub fn unmount_detached(mount_point: &Path, mount_fd: Option<&OwnedFd>) -> Result<(), String> {
+    let (target, flags) = match mount_fd {
+        Some(fd) => (
+            PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            MntFlags::MNT_DETACH,
+        ),
+        None => (
+            mount_point.to_path_buf(),
+            MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+        ),
+    };
+    match nix::mount::umount2(&target, flags) {
         // EINVAL: not a mount point (someone unmounted it already); ENOENT: gone.
         Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
         Err(errno) => {
