@@ -29,10 +29,14 @@ use crate::superblock::{check_superblock, SuperblockError};
 
 /// Longest accepted mount name (a file name limit).
 pub const MAX_MOUNT_NAME_LEN: usize = 255;
+/// Bytes of the directory hash in a disambiguated mount name (8 hex digits):
+/// short enough to read, and a clash is refused anyway.
+const DIR_HASH_BYTES: usize = 4;
 
 /// The directory name an image is mounted under: the image's file stem,
 /// restricted to `[A-Za-z0-9][A-Za-z0-9._+@-]*` so it is a safe single path
-/// component.
+/// component, plus a short hash of its directory unless it lies directly in
+/// the first image dir ([`MountName::for_image`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MountName(String);
 
@@ -59,19 +63,51 @@ impl MountName {
         Ok(Self(stem.to_owned()))
     }
 
-    /// The mount name of the image at canonical `path`.
+    /// The mount name of the image at canonical `path` (issue 11, item 7):
+    ///
+    /// - an image directly in the first image dir (`primary_dir`, canonical)
+    ///   is mounted under its plain stem: `/images/base.sqfs` → `base`;
+    /// - any other image gets its stem plus the first 8 hex digits of the
+    ///   SHA-256 of its canonical directory: `/var/cache/lattice/uenv/base.sqfs`
+    ///   → `base-87aadd10`.
+    ///
+    /// The name depends only on the image's own path, so it is the same in
+    /// every run and after a restart ([`crate::SquashfsManager`]'s
+    /// `reconstruct_state` finds mounts by what the kernel says, and
+    /// `force_unmount` of an untracked image recomputes it), and two images
+    /// named alike in different directories never share a mount point. The
+    /// rare clash that remains (an image in the first dir literally named
+    /// `base-87aadd10.sqfs`) is refused, never stacked.
     ///
     /// # Errors
     ///
     /// [`ImageError::BadName`] when the file name gives no usable name.
-    pub fn for_image(path: &Path, _primary_dir: Option<&Path>) -> Result<Self, ImageError> {
+    pub fn for_image(path: &Path, primary_dir: Option<&Path>) -> Result<Self, ImageError> {
         let file_name =
             path.file_name()
                 .and_then(|n| n.to_str())
                 .ok_or_else(|| ImageError::BadName {
                     file_name: path.display().to_string(),
                 })?;
-        Self::from_image_file_name(file_name)
+        let plain = Self::from_image_file_name(file_name)?;
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        if primary_dir == Some(parent) {
+            return Ok(plain);
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(parent.as_os_str().as_encoded_bytes());
+        let short: String = digest
+            .iter()
+            .take(DIR_HASH_BYTES)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = format!("{}-{short}", plain.0);
+        if name.len() > MAX_MOUNT_NAME_LEN {
+            return Err(ImageError::BadName {
+                file_name: file_name.to_owned(),
+            });
+        }
+        Ok(Self(name))
     }
 
     /// The name as text.
@@ -429,6 +465,40 @@ mod tests {
     fn mount_name_is_the_stem() {
         let name = MountName::from_image_file_name("pytorch-2.5.sqfs").unwrap();
         assert_eq!(name.as_str(), "pytorch-2.5");
+    }
+
+    #[test]
+    fn mount_name_is_plain_only_in_the_first_image_dir() {
+        let primary = Path::new("/images");
+        let plain = MountName::for_image(Path::new("/images/base.sqfs"), Some(primary)).unwrap();
+        assert_eq!(plain.as_str(), "base");
+        let other = MountName::for_image(
+            Path::new("/var/cache/lattice/uenv/base.sqfs"),
+            Some(primary),
+        )
+        .unwrap();
+        let sub = MountName::for_image(Path::new("/images/sub/base.sqfs"), Some(primary)).unwrap();
+        // First 4 bytes of sha256("/var/cache/lattice/uenv") and of "/images/sub".
+        assert_eq!(other.as_str(), "base-87aadd10");
+        assert_eq!(&sha_hex("/var/cache/lattice/uenv")[..8], "87aadd10");
+        assert_eq!(
+            sub.as_str(),
+            format!("base-{}", &sha_hex("/images/sub")[..8])
+        );
+        assert_ne!(other, sub);
+        assert_eq!(
+            MountName::for_image(Path::new("/var/cache/lattice/uenv/base.sqfs"), None).unwrap(),
+            other,
+            "the name must not depend on whether the first dir exists"
+        );
+    }
+
+    fn sha_hex(text: &str) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     #[test]

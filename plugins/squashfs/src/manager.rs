@@ -281,7 +281,7 @@ impl SquashfsManager {
         };
         if let Some(other) = inner.table.image_at(mount_point) {
             return Err(failed(format!(
-                "mount point {} already holds {} (same file stem); rename one of the images",
+                "mount point {} already holds {} (same mount name); rename one of the images",
                 mount_point.display(),
                 other.display()
             )));
