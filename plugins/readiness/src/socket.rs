@@ -41,6 +41,7 @@ pub(crate) fn reply_line(verdict: &Verdict) -> String {
         Verdict::Pending => "PENDING\n".to_owned(),
         Verdict::Ready => "READY\n".to_owned(),
         // One line: a reason with newlines would look like several replies.
+        // (Control characters were escaped when the verdict was set.)
         Verdict::Failed(reason) => format!("FAILED {}\n", reason.replace(['\n', '\r'], " ")),
     }
 }

@@ -29,6 +29,8 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
+use crate::escape::text as esc;
+
 /// How often a lookup is retried when `openat2` reports a concurrent rename
 /// (`EAGAIN`) before giving up with that error.
 const MAX_RESOLVE_RETRIES: usize = 8;
@@ -48,7 +50,7 @@ pub struct CheckedDir {
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
     /// The directory could not be created or opened.
-    #[error("{key} {path}: {what} failed: {source}")]
+    #[error("{key} {p}: {what} failed: {source}", p = esc(.path))]
     Io {
         /// The option key (`image_dirs`, `mount_base`, `state_dir`).
         key: &'static str,
@@ -60,7 +62,7 @@ pub enum DirError {
         source: io::Error,
     },
     /// Owned by a user other than root or this process' user.
-    #[error("{key} {path} is owned by uid {uid}, not by root or uid {euid}; chown root {path}")]
+    #[error("{key} {p} is owned by uid {uid}, not by root or uid {euid}; chown root {p}", p = esc(.path))]
     Owner {
         /// The option key.
         key: &'static str,
@@ -72,7 +74,7 @@ pub enum DirError {
         euid: u32,
     },
     /// Group- or world-writable: another user could plant links or files in it.
-    #[error("{key} {path} is writable by others (mode {mode:o}); anyone who may write it could redirect mounts or plant files: chmod go-w {path}")]
+    #[error("{key} {p} is writable by others (mode {mode:o}); anyone who may write it could redirect mounts or plant files: chmod go-w {p}", p = esc(.path))]
     Writable {
         /// The option key.
         key: &'static str,

@@ -25,6 +25,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::OFlags;
 
 use crate::beneath::{self, CheckedDir, DirError};
+use crate::escape::text as esc;
 use crate::superblock::{check_superblock, SuperblockError};
 
 /// Longest accepted mount name (a file name limit).
@@ -142,7 +143,7 @@ pub enum ImageError {
         requested: String,
     },
     /// The image is not there.
-    #[error("image {path} does not exist (image_dirs: {dirs})")]
+    #[error("image {p} does not exist (image_dirs: {d})", p = esc(.path), d = esc(.dirs))]
     NotFound {
         /// Path tried (for a bare name: the name).
         path: String,
@@ -150,7 +151,7 @@ pub enum ImageError {
         dirs: String,
     },
     /// The image lies outside every image dir.
-    #[error("{path} is outside the configured image_dirs ({dirs}); move the image into one of them or add its directory to image_dirs")]
+    #[error("{p} is outside the configured image_dirs ({d}); move the image into one of them or add its directory to image_dirs", p = esc(.path), d = esc(.dirs))]
     OutsideImageDirs {
         /// The canonical path.
         path: String,
@@ -158,13 +159,13 @@ pub enum ImageError {
         dirs: String,
     },
     /// The last component is a symbolic link.
-    #[error("{path} is a symbolic link; images are opened without following links, configure the real file instead")]
+    #[error("{p} is a symbolic link; images are opened without following links, configure the real file instead", p = esc(.path))]
     Symlink {
         /// The path.
         path: String,
     },
     /// A directory on the way to the image is a symbolic link.
-    #[error("{path} passes through a symbolic link below image dir {dir}; links are not followed below an image dir (a rename could point them anywhere): give the real path of the image, or add the link's target directory to image_dirs")]
+    #[error("{p} passes through a symbolic link below image dir {d}; links are not followed below an image dir (a rename could point them anywhere): give the real path of the image, or add the link's target directory to image_dirs", p = esc(.path), d = esc(.dir))]
     SymlinkInPath {
         /// The path.
         path: String,
@@ -175,13 +176,13 @@ pub enum ImageError {
     #[error(transparent)]
     Dir(#[from] DirError),
     /// A directory.
-    #[error("{path} is a directory, not a squashfs image file")]
+    #[error("{p} is a directory, not a squashfs image file", p = esc(.path))]
     Directory {
         /// The path.
         path: String,
     },
     /// Neither a directory nor a regular file (device, FIFO, socket).
-    #[error("{path} is a {kind}, not a regular squashfs image file")]
+    #[error("{p} is a {kind}, not a regular squashfs image file", p = esc(.path))]
     NotRegularFile {
         /// The path.
         path: String,
@@ -195,7 +196,7 @@ pub enum ImageError {
         file_name: String,
     },
     /// Not a complete squashfs image.
-    #[error("{path}: {source}")]
+    #[error("{p}: {source}", p = esc(.path))]
     Superblock {
         /// The path.
         path: String,
@@ -203,7 +204,7 @@ pub enum ImageError {
         source: SuperblockError,
     },
     /// Any other I/O failure.
-    #[error("{what} {path} failed: {source}")]
+    #[error("{what} {p} failed: {source}", p = esc(.path))]
     Io {
         /// What was attempted.
         what: &'static str,

@@ -14,12 +14,14 @@
 //! Built as `libnodeinit_squashfs.so` for nodeinit and as an rlib for tests
 //! and benchmarks. Modules, one concern each:
 //! [`options`] (configuration), [`beneath`] (directory descriptors and
-//! lookups that follow no link), [`image`] (finding and
+//! lookups that follow no link), [`escape`] (peer text in logs and errors),
+//! [`image`] (finding and
 //! vetting images), [`superblock`], [`loop_device`] (ioctls), [`mounting`],
 //! [`mountinfo`], [`state_file`], [`table`] (counting rules), [`manager`],
 //! [`plugin`] (the constructor `export_plugin!` calls).
 
 pub mod beneath;
+pub mod escape;
 pub mod image;
 pub mod loop_device;
 pub mod manager;

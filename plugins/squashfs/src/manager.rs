@@ -19,6 +19,7 @@ use hpc_node::{MountError, MountHandle, MountManager};
 use nodeinit_plugin_api::AllocationMounts;
 
 use crate::beneath::{CheckedDir, DirError};
+use crate::escape;
 use crate::image::{ImageLocator, MountName};
 use crate::loop_device::AttachMethod;
 use crate::mountinfo;
@@ -250,7 +251,7 @@ impl SquashfsManager {
                 .locator
                 .validate(requested)
                 .map_err(|e| MountError::MountFailed {
-                    image_path: requested.to_owned(),
+                    image_path: escape::text(requested),
                     reason: e.to_string(),
                 })?;
         let mut inner = self.shared.lock();
@@ -259,7 +260,7 @@ impl SquashfsManager {
                 .shared
                 .base_dir(&mut inner)
                 .map_err(|e| MountError::MountFailed {
-                    image_path: requested.to_owned(),
+                    image_path: escape::text(requested),
                     reason: e.to_string(),
                 })?;
             self.mount_new(&mut inner, &image, &base, requested)?;
@@ -276,14 +277,14 @@ impl SquashfsManager {
     ) -> Result<(), MountError> {
         let mount_point = &base.canonical.join(image.mount_name.as_str());
         let failed = |reason: String| MountError::MountFailed {
-            image_path: requested.to_owned(),
+            image_path: escape::text(requested),
             reason,
         };
         if let Some(other) = inner.table.image_at(mount_point) {
             return Err(failed(format!(
                 "mount point {} already holds {} (same mount name); rename one of the images",
-                mount_point.display(),
-                other.display()
+                escape::path(&mount_point),
+                escape::path(&other)
             )));
         }
         let existing = mounting::kernel_mount_at(mount_point).map_err(|e| failed(e.to_string()))?;
@@ -291,16 +292,16 @@ impl SquashfsManager {
             Some((entry, Some(backing)))
                 if entry.fs_type == "squashfs" && backing == image.path =>
             {
-                tracing::info!(image = %image.path.display(), mount_point = %mount_point.display(),
+                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(&mount_point),
                     "adopting the existing mount of this image (left by an earlier run)");
                 None
             }
             Some((entry, _)) => {
                 return Err(failed(format!(
                     "mount point {} is already in use by a {} mount of {}; unmount it or rename the image",
-                    mount_point.display(),
+                    escape::path(&mount_point),
                     entry.fs_type,
-                    entry.source
+                    escape::text(&entry.source)
                 )));
             }
             None => {
@@ -311,8 +312,8 @@ impl SquashfsManager {
                     self.shared.attach_method,
                 )
                 .map_err(failed)?;
-                tracing::info!(image = %image.path.display(), mount_point = %mount_point.display(),
-                    device = %mounted.device.display(), "mounted uenv image");
+                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(&mount_point),
+                    device = %escape::path(&mounted.device), "mounted uenv image");
                 mounted.mount_fd.map(Arc::new)
             }
         };
@@ -338,7 +339,7 @@ impl SquashfsManager {
                 .remove_reference(image, holder, self.shared.hold_deadline());
             self.shared.timer_wakeup.notify_all();
             return Err(MountError::MountFailed {
-                image_path: requested.to_owned(),
+                image_path: escape::text(requested),
                 reason: format!("recording the reference failed: {e}"),
             });
         }
@@ -357,7 +358,7 @@ impl SquashfsManager {
         let mut inner = self.shared.lock();
         let key = self.shared.key_for(&inner, image_path);
         let inconsistency = |detail: String| MountError::RefcountInconsistency {
-            image_path: image_path.to_owned(),
+            image_path: escape::text(image_path),
             detail,
         };
         let left = inner
@@ -423,11 +424,11 @@ fn run_hold_timer(shared: &Shared) {
                 match mounting::unmount_detached(&mount_point, mount_fd.as_deref()) {
                     Ok(()) => {
                         inner.table.remove(&image);
-                        tracing::info!(image = %image.display(), mount_point = %mount_point.display(),
+                        tracing::info!(image = %escape::path(&image), mount_point = %escape::path(&mount_point),
                             "hold time over, unmounted");
                     }
                     Err(reason) => {
-                        tracing::error!(image = %image.display(), %reason, "unmount after hold failed; retrying");
+                        tracing::error!(image = %escape::path(&image), %reason, "unmount after hold failed; retrying");
                         inner.table.rearm(&image, now + UNMOUNT_RETRY);
                     }
                 }
@@ -472,17 +473,17 @@ impl MountManager for SquashfsManager {
                 .map(|mount_point| (mount_point, None)),
         };
         let Some((mount_point, mount_fd)) = mount_point else {
-            tracing::debug!(image = image_path, "force_unmount: nothing mounted");
+            tracing::debug!(image = %escape::text(image_path), "force_unmount: nothing mounted");
             return Ok(());
         };
         mounting::unmount_detached(&mount_point, mount_fd.as_deref()).map_err(|reason| {
             MountError::UnmountFailed {
-                mount_point: mount_point.display().to_string(),
+                mount_point: escape::path(&mount_point),
                 reason,
             }
         })?;
         inner.table.remove(&key);
-        tracing::warn!(image = %key.display(), mount_point = %mount_point.display(),
+        tracing::warn!(image = %escape::path(&key), mount_point = %escape::path(&mount_point),
             "force-unmounted; references dropped");
         if let Err(e) = self.shared.persist(&mut inner) {
             tracing::error!(error = %e, "squashfs state file not updated after force unmount");
@@ -510,13 +511,13 @@ impl MountManager for SquashfsManager {
         let mount_base = self.shared.mount_base(&inner);
         for mount in mountinfo::squashfs_mounts_below(&kernel, &mount_base) {
             let Some(backing) = mounting::backing_of(&mount.source)? else {
-                tracing::warn!(mount_point = %mount.mount_point.display(), source = mount.source,
+                tracing::warn!(mount_point = %escape::path(&mount.mount_point), source = %escape::text(&mount.source),
                     "squashfs mount below mount_base is not on a bound loop device; not managed");
                 continue;
             };
             let image = strip_deleted(&backing);
             if table.contains(&image) {
-                tracing::warn!(image = %image.display(), mount_point = %mount.mount_point.display(),
+                tracing::warn!(image = %escape::path(&image), mount_point = %escape::path(&mount.mount_point),
                     "image mounted twice below mount_base; managing the first mount only");
                 continue;
             }
@@ -534,7 +535,7 @@ impl MountManager for SquashfsManager {
                 })
                 .unwrap_or_default();
             let entry = Table::recovered_entry(mount.mount_point.clone(), holders, hold_until);
-            tracing::info!(image = %image.display(), mount_point = %mount.mount_point.display(),
+            tracing::info!(image = %escape::path(&image), mount_point = %escape::path(&mount.mount_point),
                 refcount = entry.refcount(), "recovered mount");
             table.insert(image, entry);
         }
@@ -543,7 +544,7 @@ impl MountManager for SquashfsManager {
             .iter()
             .filter(|m| !table.contains(Path::new(&m.image)))
         {
-            tracing::warn!(image = lost.image, mount_point = lost.mount_point, holders = ?lost.holders,
+            tracing::warn!(image = %escape::text(&lost.image), mount_point = %escape::text(&lost.mount_point), holders = ?lost.holders,
                 "recorded as mounted but the kernel has no such mount; its references are dropped");
         }
         inner.table = table;
@@ -588,7 +589,7 @@ impl AllocationMounts for SquashfsManager {
         image_path: &str,
     ) -> Result<MountHandle, MountError> {
         let id = AllocationId::parse(allocation_id).map_err(|e| MountError::MountFailed {
-            image_path: image_path.to_owned(),
+            image_path: escape::text(image_path),
             reason: e.to_string(),
         })?;
         self.acquire(&Holder::Allocation(id), image_path)
@@ -597,7 +598,7 @@ impl AllocationMounts for SquashfsManager {
     fn release_for(&self, allocation_id: &str, handle: &MountHandle) -> Result<(), MountError> {
         let id =
             AllocationId::parse(allocation_id).map_err(|e| MountError::RefcountInconsistency {
-                image_path: handle.image_path.clone(),
+                image_path: escape::text(&handle.image_path),
                 detail: format!("{e}; such an allocation cannot hold a reference"),
             })?;
         self.release(&Holder::Allocation(id), &handle.image_path)
