@@ -283,8 +283,8 @@ impl SquashfsManager {
         if let Some(other) = inner.table.image_at(mount_point) {
             return Err(failed(format!(
                 "mount point {} already holds {} (same mount name); rename one of the images",
-                escape::path(&mount_point),
-                escape::path(&other)
+                escape::path(mount_point),
+                escape::path(other)
             )));
         }
         let existing = mounting::kernel_mount_at(mount_point).map_err(|e| failed(e.to_string()))?;
@@ -292,14 +292,14 @@ impl SquashfsManager {
             Some((entry, Some(backing)))
                 if entry.fs_type == "squashfs" && backing == image.path =>
             {
-                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(&mount_point),
+                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(mount_point),
                     "adopting the existing mount of this image (left by an earlier run)");
                 None
             }
             Some((entry, _)) => {
                 return Err(failed(format!(
                     "mount point {} is already in use by a {} mount of {}; unmount it or rename the image",
-                    escape::path(&mount_point),
+                    escape::path(mount_point),
                     entry.fs_type,
                     escape::text(&entry.source)
                 )));
@@ -312,7 +312,7 @@ impl SquashfsManager {
                     self.shared.attach_method,
                 )
                 .map_err(failed)?;
-                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(&mount_point),
+                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(mount_point),
                     device = %escape::path(&mounted.device), "mounted uenv image");
                 mounted.mount_fd.map(Arc::new)
             }

@@ -91,33 +91,33 @@ fn open_mount_point(base: &CheckedDir, rel: &Path, mount_point: &Path) -> Result
         |e| match e.raw_os_error() {
             Some(nix::libc::ELOOP) => format!(
                 "mount point {} is a symbolic link; it is never followed (a link there could put the image over any directory): remove it",
-                escape::path(&mount_point)
+                escape::path(mount_point)
             ),
             Some(nix::libc::ENOTDIR) => format!(
                 "mount point {} exists and is not a directory: remove it",
-                escape::path(&mount_point)
+                escape::path(mount_point)
             ),
-            _ => format!("opening mount point {} failed: {e}", escape::path(&mount_point)),
+            _ => format!("opening mount point {} failed: {e}", escape::path(mount_point)),
         },
     )?;
     let st = rustix::fs::fstat(&fd).map_err(|e| {
         format!(
             "fstat of mount point {} failed: {e}",
-            escape::path(&mount_point)
+            escape::path(mount_point)
         )
     })?;
     let euid = nix::unistd::geteuid().as_raw();
     if st.st_uid != 0 && st.st_uid != euid {
         return Err(format!(
             "mount point {} is owned by uid {}, not root: remove it",
-            escape::path(&mount_point),
+            escape::path(mount_point),
             st.st_uid
         ));
     }
     if st.st_mode & 0o022 != 0 {
         return Err(format!(
             "mount point {} is writable by others (mode {:o}): remove it",
-            escape::path(&mount_point),
+            escape::path(mount_point),
             st.st_mode & 0o7777
         ));
     }
@@ -139,7 +139,7 @@ fn attach_and_mount(
             "mounting {} (from {}) on {} failed at {step}: {errno}{}",
             device.path().display(),
             escape::path(&image.path),
-            escape::path(&mount_point),
+            escape::path(mount_point),
             mount_hint(errno)
         )
     };
@@ -175,13 +175,13 @@ fn attach_and_mount(
             None => Err(Errno::ENOSYS),
         };
         if let Err(errno) = undone {
-            tracing::error!(mount_point = %escape::path(&mount_point), %errno,
+            tracing::error!(mount_point = %escape::path(mount_point), %errno,
                 "a mount onto a swapped mount point could not be undone");
         }
         let undone = undone.is_ok();
         return Err(format!(
             "mount point {} was replaced while it was being mounted; the mount was {}: check who writes to mount_base",
-            escape::path(&mount_point),
+            escape::path(mount_point),
             if undone { "undone" } else { "NOT undone (no mount descriptor on this kernel)" }
         ));
     }
@@ -261,12 +261,12 @@ pub fn unmount_detached(mount_point: &Path, mount_fd: Option<&OwnedFd>) -> Resul
         Err(errno) => {
             return Err(format!(
                 "umount2({}, MNT_DETACH) failed: {errno}",
-                escape::path(&mount_point)
+                escape::path(mount_point)
             ));
         }
     }
     if let Err(e) = std::fs::remove_dir(mount_point) {
-        tracing::debug!(mount_point = %escape::path(&mount_point), error = %e, "mount point directory not removed");
+        tracing::debug!(mount_point = %escape::path(mount_point), error = %e, "mount point directory not removed");
     }
     Ok(())
 }
