@@ -111,7 +111,12 @@ impl Shared {
     /// `mount_base` as a checked descriptor, created (0755) and opened once.
     fn base_dir(&self, inner: &mut Inner) -> Result<Arc<CheckedDir>, DirError> {
         if let Some(base) = &inner.base {
-            return Ok(Arc::clone(base));
+            // Still linked into the tree? An operator may have removed and
+            // recreated it; mkdirat in a deleted directory would fail forever.
+            let alive = rustix::fs::fstat(base.fd()).is_ok_and(|st| st.st_nlink > 0);
+            if alive {
+                return Ok(Arc::clone(base));
+            }
         }
         let base = Arc::new(CheckedDir::open(
             "mount_base",

@@ -327,3 +327,24 @@ fn fifo_at_the_state_temp_path_does_not_block() {
     manager.force_unmount(path_str(&image)).unwrap();
     fx.wait_clean().unwrap();
 }
+
+/// mount_base is opened once, but a removed and recreated mount_base is
+/// picked up again rather than failing every later mount.
+#[test]
+fn recreated_mount_base_is_reopened() {
+    let fx = Fixture::new();
+    let image = fx.make_image("base.sqfs", &[("f", b"image")]);
+    let manager = SquashfsManager::new(fx.config(LONG_HOLD)).unwrap();
+    let first = manager.acquire_mount(path_str(&image)).unwrap();
+    manager.force_unmount(path_str(&image)).unwrap();
+    std::fs::remove_dir(&fx.mount_base).unwrap();
+    std::fs::create_dir(&fx.mount_base).unwrap();
+    let again = manager.acquire_mount(path_str(&image)).unwrap();
+    assert_eq!(again.mount_point, first.mount_point);
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/f", again.mount_point)).unwrap(),
+        "image"
+    );
+    manager.force_unmount(path_str(&image)).unwrap();
+    fx.wait_clean().unwrap();
+}
