@@ -29,6 +29,8 @@ const ATTACKER_PAUSE_US: u64 = 20;
 const ATTACKER_ENV: &str = "NODEINIT_SQUASHFS_EXCHANGE_ATTACKER";
 /// Acquisitions each race test makes while the attacker runs.
 const ATTEMPTS: usize = 40;
+/// Image dirs configured after the first in the image-dir race.
+const EXTRA_IMAGE_DIRS: usize = 30;
 /// Lookups the image-dir race makes (most are refused cheaply, few win).
 const LOOKUPS: usize = 1000;
 /// Upper bound of exchanges an attacker makes before it stops by itself.
@@ -188,11 +190,11 @@ fn world_writable_mount_base_is_refused() {
 /// Item 8: an unprivileged attacker (uid 65534, a child process) exchanges a
 /// directory of a world-writable subdirectory of an image dir with a symlink
 /// to a root-only (0700) directory outside image_dirs, while the manager
-/// acquires `<image dir>/user/d/secret.sqfs` 1000 times. Before the fix the
-/// squashfs from the 0700 directory was mounted in 4 of 9 runs (2 of 40,
-/// then 2, 4 and 3 of 1000 lookups; the lookup nearly always sees the state
-/// the attacker just left, so wins are rare). After it: never;
-/// the requests that meet the symlink are refused naming it.
+/// acquires `<image dir>/user/d/secret.sqfs` 1000 times, with 30 more image
+/// dirs configured. Before the fix the squashfs from the 0700 directory was
+/// mounted 19 and 10 times of 1000 (two runs; with the one image dir alone
+/// 0 to 4 of 1000, the window being narrower). After it: never; the
+/// requests that meet the symlink are refused naming it.
 #[test]
 fn rename_exchange_in_writable_subdir_never_mounts_from_outside() {
     if let Ok(spec) = std::env::var(ATTACKER_ENV) {
@@ -236,7 +238,16 @@ fn rename_exchange_in_writable_subdir_never_mounts_from_outside() {
     })
     .unwrap();
 
-    let manager = SquashfsManager::new(fx.config(LONG_HOLD)).unwrap();
+    // A site with several image dirs (here 30 more, after the first): the
+    // old code re-resolved each of them between its check and its open,
+    // which is the window the attacker needs.
+    let mut config = fx.config(LONG_HOLD);
+    for n in 0..EXTRA_IMAGE_DIRS {
+        let extra = fx.root().join(format!("more-images-{n}"));
+        std::fs::create_dir(&extra).unwrap();
+        config.image_dirs.push(extra);
+    }
+    let manager = SquashfsManager::new(config).unwrap();
     let requested = decoy_dir.join("secret.sqfs");
     let (mut from_secret, mut decoys, mut refused) = (0, 0, 0);
     let mut unexpected = Vec::new();
