@@ -416,20 +416,24 @@ fn plugin_path_through_a_world_writable_directory_is_refused() {
 /// `w/d` — a root-owned 0755 directory holding the null plugin — with `w/x`, a
 /// world-writable directory holding the panicky plugin, while the loader loads
 /// `w/d/libnodeinit_plugin.so` 400 times; `w` itself is sticky and
-/// world-writable like `/tmp`. Before the fix the file was opened through
-/// one directory and the other one checked by path, a window of a few
-/// microseconds: this loop did not hit it here (0 of 400 in two runs; the
-/// static test above shows the unchecked ancestor 1 of 1). After the fix the
-/// directory checked is the descriptor the file is opened from, so the
-/// plugin from the writable directory is never loaded and every refusal
-/// names that directory's mode.
+/// world-writable like `/tmp`, 200 directories deep. Before the fix the file
+/// was opened through one directory and the other one checked by path: the
+/// plugin from the world-writable directory was loaded 4 and 16 of 400 times
+/// (two runs; 0 of 400 with a shallow path, the window being narrower).
+/// After the fix the directory checked is the descriptor the file is opened
+/// from: never, and every refusal names that directory's mode.
 #[test]
 fn rename_exchange_never_loads_from_a_writable_directory() {
     use std::sync::atomic::{AtomicBool, Ordering};
     const LOADS: usize = 400;
+    const DEPTH: usize = 200;
     let (base, _) = staged(&fixtures().null, "unused");
     fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let w = base.path().join("w");
+    // A deep path: each lookup walks it again, which widens the old code's
+    // window between opening through `d` and checking `d` by name.
+    let deep = (0..DEPTH).fold(base.path().to_path_buf(), |p, _| p.join("p"));
+    fs::create_dir_all(&deep).unwrap();
+    let w = deep.join("w");
     fs::create_dir(&w).unwrap();
     fs::set_permissions(&w, fs::Permissions::from_mode(0o1777)).unwrap();
     let (d, x) = (w.join("d"), w.join("x"));
