@@ -372,3 +372,132 @@ fn missing_backend_kind_is_not_provided() {
         "plugin panicky provides no mount backend (it provides: cgroup, readiness)"
     );
 }
+
+/// Issue 12, item 9, static form: `<tmp>/w` world-writable without the sticky
+/// bit, `w/link -> ../good`, the plugin in the root-owned 0755 `good`. Before
+/// the fix it loaded (only the immediate parent was checked, by path, after
+/// the open): 1 of 1. After it the walk refuses the writable ancestor.
+#[test]
+fn plugin_path_through_a_world_writable_directory_is_refused() {
+    let (base, real) = staged(&fixtures().null, "libnodeinit_null.so");
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let good = base.path().join("good");
+    fs::create_dir(&good).unwrap();
+    fs::rename(&real, good.join("libnodeinit_null.so")).unwrap();
+    let writable = base.path().join("w");
+    fs::create_dir(&writable).unwrap();
+    fs::set_permissions(&writable, fs::Permissions::from_mode(0o777)).unwrap();
+    symlink("../good", writable.join("link")).unwrap();
+    let through = writable.join("link/libnodeinit_null.so");
+    assert_eq!(
+        failure(&through),
+        LoadFailure::Unsafe(format!(
+            "ancestor directory {} is world-writable without the sticky bit (mode 777): chmod o-w it",
+            writable.display()
+        ))
+    );
+    // Sticky does not make a link in it trustworthy: whoever owns the link
+    // (in real life the other user) may repoint it.
+    fs::set_permissions(&writable, fs::Permissions::from_mode(0o1777)).unwrap();
+    assert_eq!(
+        failure(&through),
+        LoadFailure::Unsafe(format!(
+            "path component {} is a symbolic link in {}, which others may write (mode 1777); point the config at the real path",
+            writable.join("link").display(),
+            writable.display()
+        ))
+    );
+    // A link in a directory nobody else may write is followed (merged /usr).
+    fs::set_permissions(&writable, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(load_plugin(&through, None).unwrap().library.name(), "null");
+}
+
+/// Issue 12, item 9, racing form: a thread exchanges (`RENAME_EXCHANGE`)
+/// `w/d` — a root-owned 0755 directory holding the null plugin — with `w/x`, a
+/// world-writable directory holding the panicky plugin, while the loader loads
+/// `w/d/libnodeinit_plugin.so` 400 times; `w` itself is sticky and
+/// world-writable like `/tmp`, 200 directories deep. Before the fix the file
+/// was opened through one directory and the other one checked by path: the
+/// plugin from the world-writable directory was loaded 4 and 16 of 400 times
+/// (two runs; 0 of 400 with a shallow path, the window being narrower).
+/// After the fix the directory checked is the descriptor the file is opened
+/// from: never, and every refusal names that directory's mode.
+#[test]
+fn rename_exchange_never_loads_from_a_writable_directory() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const LOADS: usize = 400;
+    const DEPTH: usize = 200;
+    let (base, _) = staged(&fixtures().null, "unused");
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // A deep path: each lookup walks it again, which widens the old code's
+    // window between opening through `d` and checking `d` by name.
+    let deep = (0..DEPTH).fold(base.path().to_path_buf(), |p, _| p.join("p"));
+    fs::create_dir_all(&deep).unwrap();
+    let w = deep.join("w");
+    fs::create_dir(&w).unwrap();
+    fs::set_permissions(&w, fs::Permissions::from_mode(0o1777)).unwrap();
+    let (d, x) = (w.join("d"), w.join("x"));
+    for (dir, src, mode) in [
+        (&d, &fixtures().null, 0o755),
+        (&x, &fixtures().panicky, 0o777),
+    ] {
+        fs::create_dir(dir).unwrap();
+        let dst = dir.join("libnodeinit_plugin.so");
+        fs::copy(src, &dst).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (stop, d, x) = (std::sync::Arc::clone(&stop), d.clone(), x.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            for _ in 0..100_000_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if nix::fcntl::renameat2(
+                    None,
+                    &d,
+                    None,
+                    &x,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .is_ok()
+                {
+                    swaps += 1;
+                }
+                // Without a pause the lookups nearly always see one state.
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+            swaps
+        })
+    };
+    let plugin = d.join("libnodeinit_plugin.so");
+    let (mut from_writable, mut good, mut refused) = (0, 0, 0);
+    let mut unexpected = Vec::new();
+    for _ in 0..LOADS {
+        match load_plugin(&plugin, None) {
+            Ok(loaded) if loaded.library.name() == "panicky" => from_writable += 1,
+            Ok(_) => good += 1,
+            Err(e) => {
+                refused += 1;
+                let expected = LoadFailure::Unsafe(
+                    "directory is world-writable (mode 777): chmod o-w it".to_owned(),
+                );
+                if e.failure != expected {
+                    unexpected.push(e.to_string());
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = attacker.join().unwrap();
+    eprintln!("plugin dir race: {swaps} swaps, {good} good loads, {refused} refused, {from_writable} from the world-writable directory");
+    assert!(swaps > 0);
+    assert_eq!(
+        from_writable, 0,
+        "loaded from the writable directory {from_writable} of 40 times"
+    );
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hpc_node::{ReadinessError, ReadinessGate};
 use nodeinit_plugin_api::ReadinessProvider;
 
+use crate::escape;
 use crate::socket::SocketServer;
 use crate::verdict::{Verdict, VerdictCell};
 use crate::watch::{wait_until, FileWatcher, WaitOutcome};
@@ -143,13 +144,13 @@ impl ReadinessProvider for FileReadiness {
     }
 
     fn signal_failed(&self, reason: &str) -> Result<(), ReadinessError> {
-        self.verdict.set(Verdict::Failed(reason.to_owned()));
-        tracing::error!(reason, "boot failed; readiness waiters released");
+        // Escaped once here: the reason reaches socket clients, sd_notify,
+        // waiters and the log, and may quote file or peer text (issue 12, item 11).
+        let reason = escape::one_line(reason);
+        self.verdict.set(Verdict::Failed(reason.clone()));
+        tracing::error!(reason = %reason, "boot failed; readiness waiters released");
         self.serve_socket()?;
-        self.notify(&format!(
-            "STATUS=boot failed: {}",
-            reason.replace('\n', " ")
-        ))?;
+        self.notify(&format!("STATUS=boot failed: {reason}"))?;
         Ok(())
     }
 

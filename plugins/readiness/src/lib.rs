@@ -20,6 +20,7 @@
 //! `signal_ready` / `signal_failed`.
 
 mod error;
+mod escape;
 mod gate;
 mod node_id;
 mod notify;

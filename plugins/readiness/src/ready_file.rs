@@ -35,14 +35,25 @@ pub(crate) fn write_atomically(
         })?;
     let file_name = path.file_name().unwrap_or_default().to_string_lossy();
     let temp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
+    // O_EXCL|O_NOFOLLOW|O_NONBLOCK: a link, hard link or FIFO planted at the
+    // temp name is never written through, truncated or waited on (issue 12,
+    // item 10); it is unlinked and the create retried once.
+    let create = || {
+        OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o644)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&temp)?;
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(&temp)
+    };
+    let write = || -> std::io::Result<()> {
+        let mut file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&temp)?;
+                create()?
+            }
+            other => other?,
+        };
         file.write_all(node_id.as_str().as_bytes())?;
         file.sync_all()
     };
@@ -84,6 +95,32 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("ready")]);
+    }
+
+    #[test]
+    fn fifo_or_link_at_the_temp_path_is_replaced_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready");
+        let temp = dir
+            .path()
+            .join(format!(".ready.tmp.{}", std::process::id()));
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        fs::hard_link(&victim, &temp).unwrap();
+        write_atomically(&path, &ReadyNodeId::parse("n1").unwrap()).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        nix::unistd::mkfifo(&temp, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(write_atomically(&p, &ReadyNodeId::parse("n2").unwrap()).is_ok());
+        });
+        let done = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("blocked on the FIFO at the temp path");
+        assert!(done);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "n2");
+        assert!(!temp.exists());
     }
 
     #[test]

@@ -217,3 +217,26 @@ fn a_non_socket_file_in_the_socket_path_is_reported() {
         "not a socket"
     );
 }
+
+/// Issue 12, item 11: a failure reason quoting hostile text (ESC/OSC/CR, as
+/// a peer-supplied image name could be) reaches waiters and socket clients
+/// escaped. Before the fix the socket reply carried the raw ESC and BEL
+/// bytes (1 of 1).
+#[test]
+fn failure_reason_with_control_sequences_is_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = FileReadiness::new(options(dir.path())).unwrap();
+    gate.signal_failed("mount failed for \x1b[2J\x1b]0;pwn\x07\rnodeinit: boot OK")
+        .unwrap();
+    let escaped = "mount failed for \\u{1b}[2J\\u{1b}]0;pwn\\u{7} nodeinit: boot OK";
+    match gate.wait_ready_timeout(Some(Duration::ZERO)) {
+        Err(ReadinessError::BootFailed { reason }) => assert_eq!(reason, escaped),
+        other => panic!("expected BootFailed, got {other:?}"),
+    }
+    let mut reply = Vec::new();
+    UnixStream::connect(dir.path().join("pact/ready.sock"))
+        .unwrap()
+        .read_to_end(&mut reply)
+        .unwrap();
+    assert_eq!(reply, format!("FAILED {escaped}\n").into_bytes());
+}

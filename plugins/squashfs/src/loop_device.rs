@@ -140,7 +140,7 @@ pub enum LoopError {
 pub struct LoopDevice {
     number: u32,
     path: PathBuf,
-    _device: File,
+    device: File,
 }
 
 impl LoopDevice {
@@ -148,6 +148,12 @@ impl LoopDevice {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open device.
+    #[must_use]
+    pub fn file(&self) -> &File {
+        &self.device
     }
 
     /// N of `/dev/loopN`.
@@ -185,7 +191,7 @@ pub fn attach(
                 return Ok(LoopDevice {
                     number,
                     path,
-                    _device: device,
+                    device,
                 })
             }
             // Another process bound the device between GET_FREE and our ioctl.

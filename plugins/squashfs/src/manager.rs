@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use hpc_node::{MountError, MountHandle, MountManager};
 use nodeinit_plugin_api::AllocationMounts;
 
+use crate::beneath::{CheckedDir, DirError};
+use crate::escape;
 use crate::image::{ImageLocator, MountName};
 use crate::loop_device::AttachMethod;
 use crate::mountinfo;
@@ -63,6 +65,8 @@ struct Shared {
 #[derive(Default)]
 struct Inner {
     table: Table,
+    /// `mount_base`, opened and checked at the first mount.
+    base: Option<Arc<CheckedDir>>,
     /// Bytes of the last successful state write, to skip identical rewrites.
     last_written: Option<Vec<u8>>,
     shutting_down: bool,
@@ -93,12 +97,34 @@ impl Shared {
             .unwrap_or(now)
     }
 
-    fn mount_base(&self) -> PathBuf {
+    fn mount_base(&self, inner: &Inner) -> PathBuf {
+        if let Some(base) = &inner.base {
+            return base.canonical.clone();
+        }
         // mountinfo shows canonical paths; the base may not exist yet at startup.
         self.config
             .mount_base
             .canonicalize()
             .unwrap_or_else(|_| self.config.mount_base.clone())
+    }
+
+    /// `mount_base` as a checked descriptor, created (0755) and opened once.
+    fn base_dir(&self, inner: &mut Inner) -> Result<Arc<CheckedDir>, DirError> {
+        if let Some(base) = &inner.base {
+            // Still linked into the tree? An operator may have removed and
+            // recreated it; mkdirat in a deleted directory would fail forever.
+            let alive = rustix::fs::fstat(base.fd()).is_ok_and(|st| st.st_nlink > 0);
+            if alive {
+                return Ok(Arc::clone(base));
+            }
+        }
+        let base = Arc::new(CheckedDir::open(
+            "mount_base",
+            &self.config.mount_base,
+            true,
+        )?);
+        inner.base = Some(Arc::clone(&base));
+        Ok(base)
     }
 
     /// The table key for a path given back by a caller: exact, else resolved.
@@ -230,13 +256,19 @@ impl SquashfsManager {
                 .locator
                 .validate(requested)
                 .map_err(|e| MountError::MountFailed {
-                    image_path: requested.to_owned(),
+                    image_path: escape::text(requested),
                     reason: e.to_string(),
                 })?;
         let mut inner = self.shared.lock();
         if !inner.table.contains(&image.path) {
-            let mount_point = self.shared.mount_base().join(image.mount_name.as_str());
-            self.mount_new(&mut inner, &image, &mount_point, requested)?;
+            let base = self
+                .shared
+                .base_dir(&mut inner)
+                .map_err(|e| MountError::MountFailed {
+                    image_path: escape::text(requested),
+                    reason: e.to_string(),
+                })?;
+            self.mount_new(&mut inner, &image, &base, requested)?;
         }
         self.add_reference(&mut inner, &image.path, holder, requested)
     }
@@ -245,46 +277,54 @@ impl SquashfsManager {
         &self,
         inner: &mut Inner,
         image: &crate::image::ValidatedImage,
-        mount_point: &Path,
+        base: &CheckedDir,
         requested: &str,
     ) -> Result<(), MountError> {
+        let mount_point = &base.canonical.join(image.mount_name.as_str());
         let failed = |reason: String| MountError::MountFailed {
-            image_path: requested.to_owned(),
+            image_path: escape::text(requested),
             reason,
         };
         if let Some(other) = inner.table.image_at(mount_point) {
             return Err(failed(format!(
-                "mount point {} already holds {} (same file stem); rename one of the images",
-                mount_point.display(),
-                other.display()
+                "mount point {} already holds {} (same mount name); rename one of the images",
+                escape::path(mount_point),
+                escape::path(other)
             )));
         }
         let existing = mounting::kernel_mount_at(mount_point).map_err(|e| failed(e.to_string()))?;
-        match existing {
+        let mount_fd = match existing {
             Some((entry, Some(backing)))
                 if entry.fs_type == "squashfs" && backing == image.path =>
             {
-                tracing::info!(image = %image.path.display(), mount_point = %mount_point.display(),
+                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(mount_point),
                     "adopting the existing mount of this image (left by an earlier run)");
+                None
             }
             Some((entry, _)) => {
                 return Err(failed(format!(
                     "mount point {} is already in use by a {} mount of {}; unmount it or rename the image",
-                    mount_point.display(),
+                    escape::path(mount_point),
                     entry.fs_type,
-                    entry.source
+                    escape::text(&entry.source)
                 )));
             }
             None => {
-                let device = mounting::mount_image(image, mount_point, self.shared.attach_method)
-                    .map_err(failed)?;
-                tracing::info!(image = %image.path.display(), mount_point = %mount_point.display(),
-                    device = %device.display(), "mounted uenv image");
+                let mounted = mounting::mount_image(
+                    image,
+                    base,
+                    &image.mount_name,
+                    self.shared.attach_method,
+                )
+                .map_err(failed)?;
+                tracing::info!(image = %escape::path(&image.path), mount_point = %escape::path(mount_point),
+                    device = %escape::path(&mounted.device), "mounted uenv image");
+                mounted.mount_fd.map(Arc::new)
             }
-        }
-        inner
-            .table
-            .insert(image.path.clone(), Entry::new(mount_point.to_path_buf()));
+        };
+        let mut entry = Entry::new(mount_point.to_path_buf());
+        entry.mount_fd = mount_fd;
+        inner.table.insert(image.path.clone(), entry);
         Ok(())
     }
 
@@ -304,7 +344,7 @@ impl SquashfsManager {
                 .remove_reference(image, holder, self.shared.hold_deadline());
             self.shared.timer_wakeup.notify_all();
             return Err(MountError::MountFailed {
-                image_path: requested.to_owned(),
+                image_path: escape::text(requested),
                 reason: format!("recording the reference failed: {e}"),
             });
         }
@@ -323,7 +363,7 @@ impl SquashfsManager {
         let mut inner = self.shared.lock();
         let key = self.shared.key_for(&inner, image_path);
         let inconsistency = |detail: String| MountError::RefcountInconsistency {
-            image_path: image_path.to_owned(),
+            image_path: escape::text(image_path),
             detail,
         };
         let left = inner
@@ -379,18 +419,21 @@ fn run_hold_timer(shared: &Shared) {
         let expired = inner.table.expired(now);
         if !expired.is_empty() {
             for image in expired {
-                let Some(mount_point) = inner.table.get(&image).map(|e| e.mount_point.clone())
+                let Some((mount_point, mount_fd)) = inner
+                    .table
+                    .get(&image)
+                    .map(|e| (e.mount_point.clone(), e.mount_fd.clone()))
                 else {
                     continue;
                 };
-                match mounting::unmount_detached(&mount_point) {
+                match mounting::unmount_detached(&mount_point, mount_fd.as_deref()) {
                     Ok(()) => {
                         inner.table.remove(&image);
-                        tracing::info!(image = %image.display(), mount_point = %mount_point.display(),
+                        tracing::info!(image = %escape::path(&image), mount_point = %escape::path(&mount_point),
                             "hold time over, unmounted");
                     }
                     Err(reason) => {
-                        tracing::error!(image = %image.display(), %reason, "unmount after hold failed; retrying");
+                        tracing::error!(image = %escape::path(&image), %reason, "unmount after hold failed; retrying");
                         inner.table.rearm(&image, now + UNMOUNT_RETRY);
                     }
                 }
@@ -429,19 +472,23 @@ impl MountManager for SquashfsManager {
         let mut inner = self.shared.lock();
         let key = self.shared.key_for(&inner, image_path);
         let mount_point = match inner.table.get(&key) {
-            Some(entry) => Some(entry.mount_point.clone()),
-            None => self.untracked_kernel_mount(&key),
+            Some(entry) => Some((entry.mount_point.clone(), entry.mount_fd.clone())),
+            None => self
+                .untracked_kernel_mount(&inner, &key)
+                .map(|mount_point| (mount_point, None)),
         };
-        let Some(mount_point) = mount_point else {
-            tracing::debug!(image = image_path, "force_unmount: nothing mounted");
+        let Some((mount_point, mount_fd)) = mount_point else {
+            tracing::debug!(image = %escape::text(image_path), "force_unmount: nothing mounted");
             return Ok(());
         };
-        mounting::unmount_detached(&mount_point).map_err(|reason| MountError::UnmountFailed {
-            mount_point: mount_point.display().to_string(),
-            reason,
+        mounting::unmount_detached(&mount_point, mount_fd.as_deref()).map_err(|reason| {
+            MountError::UnmountFailed {
+                mount_point: escape::path(&mount_point),
+                reason,
+            }
         })?;
         inner.table.remove(&key);
-        tracing::warn!(image = %key.display(), mount_point = %mount_point.display(),
+        tracing::warn!(image = %escape::path(&key), mount_point = %escape::path(&mount_point),
             "force-unmounted; references dropped");
         if let Err(e) = self.shared.persist(&mut inner) {
             tracing::error!(error = %e, "squashfs state file not updated after force unmount");
@@ -466,15 +513,16 @@ impl MountManager for SquashfsManager {
         let kernel = mountinfo::read()?;
         let hold_until = self.shared.hold_deadline();
         let mut table = Table::default();
-        for mount in mountinfo::squashfs_mounts_below(&kernel, &self.shared.mount_base()) {
+        let mount_base = self.shared.mount_base(&inner);
+        for mount in mountinfo::squashfs_mounts_below(&kernel, &mount_base) {
             let Some(backing) = mounting::backing_of(&mount.source)? else {
-                tracing::warn!(mount_point = %mount.mount_point.display(), source = mount.source,
+                tracing::warn!(mount_point = %escape::path(&mount.mount_point), source = %escape::text(&mount.source),
                     "squashfs mount below mount_base is not on a bound loop device; not managed");
                 continue;
             };
             let image = strip_deleted(&backing);
             if table.contains(&image) {
-                tracing::warn!(image = %image.display(), mount_point = %mount.mount_point.display(),
+                tracing::warn!(image = %escape::path(&image), mount_point = %escape::path(&mount.mount_point),
                     "image mounted twice below mount_base; managing the first mount only");
                 continue;
             }
@@ -492,7 +540,7 @@ impl MountManager for SquashfsManager {
                 })
                 .unwrap_or_default();
             let entry = Table::recovered_entry(mount.mount_point.clone(), holders, hold_until);
-            tracing::info!(image = %image.display(), mount_point = %mount.mount_point.display(),
+            tracing::info!(image = %escape::path(&image), mount_point = %escape::path(&mount.mount_point),
                 refcount = entry.refcount(), "recovered mount");
             table.insert(image, entry);
         }
@@ -501,7 +549,7 @@ impl MountManager for SquashfsManager {
             .iter()
             .filter(|m| !table.contains(Path::new(&m.image)))
         {
-            tracing::warn!(image = lost.image, mount_point = lost.mount_point, holders = ?lost.holders,
+            tracing::warn!(image = %escape::text(&lost.image), mount_point = %escape::text(&lost.mount_point), holders = ?lost.holders,
                 "recorded as mounted but the kernel has no such mount; its references are dropped");
         }
         inner.table = table;
@@ -516,12 +564,10 @@ impl MountManager for SquashfsManager {
 impl SquashfsManager {
     /// The mount point of an image this manager does not track, if the
     /// kernel has it mounted there from that very image (a previous run).
-    fn untracked_kernel_mount(&self, image: &Path) -> Option<PathBuf> {
-        let name = image.file_name()?.to_str()?;
-        let mount_point = self
-            .shared
-            .mount_base()
-            .join(MountName::from_image_file_name(name).ok()?.as_str());
+    fn untracked_kernel_mount(&self, inner: &Inner, image: &Path) -> Option<PathBuf> {
+        let name =
+            MountName::for_image(image, self.shared.locator.primary_dir().as_deref()).ok()?;
+        let mount_point = self.shared.mount_base(inner).join(name.as_str());
         match mounting::kernel_mount_at(&mount_point) {
             Ok(Some((entry, Some(backing))))
                 if entry.fs_type == "squashfs" && strip_deleted(&backing) == image =>
@@ -548,7 +594,7 @@ impl AllocationMounts for SquashfsManager {
         image_path: &str,
     ) -> Result<MountHandle, MountError> {
         let id = AllocationId::parse(allocation_id).map_err(|e| MountError::MountFailed {
-            image_path: image_path.to_owned(),
+            image_path: escape::text(image_path),
             reason: e.to_string(),
         })?;
         self.acquire(&Holder::Allocation(id), image_path)
@@ -557,7 +603,7 @@ impl AllocationMounts for SquashfsManager {
     fn release_for(&self, allocation_id: &str, handle: &MountHandle) -> Result<(), MountError> {
         let id =
             AllocationId::parse(allocation_id).map_err(|e| MountError::RefcountInconsistency {
-                image_path: handle.image_path.clone(),
+                image_path: escape::text(&handle.image_path),
                 detail: format!("{e}; such an allocation cannot hold a reference"),
             })?;
         self.release(&Holder::Allocation(id), &handle.image_path)

@@ -24,7 +24,8 @@ pub struct SquashfsOptions {
     /// Absolute directories images may live in (subdirectories included).
     #[serde(default)]
     pub image_dirs: Vec<PathBuf>,
-    /// Where images are mounted, as `<mount_base>/<file stem>`.
+    /// Where images are mounted: `<mount_base>/<stem>` for an image directly
+    /// in the first image dir, `<mount_base>/<stem>-<dir hash>` for others.
     #[serde(default = "default_mount_base")]
     pub mount_base: PathBuf,
     /// Seconds a mount nobody holds stays mounted.

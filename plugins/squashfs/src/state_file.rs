@@ -3,18 +3,25 @@
 //! Owns the on-disk format (versioned JSON: which image is mounted where and
 //! which allocation holds how many references to it) and writing it
 //! atomically: temp file in the same directory, `fsync`, `rename`, `fsync` of
-//! the directory. Anonymous references (no allocation) are not recorded: after
+//! the directory. The directory is opened once as a checked descriptor
+//! ([`crate::beneath::CheckedDir`]) and every step goes through it; the temp
+//! file is created `O_EXCL | O_NOFOLLOW | O_NONBLOCK`, so a link, a FIFO or a
+//! stale file planted at its name is never written through, never blocks
+//! (issue 12, item 10): it is removed and the create retried once. Anonymous references (no allocation) are not recorded: after
 //! a restart nobody could claim them. This module must never look at the
 //! kernel; reconciling with it is the manager's job.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
+
+use crate::beneath::CheckedDir;
 
 /// File name of the state file inside `state_dir`.
 pub const STATE_FILE_NAME: &str = "squashfs-mounts.json";
@@ -48,11 +55,10 @@ pub struct PersistedMount {
 pub struct StateFile {
     dir: PathBuf,
     path: PathBuf,
-    temp: PathBuf,
-    /// The state directory, opened once it exists: every write fsyncs it, and
-    /// reopening it (and re-checking it exists) each time doubled the cost of
-    /// an attributed acquire.
-    dir_handle: Mutex<Option<File>>,
+    temp_name: String,
+    /// The state directory, opened and checked once it exists: every write
+    /// goes through it and fsyncs it.
+    dir_handle: Mutex<Option<CheckedDir>>,
 }
 
 impl StateFile {
@@ -63,7 +69,7 @@ impl StateFile {
             dir: state_dir.to_path_buf(),
             path: state_dir.join(STATE_FILE_NAME),
             // The pid keeps two managers (say, a dying and a new process) from sharing a temp file.
-            temp: state_dir.join(format!(".{STATE_FILE_NAME}.{}.tmp", std::process::id())),
+            temp_name: format!(".{STATE_FILE_NAME}.{}.tmp", std::process::id()),
             dir_handle: Mutex::new(None),
         }
     }
@@ -78,20 +84,36 @@ impl StateFile {
     ///
     /// # Errors
     ///
-    /// The file exists but cannot be read or is not a version-1 state; the
-    /// message names the file and says to move it away to start from the
-    /// kernel's view alone.
+    /// The file exists but cannot be read, is not a regular file, or is not
+    /// a version-1 state; the message names the file and says to move it
+    /// away to start from the kernel's view alone.
     pub fn load(&self) -> io::Result<PersistedState> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PersistedState::default()),
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("reading state file {} failed: {e}", self.path.display()),
-                ))
-            }
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("reading state file {} failed: {e}", self.path.display()),
+            )
         };
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PersistedState::default()),
+            Err(e) => return Err(named(e)),
+        };
+        if !file.metadata().map_err(named)?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "state file {} is not a regular file; move it away to rebuild the mount state from the kernel alone",
+                    self.path.display()
+                ),
+            ));
+        }
+        let mut text = String::new();
+        (&file).read_to_string(&mut text).map_err(named)?;
         let state: PersistedState = serde_json::from_str(&text).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -123,6 +145,34 @@ impl StateFile {
         serde_json::to_vec_pretty(state).map_err(io::Error::other)
     }
 
+    /// Create the temp file exclusively; whatever sits at its name (a stale
+    /// temp of a crashed run with our pid, a planted FIFO or link) is removed
+    /// once and the create retried.
+    fn create_temp(&self, dir: &CheckedDir) -> io::Result<File> {
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(0o600);
+        match rustix::fs::openat(dir.fd(), self.temp_name.as_str(), flags, mode) {
+            Err(rustix::io::Errno::EXIST) => {
+                tracing::warn!(path = %self.dir.join(&self.temp_name).display(),
+                    "removing a file left at the state file's temp path");
+                rustix::fs::unlinkat(dir.fd(), self.temp_name.as_str(), AtFlags::empty())?;
+                Ok(rustix::fs::openat(
+                    dir.fd(),
+                    self.temp_name.as_str(),
+                    flags,
+                    mode,
+                )?)
+            }
+            other => Ok(other?),
+        }
+        .map(File::from)
+    }
+
     /// Replace the state file with `bytes`, atomically and durably.
     ///
     /// # Errors
@@ -130,6 +180,7 @@ impl StateFile {
     /// Any step failed; the message names the path. The previous state file
     /// is then left as it was.
     pub fn write_bytes(&self, bytes: &[u8]) -> io::Result<()> {
+        let temp = self.dir.join(&self.temp_name);
         let named = |step: &str, path: &Path, e: io::Error| {
             io::Error::new(e.kind(), format!("{step} {} failed: {e}", path.display()))
         };
@@ -137,38 +188,28 @@ impl StateFile {
             .dir_handle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if dir_handle.is_none() {
-            std::fs::create_dir_all(&self.dir)
-                .map_err(|e| named("creating state directory", &self.dir, e))?;
-            let dir = File::open(&self.dir)
-                .map_err(|e| named("opening state directory", &self.dir, e))?;
-            *dir_handle = Some(dir);
-        }
-        let temp = &self.temp;
+        let dir = match dir_handle.take() {
+            Some(dir) => dir,
+            None => CheckedDir::open("state_dir", &self.dir, true)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+        };
         let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW)
-                .open(temp)
-                .map_err(|e| named("creating", temp, e))?;
+            let mut file = self
+                .create_temp(&dir)
+                .map_err(|e| named("creating", &temp, e))?;
             file.write_all(bytes)
-                .map_err(|e| named("writing", temp, e))?;
-            file.sync_all().map_err(|e| named("fsync of", temp, e))?;
-            std::fs::rename(temp, &self.path).map_err(|e| named("renaming onto", &self.path, e))?;
-            match dir_handle.as_ref() {
-                Some(dir) => dir
-                    .sync_all()
-                    .map_err(|e| named("fsync of state directory", &self.dir, e)),
-                None => Ok(()),
-            }
+                .map_err(|e| named("writing", &temp, e))?;
+            file.sync_all().map_err(|e| named("fsync of", &temp, e))?;
+            rustix::fs::renameat(dir.fd(), self.temp_name.as_str(), dir.fd(), STATE_FILE_NAME)
+                .map_err(|e| named("renaming onto", &self.path, e.into()))?;
+            rustix::fs::fsync(dir.fd())
+                .map_err(|e| named("fsync of state directory", &self.dir, e.into()))
         })();
         if result.is_err() {
-            let _ = std::fs::remove_file(temp);
+            let _ = rustix::fs::unlinkat(dir.fd(), self.temp_name.as_str(), AtFlags::empty());
             // The directory may have been removed or replaced: reopen next time.
-            *dir_handle = None;
+        } else {
+            *dir_handle = Some(dir);
         }
         result
     }
@@ -201,6 +242,35 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, [STATE_FILE_NAME]);
+    }
+
+    #[test]
+    fn link_at_the_temp_path_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir).unwrap();
+        let file = StateFile::in_dir(&state_dir);
+        std::os::unix::fs::symlink(&victim, state_dir.join(&file.temp_name)).unwrap();
+        file.write_bytes(&StateFile::encode(&sample()).unwrap())
+            .unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(file.load().unwrap(), sample());
+        assert!(!state_dir.join(&file.temp_name).exists());
+    }
+
+    #[test]
+    fn fifo_as_state_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        nix::unistd::mkfifo(file.path(), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = file.load().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a regular file; move it away"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! syscall, which is why it is tested without a kernel.
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::state_file::{PersistedMount, PersistedState, STATE_VERSION};
@@ -27,6 +29,10 @@ pub enum Holder {
 pub struct Entry {
     /// Where the image is mounted.
     pub mount_point: PathBuf,
+    /// The mount's own descriptor (from `fsmount`), when this process made
+    /// it: unmounting through it hits that mount wherever it is, not what a
+    /// path names now. Not persisted; a recovered mount has none.
+    pub mount_fd: Option<Arc<OwnedFd>>,
     anonymous: u32,
     holders: BTreeMap<AllocationId, u32>,
     hold_until: Option<Instant>,
@@ -38,6 +44,7 @@ impl Entry {
     pub fn new(mount_point: PathBuf) -> Self {
         Self {
             mount_point,
+            mount_fd: None,
             anonymous: 0,
             holders: BTreeMap::new(),
             hold_until: None,
