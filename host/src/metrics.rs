@@ -194,6 +194,24 @@ pub fn render(report: &BootReport, counts: &RuntimeCounts) -> String {
     out
 }
 
+/// Where the metrics go for a boot whose run directory is `run_dir`: the
+/// configured `[host].metrics_file`, except that the default follows the
+/// run directory (the sandbox's and the tests' private `/run`).
+pub fn metrics_path(configured: &Path, run_dir: &Path) -> std::path::PathBuf {
+    if configured == Path::new(DEFAULT_METRICS_FILE) {
+        run_dir.join("metrics.prom")
+    } else {
+        configured.to_path_buf()
+    }
+}
+
+/// [`write`], logging instead of failing: metrics never fail a boot.
+pub fn publish(path: &Path, report: &BootReport, counts: &RuntimeCounts) {
+    if let Err(e) = write(path, report, counts) {
+        tracing::warn!("{e}");
+    }
+}
+
 /// Render and write atomically to `path` (a reader such as node_exporter
 /// never sees half a file).
 ///

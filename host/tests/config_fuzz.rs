@@ -8,7 +8,7 @@
 //! - proptest over arbitrary bytes and over TOML-shaped text;
 //! - a mutation loop over a seed corpus of real configs (`config/*.toml`,
 //!   the built-in default, and the configs the tests and the VM use), run for
-//!   `NODEINIT_FUZZ_SECS` seconds (default 3; CI sets 60). Every input that
+//!   `NODEINIT_FUZZ_SECONDS` seconds (default 3; CI sets 60). Every input that
 //!   ever broke a property is kept in `regressions()` below.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -209,7 +209,7 @@ fn regression_inputs_keep_their_properties() {
 
 #[test]
 fn mutated_real_configs_never_panic_and_errors_stay_clean() {
-    let secs = std::env::var("NODEINIT_FUZZ_SECS")
+    let secs = std::env::var("NODEINIT_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(3);

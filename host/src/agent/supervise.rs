@@ -147,9 +147,13 @@ fn spawn(command: &AgentCommand) -> std::io::Result<Pid> {
     cmd.args(&command.args)
         .envs(command.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure runs between fork and exec and only calls
-    // sigaction(2) and sigprocmask(2), which are async-signal-safe.
+    // open/write/close, sigaction(2) and sigprocmask(2), which are
+    // async-signal-safe. The agent must not inherit PID 1's -1000.
     unsafe {
-        cmd.pre_exec(|| reset_signals_for_child().map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            crate::pid1::reset_oom_score_adj_for_child();
+            reset_signals_for_child().map_err(std::io::Error::from)
+        });
     }
     let child = cmd.spawn()?;
     // Reaped through waitpid(-1) below, never through `child`.

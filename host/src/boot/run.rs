@@ -273,6 +273,16 @@ fn write_report(env: &BootEnv, prepared: &Prepared) {
         Ok(path) => tracing::debug!(path = %path.display(), "boot report written"),
         Err(e) => tracing::warn!("boot report not written: {e}"),
     }
+    if let Some(config) = &prepared.config {
+        crate::metrics::publish(
+            &crate::metrics::metrics_path(config.config.host.metrics_file.as_path(), &env.run_dir),
+            &report,
+            &crate::metrics::RuntimeCounts {
+                live_allocations: Some(prepared.facts.live_allocations.len() as u64),
+                ..Default::default()
+            },
+        );
+    }
     if report
         .phases
         .iter()

@@ -8,6 +8,7 @@
 //! Never applies `on_failure` and never hands off: the caller decides what
 //! a failure means (exit, shell, reboot) and runs the agent.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use super::report::{uptime_secs, BootReport};
 use super::table::worker_phases;
 use crate::agent::{RestartBackoff, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY};
 use crate::config::{
-    self, BackendKind, HandoffMode, KernelCmdline, LoadedConfig, NodeConfig, NodeId,
+    self, BackendKind, HandoffMode, KernelCmdline, LoadedConfig, NodeConfig, NodeId, WorkerThreads,
 };
 use crate::keeper::{
     death_reason, overrun_reason, watch, SupervisorSetup, WatchEnd, WorkerFacts, WorkerProcess,
@@ -111,6 +112,7 @@ pub fn server_config(config: &NodeConfig, socket_path: &Path) -> ServerConfig {
         .as_ref()
         .map(|h| h.socket.clone())
         .unwrap_or_default();
+    let defaults = ServerConfig::default();
     ServerConfig {
         socket_path: socket_path.to_path_buf(),
         socket_mode: if access.group.is_some() { 0o660 } else { 0o600 },
@@ -119,7 +121,40 @@ pub fn server_config(config: &NodeConfig, socket_path: &Path) -> ServerConfig {
             uids: access.uids,
             gids: access.gids,
         },
-        ..ServerConfig::default()
+        max_connections: access
+            .max_connections
+            .map_or(defaults.max_connections, NonZeroUsize::get),
+        max_queued_requests: access
+            .max_queued_requests
+            .map_or(defaults.max_queued_requests, NonZeroUsize::get),
+        ready_wait: access
+            .ready_wait_secs
+            .map_or(defaults.ready_wait, Duration::from_secs),
+        max_allocations: access
+            .max_allocations
+            .map_or(defaults.max_allocations, NonZeroUsize::get),
+        max_allocations_per_peer: access
+            .max_allocations_per_peer
+            .map_or(defaults.max_allocations_per_peer, NonZeroUsize::get),
+        idle_timeout: access
+            .idle_timeout_secs
+            .map_or(defaults.idle_timeout, |s| Duration::from_secs(s.get())),
+        worker_threads: access
+            .worker_threads
+            .map_or(defaults.worker_threads, WorkerThreads::get),
+        cgroup_root: if access.watch_cgroup_scopes {
+            Some(access.cgroup_root.map_or_else(
+                || {
+                    defaults
+                        .cgroup_root
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"))
+                },
+                |p| p.as_path().to_path_buf(),
+            ))
+        } else {
+            None
+        },
     }
 }
 
@@ -219,7 +254,14 @@ impl Prepared {
             .map_or(config::DEFAULT_PHASE_TIMEOUT_SECS, |c| {
                 c.config.host.phase_timeout_secs
             });
+        let metrics = self.config.as_ref().map(|c| {
+            (
+                crate::metrics::metrics_path(c.config.host.metrics_file.as_path(), &env.run_dir),
+                self.report(env.placement),
+            )
+        });
         let setup = SupervisorSetup {
+            metrics,
             program: env.worker_program.clone(),
             start,
             listener: self.listener.take(),
@@ -376,6 +418,9 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared) {
             }
         };
         let mut phase_began = Instant::now();
+        let metrics_file =
+            crate::metrics::metrics_path(config.host.metrics_file.as_path(), &env.run_dir);
+        let node_id = p.node_id.as_ref().map(|n| n.as_str().to_owned());
         let end = {
             let (phases, facts, pending) = (&mut p.phases, &mut p.facts, &mut pending);
             watch(
@@ -394,6 +439,21 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared) {
                         phases.finish(name, result.clone(), *elapsed_ms);
                         pending.retain(|n| n != name);
                         phase_began = Instant::now();
+                        let report = BootReport {
+                            nodeinit_version: env!("CARGO_PKG_VERSION").to_owned(),
+                            node_id: node_id.clone(),
+                            phases: phases.records().to_vec(),
+                            plugins: facts.plugins.clone(),
+                            ..BootReport::default()
+                        };
+                        crate::metrics::publish(
+                            &metrics_file,
+                            &report,
+                            &crate::metrics::RuntimeCounts {
+                                live_allocations: Some(facts.live_allocations.len() as u64),
+                                ..Default::default()
+                            },
+                        );
                     }
                 },
             )
@@ -521,6 +581,10 @@ fn early_mounts(env: &BootEnv) -> PhaseResult {
         // PID 1 is the last process the OOM killer may take.
         if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
             tracing::warn!("oom_score_adj of PID 1 not set: {e}");
+        }
+        // Workers, holders and the handoff server's connections inherit it.
+        if let Err(e) = nodeinit_handoff::raise_nofile_limit() {
+            tracing::warn!("RLIMIT_NOFILE not raised: {e}");
         }
     }
     PhaseResult::Ok

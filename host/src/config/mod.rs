@@ -34,7 +34,7 @@ pub use nodeinit_plugin_api::BackendKind;
 pub use option_location::{locate_option, option_error};
 pub use schema::{
     AgentKind, BootSection, HandoffMode, HandoffSection, HandoffSocketSection, HostSection,
-    NodeConfig, OnFailure, PluginSpec, PluginsSection,
+    NodeConfig, OnFailure, PluginSpec, PluginsSection, WorkerThreads,
 };
 pub use values::{AbsolutePath, ImageRef, PluginPath, Sha256Pin};
 

@@ -23,21 +23,151 @@ pub struct ReferenceRow {
 
 /// Every key, in the order of the file's sections.
 pub const REFERENCE: &[ReferenceRow] = &[
-    ReferenceRow { key: "`host.plugin_dir`", default: "`/usr/lib/nodeinit/plugins`", meaning: "where bare plugin names are resolved as `libnodeinit_<name>.so`" },
-    ReferenceRow { key: "`host.on_failure`", default: "`shell`", meaning: "`shell` \\| `reboot` \\| `poweroff` \\| `halt` \\| `continue`; not as PID 1 and in `--sandbox`, anything but `continue` is exit 1" },
-    ReferenceRow { key: "`host.node_id`", default: "—", meaning: "used when `nodeinit.node_id=` is not on the kernel command line; else the first line of `/etc/hostname`" },
-    ReferenceRow { key: "`plugins.<kind>.path`", default: "—", meaning: "bare name (`cgroupfs`) or absolute `.so` path; kinds: `cgroup`, `mount`, `namespace`, `readiness`" },
-    ReferenceRow { key: "`plugins.<kind>.required`", default: "`true`", meaning: "whether a failure of this backend stops the boot" },
-    ReferenceRow { key: "`plugins.<kind>.sha256`", default: "—", meaning: "64-hex pin of the `.so` (`sha256sum`)" },
-    ReferenceRow { key: "`plugins.<kind>.options`", default: "`{}`", meaning: "the backend's own options (below); unknown keys are rejected" },
-    ReferenceRow { key: "`boot.mounts`", default: "`[]`", meaning: "images acquired during boot (file name in the mount backend's `image_dirs`, or absolute path)" },
-    ReferenceRow { key: "`handoff.agent`", default: "—", meaning: "`pact` \\| `lattice` \\| `command`: decides the preflight checks" },
-    ReferenceRow { key: "`handoff.exec`", default: "—", meaning: "absolute path of the agent" },
-    ReferenceRow { key: "`handoff.args`", default: "`[]`", meaning: "its arguments" },
-    ReferenceRow { key: "`handoff.mode`", default: "`exec`", meaning: "`exec` (the agent replaces nodeinit) \\| `supervise` (restart with backoff 1 s doubling to 60 s)" },
-    ReferenceRow { key: "`handoff.grace_secs`", default: "`10`", meaning: "SIGTERM → SIGKILL delay when stopping a supervised agent" },
-    ReferenceRow { key: "`handoff.socket.group`", default: "—", meaning: "gid owning the handoff socket; when set the socket is mode 0660 (else 0600, root only)" },
-    ReferenceRow { key: "`handoff.socket.uids`, `handoff.socket.gids`", default: "`[]`", meaning: "peers allowed besides root (checked with `SO_PEERCRED`; primary gid)" },
+    ReferenceRow {
+        key: "`host.plugin_dir`",
+        default: "`/usr/lib/nodeinit/plugins`",
+        meaning: "where bare plugin names are resolved as `libnodeinit_<name>.so`",
+    },
+    ReferenceRow {
+        key: "`host.on_failure`",
+        default: "`shell`",
+        meaning: "`shell` \\| `reboot` \\| `poweroff` \\| `halt` \\| `continue`; not as PID 1 and in `--sandbox`, anything but `continue` is exit 1",
+    },
+    ReferenceRow {
+        key: "`host.node_id`",
+        default: "—",
+        meaning: "used when `nodeinit.node_id=` is not on the kernel command line; else the first line of `/etc/hostname`",
+    },
+    ReferenceRow {
+        key: "`host.phase_timeout_secs`",
+        default: "`60`",
+        meaning: "seconds each plugin call may take before the keeper kills the worker and fails the phase (also bounds the worker's own code between calls)",
+    },
+    ReferenceRow {
+        key: "`host.metrics_file`",
+        default: "`/run/nodeinit/metrics.prom`",
+        meaning: "Prometheus text file written after each boot phase and each worker restart (point node_exporter's textfile collector at its directory)",
+    },
+    ReferenceRow {
+        key: "`plugins.<kind>.path`",
+        default: "—",
+        meaning: "bare name (`cgroupfs`) or absolute `.so` path; kinds: `cgroup`, `mount`, `namespace`, `readiness`",
+    },
+    ReferenceRow {
+        key: "`plugins.<kind>.required`",
+        default: "`true`",
+        meaning: "whether a failure of this backend stops the boot",
+    },
+    ReferenceRow {
+        key: "`plugins.<kind>.sha256`",
+        default: "—",
+        meaning: "64-hex pin of the `.so` (`sha256sum`)",
+    },
+    ReferenceRow {
+        key: "`plugins.<kind>.timeout_secs`",
+        default: "`host.phase_timeout_secs`",
+        meaning: "deadline of each call into this plugin",
+    },
+    ReferenceRow {
+        key: "`plugins.<kind>.options`",
+        default: "`{}`",
+        meaning: "the backend's own options (below); unknown keys are rejected",
+    },
+    ReferenceRow {
+        key: "`boot.mounts`",
+        default: "`[]`",
+        meaning: "images acquired during boot (file name in the mount backend's `image_dirs`, or absolute path)",
+    },
+    ReferenceRow {
+        key: "`handoff.agent`",
+        default: "—",
+        meaning: "`pact` \\| `lattice` \\| `command`: decides the preflight checks",
+    },
+    ReferenceRow {
+        key: "`handoff.exec`",
+        default: "—",
+        meaning: "absolute path of the agent",
+    },
+    ReferenceRow {
+        key: "`handoff.args`",
+        default: "`[]`",
+        meaning: "its arguments; `{node_id}` in any of them is replaced by the resolved node id, any other `{word}` is a config error; for `pact`, `--node-id <id>` is appended (before a `--`) unless they carry `--node-id`",
+    },
+    ReferenceRow {
+        key: "`handoff.env`",
+        default: "`{}`",
+        meaning: "table of variables set in the agent's environment on top of nodeinit's (exec and supervise); names `[A-Za-z_][A-Za-z0-9_]*`, values may use `{node_id}`; the preflight reads `PACT_AGENT_CONFIG` and `LATTICE_ADVERTISE_ADDR` from here first",
+    },
+    ReferenceRow {
+        key: "`handoff.mode`",
+        default: "`exec`",
+        meaning: "`exec` (the agent replaces nodeinit) \\| `supervise` (restart with backoff 1 s doubling to 60 s)",
+    },
+    ReferenceRow {
+        key: "`handoff.stop_signal`",
+        default: "`SIGINT` for `pact` and `lattice`, `SIGTERM` for `command`",
+        meaning: "the signal a supervised agent gets at shutdown, before the grace period; `\"SIGINT\"`, `\"INT\"`, `\"term\"`…; one of INT, TERM, HUP, QUIT, USR1, USR2, PWR, KILL",
+    },
+    ReferenceRow {
+        key: "`handoff.grace_secs`",
+        default: "`10`",
+        meaning: "stop signal → SIGKILL delay when stopping a supervised agent",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.group`",
+        default: "—",
+        meaning: "gid owning the handoff socket; when set the socket is mode 0660 (else 0600, root only)",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.uids`, `handoff.socket.gids`",
+        default: "`[]`",
+        meaning: "peers allowed besides root (`SO_PEERCRED`; a gid matches the peer's primary or any supplementary group, from `SO_PEERGROUPS`); others are refused with `unauthorized` before they take a connection slot",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.max_connections`",
+        default: "`256`",
+        meaning: "authorised connections served at once; beyond, `busy`",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.max_queued_requests`",
+        default: "`64`",
+        meaning: "requests waiting for readiness at once; beyond, `busy`",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.ready_wait_secs`",
+        default: "`120`",
+        meaning: "how long a request waits for readiness before `not_ready`",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.max_allocations`",
+        default: "`4096`",
+        meaning: "live allocations in total; a new one beyond gets `busy`",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.max_allocations_per_peer`",
+        default: "`1024`",
+        meaning: "live allocations one peer uid may own; beyond, `busy`",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.idle_timeout_secs`",
+        default: "`60`",
+        meaning: "a connection that sends nothing for this long and owns no live allocation is closed",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.worker_threads`",
+        default: "`4`",
+        meaning: "threads creating and releasing namespaces (1–6); the server's threads are these plus one event loop, whatever the number of connections",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.cgroup_root`",
+        default: "`/sys/fs/cgroup`",
+        meaning: "the cgroup2 root a request's `cgroup_scope` is relative to (WI5)",
+    },
+    ReferenceRow {
+        key: "`handoff.socket.watch_cgroup_scopes`",
+        default: "`true`",
+        meaning: "release an allocation (and send `allocation_ended`) when its cgroup scope empties",
+    },
 ];
 
 /// README's table (header, separator, one line per row).

@@ -2,6 +2,7 @@
 //! table rejects unknown keys so that a typo is an error, not a silent default.
 
 use std::collections::BTreeMap;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use nodeinit_plugin_api::BackendKind;
@@ -47,6 +48,11 @@ pub struct HostSection {
     /// and fails the phase (default 60; a plugin's `timeout_secs` overrides it).
     #[serde(default = "default_phase_timeout_secs")]
     pub phase_timeout_secs: u64,
+    /// Prometheus text file written after each boot phase and worker restart
+    /// (default `/run/nodeinit/metrics.prom`; point node_exporter's textfile
+    /// collector at its directory).
+    #[serde(default = "default_metrics_file")]
+    pub metrics_file: AbsolutePath,
 }
 
 impl Default for HostSection {
@@ -56,12 +62,19 @@ impl Default for HostSection {
             on_failure: OnFailure::default(),
             node_id: None,
             phase_timeout_secs: DEFAULT_PHASE_TIMEOUT_SECS,
+            metrics_file: default_metrics_file(),
         }
     }
 }
 
 fn default_phase_timeout_secs() -> u64 {
     DEFAULT_PHASE_TIMEOUT_SECS
+}
+
+fn default_metrics_file() -> AbsolutePath {
+    // The constant is a valid absolute path; `try_from` cannot fail on it.
+    AbsolutePath::try_from(crate::metrics::DEFAULT_METRICS_FILE.to_owned())
+        .unwrap_or_else(|_| unreachable!("DEFAULT_METRICS_FILE is absolute"))
 }
 
 fn default_plugin_dir() -> AbsolutePath {
@@ -232,7 +245,7 @@ impl HandoffSection {
 
 /// `[handoff.socket]`: access to the namespace handoff socket (served in
 /// supervise mode). Root may always connect.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandoffSocketSection {
     /// Group owning the socket file; when set, the socket is mode 0660 so
@@ -242,9 +255,80 @@ pub struct HandoffSocketSection {
     /// Further uids allowed to make requests (checked with `SO_PEERCRED`).
     #[serde(default)]
     pub uids: Vec<u32>,
-    /// Further (primary) gids allowed to make requests.
+    /// Further gids allowed to make requests: a peer's primary or any
+    /// supplementary group (`SO_PEERGROUPS`, else `/proc/<pid>/status`).
     #[serde(default)]
     pub gids: Vec<u32>,
+    /// Authorised connections served at once (default 256); beyond: `busy`.
+    #[serde(default)]
+    pub max_connections: Option<NonZeroUsize>,
+    /// Requests that may wait for readiness at once (default 64); beyond: `busy`.
+    #[serde(default)]
+    pub max_queued_requests: Option<NonZeroUsize>,
+    /// Seconds a request waits for readiness before `not_ready` (default 120).
+    #[serde(default)]
+    pub ready_wait_secs: Option<u64>,
+    /// Live allocations in total (default 4096); beyond: `busy`.
+    #[serde(default)]
+    pub max_allocations: Option<NonZeroUsize>,
+    /// Live allocations one peer uid may own (default 1024); beyond: `busy`.
+    #[serde(default)]
+    pub max_allocations_per_peer: Option<NonZeroUsize>,
+    /// Seconds an idle connection that owns no live allocation is kept (default 60).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<NonZeroU64>,
+    /// Threads that create and release namespaces (default 4).
+    #[serde(default)]
+    pub worker_threads: Option<WorkerThreads>,
+    /// The cgroup2 root a request's `cgroup_scope` is relative to (WI5,
+    /// default `/sys/fs/cgroup`).
+    #[serde(default)]
+    pub cgroup_root: Option<AbsolutePath>,
+    /// Release an allocation when its cgroup scope empties (WI5; default true).
+    #[serde(default = "default_true")]
+    pub watch_cgroup_scopes: bool,
+}
+
+impl Default for HandoffSocketSection {
+    fn default() -> Self {
+        Self {
+            group: None,
+            uids: Vec::new(),
+            gids: Vec::new(),
+            max_connections: None,
+            max_queued_requests: None,
+            ready_wait_secs: None,
+            max_allocations: None,
+            max_allocations_per_peer: None,
+            idle_timeout_secs: None,
+            worker_threads: None,
+            cgroup_root: None,
+            watch_cgroup_scopes: true,
+        }
+    }
+}
+
+/// `[handoff.socket].worker_threads`: 1 to the handoff server's maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct WorkerThreads(usize);
+
+impl WorkerThreads {
+    /// The count.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for WorkerThreads {
+    type Error = String;
+    fn try_from(n: u64) -> Result<Self, String> {
+        let max = nodeinit_handoff::server::config::MAX_WORKER_THREADS;
+        match usize::try_from(n) {
+            Ok(n) if (1..=max).contains(&n) => Ok(Self(n)),
+            _ => Err(format!("{n} is out of range: give 1 to {max} threads")),
+        }
+    }
 }
 
 fn default_grace_secs() -> u64 {

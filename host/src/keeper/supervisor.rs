@@ -89,6 +89,8 @@ pub struct SupervisorSetup {
     pub main_thread_reaps: bool,
     /// The control socket (`nodeinit status`, `nodeinit reload`).
     pub control: Option<crate::control::ControlListener>,
+    /// Where the fleet metrics go, and the boot's report they start from.
+    pub metrics: Option<(PathBuf, crate::boot::BootReport)>,
 }
 
 impl WorkerSupervisor {
@@ -203,6 +205,30 @@ enum Until {
 }
 
 impl Keeping {
+    /// The fleet view after a restart or reload: restarts, live allocations,
+    /// and the plugins now loaded.
+    fn publish_metrics(&self) {
+        let Some((path, report)) = &self.setup.metrics else {
+            return;
+        };
+        let mut report = report.clone();
+        report.plugins = self.setup.facts.plugins.clone();
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        crate::metrics::publish(
+            path,
+            &report,
+            &crate::metrics::RuntimeCounts {
+                worker_restarts: u64::from(status.restarts),
+                live_allocations: Some(self.setup.facts.live_allocations.len() as u64),
+                mounted_images: None,
+            },
+        );
+    }
+
     fn set_status(&self, f: impl FnOnce(&mut WorkerStatus)) {
         f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
     }
@@ -588,6 +614,7 @@ impl Keeping {
             }
             s.last_restart_ms = Some(ms);
         });
+        self.publish_metrics();
         Ok(worker)
     }
 }

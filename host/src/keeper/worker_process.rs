@@ -6,7 +6,6 @@
 //! test process leaves nothing behind) and its `oom_score_adj` is 0 whatever
 //! the keeper's. This module never interprets what the worker says.
 
-use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -55,28 +54,17 @@ fn dup_high(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
 }
 
-/// `/proc/self/oom_score_adj`, as a C string for the child (no allocation after fork).
-const OOM_SCORE_ADJ: &CStr = c"/proc/self/oom_score_adj";
-
 /// Runs in the child between fork and exec: only async-signal-safe calls.
 fn prepare_child(link: RawFd, listener: Option<RawFd>) -> io::Result<()> {
     nix::unistd::dup2(link, WORKER_LINK_FD)?;
     if let Some(listener) = listener {
         nix::unistd::dup2(listener, WORKER_LISTENER_FD)?;
     }
-    // SAFETY: prctl with integer arguments; open/write/close on a static
-    // C string and a stack buffer. All async-signal-safe.
+    // SAFETY: prctl with integer arguments is async-signal-safe.
     unsafe {
         nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0);
-        let fd = nix::libc::open(
-            OOM_SCORE_ADJ.as_ptr(),
-            nix::libc::O_WRONLY | nix::libc::O_CLOEXEC,
-        );
-        if fd >= 0 {
-            nix::libc::write(fd, b"0".as_ptr().cast(), 1);
-            nix::libc::close(fd);
-        }
     }
+    crate::pid1::reset_oom_score_adj_for_child();
     reset_signals_for_child().map_err(io::Error::from)
 }
 

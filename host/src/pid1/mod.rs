@@ -31,7 +31,10 @@ pub use mountinfo::{mount_points, MountPoint};
 pub use panic_report::{catch_panic, install_panic_hook, PanicReport};
 pub use reaper::{become_child_subreaper, reap_children, Reaped};
 pub use shutdown::{finish_shutdown, ShutdownAction};
-pub use signals::{reset_signals_for_child, shutdown_action_for, SignalPipe, HANDLED_SIGNALS};
+pub use signals::{
+    reset_oom_score_adj_for_child, reset_signals_for_child, shutdown_action_for, SignalPipe,
+    HANDLED_SIGNALS,
+};
 
 /// Whether this process is PID 1 (of its PID namespace).
 pub fn is_pid1() -> bool {

@@ -119,6 +119,28 @@ pub fn reset_signals_for_child() -> nix::Result<()> {
     SigSet::empty().thread_set_mask()
 }
 
+/// `/proc/self/oom_score_adj`, as a C string (no allocation after fork).
+const OOM_SCORE_ADJ: &std::ffi::CStr = c"/proc/self/oom_score_adj";
+
+/// In a child between fork and exec: give up the keeper's `oom_score_adj`
+/// of -1000 (0, the kernel's default), so the OOM killer may pick the
+/// worker or the agent, never PID 1. Best effort: only async-signal-safe
+/// calls, and a failure leaves the inherited value.
+pub fn reset_oom_score_adj_for_child() {
+    // SAFETY: open/write/close on a static C string and a static buffer;
+    // all async-signal-safe, no allocation.
+    unsafe {
+        let fd = nix::libc::open(
+            OOM_SCORE_ADJ.as_ptr(),
+            nix::libc::O_WRONLY | nix::libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            nix::libc::write(fd, b"0".as_ptr().cast(), 1);
+            nix::libc::close(fd);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

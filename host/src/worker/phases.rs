@@ -310,12 +310,41 @@ impl WorkerState {
             .is_some_and(|h| h.agent == AgentKind::Pact)
     }
 
-    fn readiness(&self, reporter: &Reporter) -> PhaseResult {
-        if self.agent_is_pact() {
+    /// pact-agent writes its ready file itself at the end of its own boot:
+    /// nodeinit never writes it. In supervise mode the handoff gate opens
+    /// when the file appears (inotify, no polling); queued requests wait
+    /// until then.
+    fn open_gate_for_pact(&self) -> PhaseResult {
+        if self.server.is_none() {
             self.gate.open();
             return PhaseResult::NotApplicable(
                 "pact-agent signals readiness itself (/run/pact/ready)".into(),
             );
+        }
+        match crate::agent::spawn_pact_ready_watch(
+            std::path::PathBuf::from(crate::agent::PACT_READY_FILE),
+            self.gate.clone(),
+        ) {
+            Ok(_watch) => PhaseResult::NotApplicable(format!(
+                "pact-agent signals readiness itself; the handoff gate opens when {} appears",
+                crate::agent::PACT_READY_FILE
+            )),
+            Err(e) => {
+                self.gate.open();
+                PhaseResult::Failed {
+                    reason: format!(
+                        "cannot watch {}: {e}; handoff gate opened now",
+                        crate::agent::PACT_READY_FILE
+                    ),
+                    required: false,
+                }
+            }
+        }
+    }
+
+    fn readiness(&self, reporter: &Reporter) -> PhaseResult {
+        if self.agent_is_pact() {
+            return self.open_gate_for_pact();
         }
         let Some(rd) = &self.backends.readiness else {
             self.gate.open();
@@ -394,12 +423,18 @@ impl WorkerState {
                 tracing::error!("mount state not rebuilt: {e}");
             }
         }
-        self.gate.open();
         if start.serve && self.backends.namespace.is_some() {
             self.step(reporter, "restart", Some(BackendKind::Namespace), "serve");
             if let Err(e) = self.start_server(start, reporter) {
                 tracing::error!("handoff server not restarted: {e}");
             }
+        }
+        // The node was ready (or, for pact, becomes ready when its file
+        // appears: a worker that died before pact finished must not open early).
+        if self.agent_is_pact() {
+            let _ = self.open_gate_for_pact();
+        } else {
+            self.gate.open();
         }
         if !self.agent_is_pact() {
             if let Some(rd) = &self.backends.readiness {
