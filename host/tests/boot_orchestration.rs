@@ -133,6 +133,27 @@ fn phases_run_in_order_and_the_node_becomes_ready() {
             ("readiness", Some("null"))
         ]
     );
+    // The fleet view was written after each worker phase, beside boot.json.
+    let metrics_file = stage.env().run_dir.join("metrics.prom");
+    let metrics = fs::read_to_string(&metrics_file).unwrap();
+    for line in [
+        "nodeinit_boot_phase_status{phase=\"config\",status=\"ok\"} 1\n",
+        "nodeinit_boot_phase_status{phase=\"readiness\",status=\"ok\"} 1\n",
+        "nodeinit_plugin_info{kind=\"mount\",name=\"null\",",
+        "nodeinit_worker_restarts_total 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} not in\n{metrics}");
+    }
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(fs::File::open(&metrics_file).unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus) runs");
+    assert!(
+        promtool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promtool.stderr)
+    );
     p.release();
     assert!(
         !stage.dir.path().join("handoff.sock").exists(),
@@ -285,9 +306,10 @@ fn pact_signals_readiness_itself() {
         (r.name.as_str(), r.status),
         ("readiness", PhaseStatus::Skipped)
     );
+    // Supervise mode: the handoff gate waits for pact's own ready file.
     assert_eq!(
         r.detail.as_deref(),
-        Some("pact-agent signals readiness itself (/run/pact/ready)")
+        Some("pact-agent signals readiness itself (/run/pact/ready); the handoff gate opens when it appears")
     );
 }
 

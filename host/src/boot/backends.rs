@@ -140,7 +140,7 @@ pub fn load_backends_observed(
                 record.interface = Some(library.interface().to_string());
                 record.sha256 = sha256;
                 observe(kind, library.name(), "constructor");
-                if let Err(e) = construct(kind, spec, &library, &mut out.backends) {
+                if let Err(e) = construct(config, kind, spec, &library, &mut out.backends) {
                     record.error = Some(e);
                 }
             }
@@ -178,6 +178,7 @@ fn open(
 }
 
 fn construct(
+    config: &NodeConfig,
     kind: BackendKind,
     spec: &PluginSpec,
     library: &PluginLibrary,
@@ -185,7 +186,14 @@ fn construct(
 ) -> Result<(), String> {
     let options = spec.options_json()?;
     let host = HostServices::new(library.name(), backends.mount.clone());
-    let err = |e: nodeinit_plugin_api::PluginError| e.message.to_string();
+    // An option error names the key inside the options: put it back at the
+    // config file's line, as every other config error is.
+    let err = |e: nodeinit_plugin_api::PluginError| match e.field("key") {
+        Some(key) if e.kind == nodeinit_plugin_api::ErrorKind::INVALID_OPTIONS => {
+            config.option_error(kind, key, e.message.as_str())
+        }
+        _ => e.message.to_string(),
+    };
     match kind {
         BackendKind::Cgroup => {
             backends.cgroup = Some(Arc::new(library.cgroup(host, &options).map_err(err)?))

@@ -112,6 +112,15 @@ pub fn load_from_bytes(bytes: &[u8], path: &Path) -> Result<NodeConfig, ConfigEr
 ///
 /// [`ConfigError::Invalid`] naming line, column and key.
 pub fn load_from_str(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+    let mut config = parse(text, path)?;
+    config.source = Some(super::schema::ConfigSource {
+        path: path.to_path_buf(),
+        text: text.to_owned(),
+    });
+    Ok(config)
+}
+
+fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
     toml::from_str::<NodeConfig>(text).map_err(|e| {
         let offset = e.span().map_or(0, |span| span.start);
         let mut location = SourceLocation::at(text, offset);

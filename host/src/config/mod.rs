@@ -33,8 +33,8 @@ pub use node_id::{resolve_node_id, NodeId, NodeIdSource, ResolvedNodeId};
 pub use nodeinit_plugin_api::BackendKind;
 pub use option_location::{locate_option, option_error};
 pub use schema::{
-    AgentKind, BootSection, HandoffMode, HandoffSection, HandoffSocketSection, HostSection,
-    NodeConfig, OnFailure, PluginSpec, PluginsSection, WorkerThreads,
+    AgentKind, BootSection, ConfigSource, HandoffMode, HandoffSection, HandoffSocketSection,
+    HostSection, NodeConfig, OnFailure, PluginSpec, PluginsSection, WorkerThreads,
 };
 pub use values::{AbsolutePath, ImageRef, PluginPath, Sha256Pin};
 

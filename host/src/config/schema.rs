@@ -29,6 +29,33 @@ pub struct NodeConfig {
     /// `[handoff]`: the agent to hand the node to. Absent: no agent; nodeinit
     /// stays PID 1, serves its sockets and waits for a shutdown signal.
     pub handoff: Option<HandoffSection>,
+    /// The file and text it was parsed from (not a key: set by the loader),
+    /// so a plugin's option error can name the line it came from.
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a config's text came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    /// The file (as given; for messages).
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+impl NodeConfig {
+    /// A plugin's option error, at the file and line of the key it names:
+    /// `file:line: plugins.<kind>.options.<key>: <message>`; the message alone
+    /// when the config has no source text.
+    pub fn option_error(&self, kind: BackendKind, key: &str, message: &str) -> String {
+        match &self.source {
+            Some(src) => {
+                crate::config::option_error(&src.path, &src.text, kind.name(), key, message)
+            }
+            None => message.to_owned(),
+        }
+    }
 }
 
 /// `[host]`.

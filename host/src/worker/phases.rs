@@ -326,7 +326,7 @@ impl WorkerState {
             self.gate.clone(),
         ) {
             Ok(_watch) => PhaseResult::NotApplicable(format!(
-                "pact-agent signals readiness itself; the handoff gate opens when {} appears",
+                "pact-agent signals readiness itself ({}); the handoff gate opens when it appears",
                 crate::agent::PACT_READY_FILE
             )),
             Err(e) => {
