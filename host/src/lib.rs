@@ -4,7 +4,6 @@ pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod console_text;
 pub mod control;
 pub mod demo;
 pub mod inspect;

@@ -136,7 +136,8 @@ fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
                 format!("{}.{field}", location.key)
             };
         }
-        let message = crate::console_text::escape(&explain(&location.key, message)).into_owned();
+        let message =
+            nodeinit_handoff::escape::escape(&explain(&location.key, message)).into_owned();
         ConfigError::Invalid {
             path: path.to_path_buf(),
             location,

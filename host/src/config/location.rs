@@ -26,7 +26,7 @@ impl SourceLocation {
             line,
             column,
             // The key is text from the file: it reaches the console.
-            key: crate::console_text::escape(&key_path_at(text, line_start)).into_owned(),
+            key: nodeinit_handoff::escape::escape(&key_path_at(text, line_start)).into_owned(),
         }
     }
 }

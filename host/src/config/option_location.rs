@@ -93,7 +93,7 @@ pub fn option_error(file: &Path, text: &str, kind: &str, key: &str, message: &st
     } else {
         format!("plugins.{kind}.options.{key}")
     };
-    let dotted = crate::console_text::escape(&dotted);
+    let dotted = nodeinit_handoff::escape::escape(&dotted);
     match locate_option(text, kind, key) {
         Some(offset) => {
             let line = SourceLocation::at(text, offset).line;
