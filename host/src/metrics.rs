@@ -3,9 +3,9 @@
 //! boot phase and on every worker restart.
 //!
 //! Owns the metric names, their help texts and label escaping. It renders
-//! from what the boot already recorded ([`BootReport`]) plus the counters
-//! only the keeper knows; it must never probe the system or a plugin itself,
-//! so writing it can neither fail a boot nor slow one down measurably.
+//! from what the boot already recorded ([`BootReport`]) plus the counts the
+//! keeper gathers ([`RuntimeCounts`]); it must never call a plugin, and
+//! writing it can never fail a boot.
 //!
 //! ```
 //! use nodeinit::boot::BootReport;

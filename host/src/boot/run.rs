@@ -279,6 +279,7 @@ fn write_report(env: &BootEnv, prepared: &Prepared) {
             &report,
             &crate::metrics::RuntimeCounts {
                 live_allocations: Some(prepared.facts.live_allocations.len() as u64),
+                mounted_images: crate::pid1::mounted_squashfs_images(),
                 ..Default::default()
             },
         );

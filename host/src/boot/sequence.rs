@@ -451,6 +451,7 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared) {
                             &report,
                             &crate::metrics::RuntimeCounts {
                                 live_allocations: Some(facts.live_allocations.len() as u64),
+                                mounted_images: crate::pid1::mounted_squashfs_images(),
                                 ..Default::default()
                             },
                         );

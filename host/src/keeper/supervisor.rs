@@ -224,7 +224,7 @@ impl Keeping {
             &crate::metrics::RuntimeCounts {
                 worker_restarts: u64::from(status.restarts),
                 live_allocations: Some(self.setup.facts.live_allocations.len() as u64),
-                mounted_images: None,
+                mounted_images: crate::pid1::mounted_squashfs_images(),
             },
         );
     }

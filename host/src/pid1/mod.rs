@@ -27,7 +27,7 @@ pub use failure_action::{
     decide_failure_outcome, perform_failure_outcome, rescue_shell_at, FailureContext,
     FailureOutcome, NO_SHELL_REBOOT_DELAY,
 };
-pub use mountinfo::{mount_points, MountPoint};
+pub use mountinfo::{mount_points, mounted_squashfs_images, MountPoint};
 pub use panic_report::{catch_panic, install_panic_hook, PanicReport};
 pub use reaper::{become_child_subreaper, reap_children, Reaped};
 pub use shutdown::{finish_shutdown, ShutdownAction};

@@ -14,6 +14,21 @@ pub struct MountPoint {
     pub super_options: String,
 }
 
+/// SquashFS mounts other than `/` in this mount namespace right now: the
+/// uenv images (a squashfs root, as dracut's or a first stage's, is not one).
+/// `None` when `/proc/self/mountinfo` cannot be read.
+pub fn mounted_squashfs_images() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(count_squashfs_images(&text))
+}
+
+fn count_squashfs_images(mountinfo: &str) -> u64 {
+    mount_points(mountinfo)
+        .iter()
+        .filter(|m| m.fstype == "squashfs" && m.target != std::path::Path::new("/"))
+        .count() as u64
+}
+
 /// Parse mountinfo text; malformed lines are skipped (the kernel writes the
 /// file, but a truncated read must not stop boot).
 pub fn mount_points(mountinfo: &str) -> Vec<MountPoint> {
@@ -67,6 +82,15 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn squashfs_images_but_not_a_squashfs_root() {
+        let text = "22 1 7:0 / / ro,relatime - squashfs /dev/vda ro\n\
+                    30 22 7:1 / /run/pact/uenv/base ro,nosuid,nodev - squashfs /dev/loop0 ro\n\
+                    31 22 0:5 / /run rw - tmpfs tmpfs rw\n\
+                    32 22 7:2 / /run/pact/uenv/tools-1a2b3c4d ro - squashfs /dev/loop1 ro\n";
+        assert_eq!(count_squashfs_images(text), 2);
+    }
 
     #[test]
     fn parses_targets_types_and_escapes() {
