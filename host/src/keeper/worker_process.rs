@@ -118,7 +118,10 @@ impl WorkerProcess {
         let link_raw = link.as_raw_fd();
         let listener_raw = listener.as_ref().map(AsRawFd::as_raw_fd);
         let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null());
+        // A pipe whose write end is closed at once, not /dev/null: the
+        // child reads EOF even where no /dev exists yet (a chroot, a first
+        // stage that has not mounted devtmpfs).
+        command.args(args).stdin(Stdio::piped());
         if capture_stdout {
             command.stdout(Stdio::piped());
         }
@@ -139,6 +142,7 @@ impl WorkerProcess {
             )
         })?;
         let stdout = child.stdout.take();
+        drop(child.stdin.take());
         // Our copies close here; the child holds its own.
         drop(link);
         drop(listener);
