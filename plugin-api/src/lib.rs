@@ -51,6 +51,7 @@
 pub mod abi;
 pub mod adapters;
 mod error;
+pub mod escape;
 mod export;
 pub mod ext;
 mod host_services;

@@ -20,7 +20,7 @@
 //! `signal_ready` / `signal_failed`.
 
 mod error;
-mod escape;
+use nodeinit_plugin_api::escape;
 mod gate;
 mod node_id;
 mod notify;

@@ -21,7 +21,7 @@
 //! [`plugin`] (the constructor `export_plugin!` calls).
 
 pub mod beneath;
-pub mod escape;
+pub use nodeinit_plugin_api::escape;
 pub mod image;
 pub mod loop_device;
 pub mod manager;
