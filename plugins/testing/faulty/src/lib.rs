@@ -21,11 +21,8 @@
 
 use std::time::Duration;
 
-use hpc_node::{
-    CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, ReadinessError, ReadinessGate,
-    ResourceLimits,
-};
-use nodeinit_plugin_api::{HostServices, ReadinessProvider};
+use nodeinit_plugin_api::HostServices;
+use nodeinit_tripwire::{Tripped, Tripwire};
 
 /// The fault to commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -118,80 +115,33 @@ extern "C" fn on_load() {
 #[link_section = ".init_array"]
 static ON_LOAD: extern "C" fn() = on_load;
 
-impl Faulty {
-    fn maybe_fault(&self, method: &str) {
+impl Tripwire for Faulty {
+    fn trip(&self, method: &str) {
         if self.at == method {
             commit(self.fault, method);
         }
     }
+    fn ready(&self) -> bool {
+        true
+    }
+}
 
+impl Faulty {
     /// Plugin constructor (both kinds).
     ///
     /// # Errors
     ///
     /// Never; it faults instead when told to.
-    pub fn from_plugin(_host: &HostServices, options: FaultyOptions) -> Result<Self, String> {
+    pub fn from_plugin(
+        _host: &HostServices,
+        options: FaultyOptions,
+    ) -> Result<Tripped<Self>, String> {
         let me = Self {
             fault: options.fault,
             at: options.at,
         };
-        me.maybe_fault("constructor");
-        Ok(me)
-    }
-}
-
-impl CgroupManager for Faulty {
-    fn create_hierarchy(&self) -> Result<(), CgroupError> {
-        self.maybe_fault("create_hierarchy");
-        Ok(())
-    }
-    fn create_scope(
-        &self,
-        parent: &str,
-        name: &str,
-        _l: &ResourceLimits,
-    ) -> Result<CgroupHandle, CgroupError> {
-        self.maybe_fault("create_scope");
-        Ok(CgroupHandle {
-            path: format!("{parent}/{name}.scope"),
-        })
-    }
-    fn destroy_scope(&self, _h: &CgroupHandle) -> Result<(), CgroupError> {
-        self.maybe_fault("destroy_scope");
-        Ok(())
-    }
-    fn read_metrics(&self, _p: &str) -> Result<CgroupMetrics, CgroupError> {
-        self.maybe_fault("read_metrics");
-        Ok(CgroupMetrics::default())
-    }
-    fn is_scope_empty(&self, _h: &CgroupHandle) -> Result<bool, CgroupError> {
-        self.maybe_fault("is_scope_empty");
-        Ok(true)
-    }
-}
-
-impl ReadinessGate for Faulty {
-    fn is_ready(&self) -> bool {
-        self.maybe_fault("is_ready");
-        true
-    }
-    fn wait_ready(&self) -> Result<(), ReadinessError> {
-        self.wait_ready_timeout(None)
-    }
-}
-
-impl ReadinessProvider for Faulty {
-    fn signal_ready(&self, _node_id: &str) -> Result<(), ReadinessError> {
-        self.maybe_fault("signal_ready");
-        Ok(())
-    }
-    fn signal_failed(&self, _reason: &str) -> Result<(), ReadinessError> {
-        self.maybe_fault("signal_failed");
-        Ok(())
-    }
-    fn wait_ready_timeout(&self, _t: Option<Duration>) -> Result<(), ReadinessError> {
-        self.maybe_fault("wait_ready");
-        Ok(())
+        me.trip("constructor");
+        Ok(Tripped(me))
     }
 }
 
