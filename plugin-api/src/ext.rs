@@ -4,6 +4,8 @@
 //! it, one trait of this module. They are ordinary Rust traits: nothing here
 //! touches the ABI.
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hpc_node::{MountError, MountHandle, MountManager, ReadinessError, ReadinessGate};
@@ -95,4 +97,12 @@ pub trait AllocationMounts: MountManager {
     /// [`MountError::RefcountInconsistency`] when `allocation_id` holds no
     /// reference to the image.
     fn release_for(&self, allocation_id: &str, handle: &MountHandle) -> Result<(), MountError>;
+
+    /// A loaded plugin backend's own ABI object, shared, so the host can
+    /// hand it on to a namespace plugin as it is instead of wrapping it
+    /// again. Only nodeinit's adapter answers; implementors keep the default.
+    #[doc(hidden)]
+    fn loaded_backend(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        None
+    }
 }

@@ -48,40 +48,40 @@
 //! The package major version equals the interface major (abi_stable refuses
 //! types from semver-incompatible packages).
 
+// Layout (imports flow down this list, never up):
+// - `abi`: what crosses the boundary (abi_stable declarations, repr(C) types,
+//   the error, the interface version, the host-services object);
+// - `ext`, `escape`: plain Rust traits and helpers, no ABI;
+// - `bridge`: Rust <-> ABI, both halves side by side, and the kinds as data;
+// - `plugin`: the export macro, the generic constructor, the log bridge;
+// - `host`: library loading and the host's side of the services.
 pub mod abi;
-pub mod adapters;
-mod error;
+pub mod bridge;
 pub mod escape;
-mod export;
 pub mod ext;
-mod host_services;
-mod library;
-mod log_bridge;
-mod types;
-mod version;
+pub mod host;
+pub mod plugin;
 
-pub use abi::{PluginRoot, PluginRootRef};
-pub use adapters::{CgroupAdapter, MountAdapter, NamespaceAdapter, ReadinessAdapter};
-pub use error::{ErrorField, ErrorKind, PluginError, PluginFault};
-pub use export::Guarded;
+/// The host-side adapters (the from-ABI half of [`bridge`]).
+pub use bridge::from_abi as adapters;
+
+pub use abi::{
+    ErrorField, ErrorKind, HostServices, IncompatibleInterface, InterfaceMark, InterfaceVersion,
+    LogLevel, PluginError, PluginFault, PluginRoot, PluginRootRef, RCgroupMetrics, RMountHandle,
+    RNamespaceRequest, RNamespaceResponse, RNamespaceType, RResourceLimits, INTERFACE_MAJOR,
+    INTERFACE_MINOR,
+};
+pub use bridge::from_abi::{CgroupAdapter, MountAdapter, NamespaceAdapter, ReadinessAdapter};
+pub use bridge::kinds::{BackendKind, Kind};
+pub use bridge::to_abi::Guarded;
 pub use ext::{AllocationMounts, ReadinessProvider};
-pub use host_services::{HostServices, LogLevel};
-pub use library::{summarize_abi_report, BackendKind, OpenError, PluginLibrary};
-pub use types::{
-    RCgroupMetrics, RMountHandle, RNamespaceRequest, RNamespaceResponse, RNamespaceType,
-    RResourceLimits,
-};
-pub use version::{
-    IncompatibleInterface, InterfaceMark, InterfaceVersion, INTERFACE_MAJOR, INTERFACE_MINOR,
-};
+pub use host::{summarize_abi_report, OpenError, PluginLibrary};
 
 /// What [`export_plugin!`] expands to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::abi::{CgroupBox, MountBox, NamespaceBox, ReadinessBox};
-    pub use crate::export::{
-        construct_cgroup, construct_mount, construct_namespace, construct_readiness,
-    };
+    pub use crate::bridge::kinds::{self, Kind};
+    pub use crate::plugin::construct;
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };

@@ -14,48 +14,12 @@ use std::path::Path;
 use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
 use abi_stable::std_types::RStr;
 
-use crate::abi::PluginRootRef;
-use crate::adapters::{CgroupAdapter, MountAdapter, NamespaceAdapter, ReadinessAdapter};
-use crate::error::{ErrorKind, PluginError};
-use crate::version::{
-    IncompatibleInterface, InterfaceMark, InterfaceVersion, INTERFACE_MARK_MAGIC,
-    INTERFACE_MARK_SYMBOL,
+use crate::abi::{
+    ErrorKind, HostServices, IncompatibleInterface, InterfaceMark, InterfaceVersion, PluginError,
+    PluginRootRef, INTERFACE_MARK_MAGIC, INTERFACE_MARK_SYMBOL,
 };
-use crate::HostServices;
-
-/// The four backend kinds a plugin may provide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BackendKind {
-    /// `hpc_node::CgroupManager`.
-    Cgroup,
-    /// `hpc_node::MountManager`.
-    Mount,
-    /// `hpc_node::NamespaceProvider`.
-    Namespace,
-    /// `hpc_node::ReadinessGate`.
-    Readiness,
-}
-
-impl BackendKind {
-    /// All kinds, in boot order.
-    pub const ALL: [Self; 4] = [Self::Cgroup, Self::Mount, Self::Namespace, Self::Readiness];
-
-    /// The config-table name (`"cgroup"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Cgroup => "cgroup",
-            Self::Mount => "mount",
-            Self::Namespace => "namespace",
-            Self::Readiness => "readiness",
-        }
-    }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::bridge::from_abi::{CgroupAdapter, MountAdapter, NamespaceAdapter, ReadinessAdapter};
+use crate::bridge::kinds::{self, BackendKind, Kind};
 
 /// Why a library could not be opened as a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,18 +117,9 @@ impl PluginLibrary {
 
     /// The backend kinds it provides.
     pub fn backends(&self) -> Vec<BackendKind> {
-        let r = &self.root;
-        let present = [
-            r.cgroup().is_some(),
-            r.mount().is_some(),
-            r.namespace().is_some(),
-            r.readiness().is_some(),
-        ];
         BackendKind::ALL
             .into_iter()
-            .zip(present)
-            .filter(|(_, p)| *p)
-            .map(|(k, _)| k)
+            .filter(|k| kinds::provides(&self.root, *k))
             .collect()
     }
 
@@ -183,80 +138,73 @@ impl PluginLibrary {
         )
     }
 
-    /// Constructs its cgroup backend with `options_json`.
+    /// Constructs its backend of kind `K` with `options_json`, as the host's
+    /// adapter.
     ///
     /// # Errors
     ///
     /// `NOT_PROVIDED`, `INVALID_OPTIONS`, `CONSTRUCTION_FAILED` or `PANICKED`.
+    pub fn construct<K: Kind>(
+        &self,
+        host: HostServices,
+        options_json: &str,
+    ) -> Result<K::Adapter, PluginError> {
+        let ctor = K::constructor(&self.root).ok_or_else(|| self.not_provided(K::KIND))?;
+        ctor(host, RStr::from_str(options_json))
+            .into_result()
+            .map(|b| K::adapt(b, self.name()))
+    }
+
+    /// Constructs its cgroup backend ([`Self::construct`] of [`kinds::Cgroup`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::construct`].
     pub fn cgroup(
         &self,
         host: HostServices,
         options_json: &str,
     ) -> Result<CgroupAdapter, PluginError> {
-        let ctor = self
-            .root
-            .cgroup()
-            .ok_or_else(|| self.not_provided(BackendKind::Cgroup))?;
-        ctor(host, RStr::from_str(options_json))
-            .into_result()
-            .map(|b| CgroupAdapter::new(b, self.name()))
+        self.construct::<kinds::Cgroup>(host, options_json)
     }
 
-    /// Constructs its mount backend with `options_json`.
+    /// Constructs its mount backend.
     ///
     /// # Errors
     ///
-    /// As [`Self::cgroup`].
+    /// As [`Self::construct`].
     pub fn mount(
         &self,
         host: HostServices,
         options_json: &str,
     ) -> Result<MountAdapter, PluginError> {
-        let ctor = self
-            .root
-            .mount()
-            .ok_or_else(|| self.not_provided(BackendKind::Mount))?;
-        ctor(host, RStr::from_str(options_json))
-            .into_result()
-            .map(|b| MountAdapter::new(b, self.name()))
+        self.construct::<kinds::Mount>(host, options_json)
     }
 
-    /// Constructs its namespace backend with `options_json`.
+    /// Constructs its namespace backend.
     ///
     /// # Errors
     ///
-    /// As [`Self::cgroup`].
+    /// As [`Self::construct`].
     pub fn namespace(
         &self,
         host: HostServices,
         options_json: &str,
     ) -> Result<NamespaceAdapter, PluginError> {
-        let ctor = self
-            .root
-            .namespace()
-            .ok_or_else(|| self.not_provided(BackendKind::Namespace))?;
-        ctor(host, RStr::from_str(options_json))
-            .into_result()
-            .map(|b| NamespaceAdapter::new(b, self.name()))
+        self.construct::<kinds::Namespace>(host, options_json)
     }
 
-    /// Constructs its readiness backend with `options_json`.
+    /// Constructs its readiness backend.
     ///
     /// # Errors
     ///
-    /// As [`Self::cgroup`].
+    /// As [`Self::construct`].
     pub fn readiness(
         &self,
         host: HostServices,
         options_json: &str,
     ) -> Result<ReadinessAdapter, PluginError> {
-        let ctor = self
-            .root
-            .readiness()
-            .ok_or_else(|| self.not_provided(BackendKind::Readiness))?;
-        ctor(host, RStr::from_str(options_json))
-            .into_result()
-            .map(|b| ReadinessAdapter::new(b, self.name()))
+        self.construct::<kinds::Readiness>(host, options_json)
     }
 }
 

@@ -16,8 +16,7 @@ use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-use crate::host_services::LogLevel;
-use crate::HostServices;
+use crate::abi::{HostServices, LogLevel};
 
 /// Installs the forwarding subscriber once per plugin copy.
 pub(crate) fn install(host: &Arc<HostServices>) {

@@ -1,8 +1,14 @@
-//! Host-side adapters: each wraps a loaded backend object and implements the
-//! `hpc_node` trait (plus the matching extension trait) over it, so boot code,
-//! tests and benchmarks only ever talk to `hpc_node` traits.
+//! ABI → Rust, the host's half of the bridge: each adapter wraps a loaded
+//! backend object and implements the `hpc_node` trait (plus the matching
+//! extension trait) over it, so boot code, tests and benchmarks only ever
+//! talk to `hpc_node` traits. [`super::to_abi`] is the other half.
+//!
+//! Never catches panics (the plugin side already did) and never touches a
+//! backend's state beyond forwarding calls.
 
+use std::any::Any;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use abi_stable::std_types::{ROption, RString};
@@ -13,9 +19,11 @@ use hpc_node::{
 };
 use nodeinit_handoff::NamespaceFdProvider;
 
-use crate::abi::{CgroupBox, MountBox, NamespaceBox, ReadinessBox};
+use crate::abi::{
+    CgroupBox, MountBox, NamespaceBox, RMountHandle, RNamespaceRequest, RResourceLimits,
+    ReadinessBox,
+};
 use crate::ext::{AllocationMounts, ReadinessProvider};
-use crate::types::{RMountHandle, RNamespaceRequest, RResourceLimits};
 
 /// A loaded cgroup backend as an `hpc_node::CgroupManager`.
 pub struct CgroupAdapter {
@@ -84,8 +92,11 @@ impl CgroupManager for CgroupAdapter {
 }
 
 /// A loaded mount backend as an `hpc_node::MountManager` + [`AllocationMounts`].
+///
+/// Its object is shared: the host offers the same one to namespace plugins
+/// (see [`AllocationMounts::loaded_backend`]).
 pub struct MountAdapter {
-    backend: MountBox,
+    backend: Arc<MountBox>,
     label: String,
 }
 
@@ -93,7 +104,7 @@ impl MountAdapter {
     /// Wraps a constructed backend.
     pub fn new(backend: MountBox, label: &str) -> Self {
         Self {
-            backend,
+            backend: Arc::new(backend),
             label: label.to_owned(),
         }
     }
@@ -154,6 +165,9 @@ impl AllocationMounts for MountAdapter {
             .release_for(allocation_id.into(), &RMountHandle::from(handle))
             .into_result()
             .map_err(MountError::from)
+    }
+    fn loaded_backend(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        Some(Arc::clone(&self.backend) as Arc<dyn Any + Send + Sync>)
     }
 }
 

@@ -7,7 +7,7 @@ use hpc_node::{
     CgroupMetrics, MountHandle, NamespaceRequest, NamespaceResponse, NamespaceType, ResourceLimits,
 };
 
-use crate::error::{ErrorKind, PluginError};
+use super::error::{ErrorKind, PluginError};
 
 /// `hpc_node::ResourceLimits` across the boundary.
 #[repr(C)]

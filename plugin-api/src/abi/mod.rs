@@ -1,5 +1,10 @@
-//! The `abi_stable` declarations: the root module every plugin exports, the
-//! four backend traits and the host-services trait.
+//! Everything that crosses the boundary, as `abi_stable` declares it: the
+//! root module every plugin exports, the four backend traits, the
+//! host-services object, the `#[repr(C)]` data types ([`types`]), the error
+//! ([`PluginError`]) and the interface version ([`InterfaceVersion`]).
+//!
+//! Depends on nothing else in this crate; [`crate::bridge`] converts to and
+//! from these types, [`crate::plugin`] and [`crate::host`] build on that.
 //!
 //! Compatibility rule for this file (see also [`crate::version`]): released
 //! fields and methods are never changed, reordered or removed. A later
@@ -16,12 +21,22 @@ use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{declare_root_module_statics, sabi_trait, StableAbi};
 
-use crate::error::PluginError;
-use crate::types::{
-    RCgroupMetrics, RMountHandle, RNamespaceRequest, RNamespaceResponse, RResourceLimits,
+mod error;
+mod host_services;
+pub mod types;
+mod version;
+
+pub use error::{ErrorField, ErrorKind, PluginError, PluginFault};
+pub(crate) use host_services::module_token;
+pub use host_services::{HostServices, LogLevel};
+pub use types::{
+    RCgroupMetrics, RMountHandle, RNamespaceRequest, RNamespaceResponse, RNamespaceType,
+    RResourceLimits,
 };
-use crate::version::InterfaceVersion;
-use crate::HostServices;
+pub use version::{
+    IncompatibleInterface, InterfaceMark, InterfaceVersion, INTERFACE_MAJOR, INTERFACE_MINOR,
+};
+pub(crate) use version::{INTERFACE_MARK_MAGIC, INTERFACE_MARK_SYMBOL};
 
 /// `hpc_node::CgroupManager` across the boundary. Handles cross as their path.
 #[sabi_trait]
