@@ -1,16 +1,16 @@
 //! The node id as it is written into the ready file. pact writes the bare id
 //! (no newline); consumers compare the file content to their node id, so
-//! anything that would make that comparison fail is refused here.
+//! anything that would make that comparison fail is refused here — by the
+//! one node-id rule, [`nodeinit_contracts::NodeId`], which the host applies
+//! too.
+
+use nodeinit_contracts::NodeId;
 
 use crate::ReadinessSetupError;
 
-/// Longest accepted node id, in bytes (a DNS name is at most 253).
-const MAX_NODE_ID_BYTES: usize = 253;
-
-/// A node id that is safe to write as the ready file's content: non-empty,
-/// at most 253 bytes, no whitespace or control characters, no `/`.
+/// A node id that is safe to write as the ready file's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadyNodeId(String);
+pub struct ReadyNodeId(NodeId);
 
 impl ReadyNodeId {
     /// Validate `value`.
@@ -19,28 +19,17 @@ impl ReadyNodeId {
     ///
     /// [`ReadinessSetupError::InvalidNodeId`] naming the rule it breaks.
     pub fn parse(value: &str) -> Result<Self, ReadinessSetupError> {
-        let invalid = |reason| ReadinessSetupError::InvalidNodeId {
-            value: value.to_owned(),
-            reason,
-        };
-        if value.is_empty() {
-            return Err(invalid("it is empty"));
-        }
-        if value.len() > MAX_NODE_ID_BYTES {
-            return Err(invalid("it is longer than 253 bytes"));
-        }
-        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid("it contains whitespace or control characters"));
-        }
-        if value.contains('/') {
-            return Err(invalid("it contains `/`"));
-        }
-        Ok(Self(value.to_owned()))
+        NodeId::parse(value)
+            .map(Self)
+            .map_err(|e| ReadinessSetupError::InvalidNodeId {
+                value: value.to_owned(),
+                reason: e.rule.reason(),
+            })
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use hpc_node::readiness::{READINESS_FILE_PATH, READINESS_SOCKET_PATH};
+use nodeinit_contracts::AbsolutePath;
 use serde::Deserialize;
 
 use crate::ReadinessSetupError;
@@ -46,7 +47,12 @@ impl ReadinessOptions {
     /// [`ReadinessSetupError::InvalidOption`] naming the key.
     pub fn validate(&self) -> Result<(), ReadinessSetupError> {
         for (key, path) in [("file", &self.file), ("socket_path", &self.socket_path)] {
-            if !path.is_absolute() || path.file_name().is_none() {
+            // The one absolute-path rule (no `..`), and a file name.
+            let names_a_file = path
+                .to_str()
+                .and_then(|p| AbsolutePath::parse(p).ok())
+                .is_some_and(|p| p.has_file_name());
+            if !names_a_file {
                 return Err(ReadinessSetupError::InvalidOption {
                     key,
                     reason: format!(

@@ -35,7 +35,7 @@ pub mod table;
 
 pub use loop_device::AttachMethod;
 pub use manager::SquashfsManager;
-pub use nodeinit_handoff::AllocationId;
+pub use nodeinit_contracts::AllocationId;
 pub use options::{ManagerConfig, OptionError, SquashfsOptions};
 pub use plugin::PluginInitError;
 

@@ -27,7 +27,7 @@ use crate::mounting;
 use crate::options::{ManagerConfig, MAX_HOLD_TIME_SECS};
 use crate::state_file::StateFile;
 use crate::table::{Entry, Holder, ReleaseRefused, Table};
-use nodeinit_handoff::AllocationId;
+use nodeinit_contracts::AllocationId;
 
 /// Delay before retrying an unmount the kernel refused.
 const UNMOUNT_RETRY: Duration = Duration::from_secs(5);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hpc_node::mount::paths::UENV_MOUNT_BASE;
 use hpc_node::mount::DEFAULT_HOLD_TIME_SECS;
+use nodeinit_contracts::{AbsolutePath, InvalidAbsolutePath};
 use serde::Deserialize;
 
 /// Default directory of the state file.
@@ -109,14 +110,23 @@ impl TryFrom<SquashfsOptions> for ManagerConfig {
     }
 }
 
+/// The one absolute-path rule ([`AbsolutePath`]: `/`-rooted, no NUL, no
+/// `..`), with this backend's wording.
 fn require_absolute(key: &'static str, path: &Path) -> Result<(), OptionError> {
-    if path.is_absolute() {
-        Ok(())
-    } else {
-        Err(OptionError {
+    match path.to_str().map(AbsolutePath::parse) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(InvalidAbsolutePath::Relative(_))) => Err(OptionError {
             key,
             problem: format!("{} is relative; give an absolute path", path.display()),
-        })
+        }),
+        Some(Err(e)) => Err(OptionError {
+            key,
+            problem: e.to_string(),
+        }),
+        None => Err(OptionError {
+            key,
+            problem: format!("{} is not valid UTF-8", path.display()),
+        }),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::state_file::{PersistedMount, PersistedState, STATE_VERSION};
-use nodeinit_handoff::AllocationId;
+use nodeinit_contracts::AllocationId;
 
 /// On whose behalf a reference is taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
