@@ -2,16 +2,15 @@
 //! the directory) is the signal, and its content is complete when seen.
 //! This module never deletes a ready file it did not write.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use crate::{ReadinessSetupError, ReadyNodeId};
 
-/// Write `node_id` (no newline) to `path` via a temp file in the same
-/// directory, fsync, rename, fsync of the directory. Creates the directory
-/// (mode 0755) when missing.
+/// Write `node_id` (no newline) to `path` by `nodeinit_sys`'s atomic write
+/// (temp file in the same directory, fsync, rename, fsync of the
+/// directory). Creates the directory (mode 0755) when missing.
 ///
 /// # Errors
 ///
@@ -33,46 +32,17 @@ pub(crate) fn write_atomically(
                 "check that /run is a writable tmpfs",
             )
         })?;
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    // O_EXCL|O_NOFOLLOW|O_NONBLOCK: a link, hard link or FIFO planted at the
-    // temp name is never written through, truncated or waited on (issue 12,
-    // item 10); it is unlinked and the create retried once.
-    let create = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-            .open(&temp)
-    };
-    let write = || -> std::io::Result<()> {
-        let mut file = match create() {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                fs::remove_file(&temp)?;
-                create()?
-            }
-            other => other?,
-        };
-        file.write_all(node_id.as_str().as_bytes())?;
-        file.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&temp);
-        return Err(ReadinessSetupError::io(
+    // The one atomic write: a planted link, hard link or FIFO at the temp
+    // name is never written through, truncated or waited on (issue 12,
+    // item 10).
+    nodeinit_sys::write_atomically(path, node_id.as_str().as_bytes(), 0o644, false).map_err(|e| {
+        ReadinessSetupError::io(
             "write ready file",
-            &temp,
+            path,
             e,
             "check free space and permissions of the ready file's directory",
-        ));
-    }
-    fs::rename(&temp, path).map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        ReadinessSetupError::io("rename ready file into place", path, e, "check permissions")
-    })?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ReadinessSetupError::io("fsync directory", dir, e, "check the filesystem"))
+        )
+    })
 }
 
 /// Whether the ready file exists (whoever wrote it: nodeinit or the agent).
@@ -98,18 +68,22 @@ mod tests {
     }
 
     #[test]
-    fn fifo_or_link_at_the_temp_path_is_replaced_without_blocking() {
+    fn stale_links_and_fifos_in_the_directory_neither_block_nor_leak() {
+        // Planted at the temp names of earlier versions (`.ready.tmp.<pid>`
+        // and the like). A plant at today's exact temp name is replaced
+        // without being followed or waited on: nodeinit_sys's own tests.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready");
-        let temp = dir
-            .path()
-            .join(format!(".ready.tmp.{}", std::process::id()));
         let victim = dir.path().join("victim");
         fs::write(&victim, "keep").unwrap();
-        fs::hard_link(&victim, &temp).unwrap();
-        write_atomically(&path, &ReadyNodeId::parse("n1").unwrap()).unwrap();
-        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
-        nix::unistd::mkfifo(&temp, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = dir
+            .path()
+            .join(format!(".ready.tmp.{}", std::process::id()));
+        fs::hard_link(&victim, &link).unwrap();
+        let fifo = dir
+            .path()
+            .join(format!(".ready.tmp.{}.0", std::process::id() + 1));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let p = path.clone();
         std::thread::spawn(move || {
@@ -117,10 +91,12 @@ mod tests {
         });
         let done = rx
             .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("blocked on the FIFO at the temp path");
+            .expect("blocked on a FIFO in the directory");
         assert!(done);
         assert_eq!(fs::read_to_string(&path).unwrap(), "n2");
-        assert!(!temp.exists());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        // Not ours: left alone.
+        assert!(link.exists() && fifo.symlink_metadata().is_ok());
     }
 
     #[test]

@@ -14,12 +14,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nodeinit_sys::deadline::{self, Deadline};
 
 use crate::verdict::VerdictCell;
 use crate::{ready_file, ReadinessSetupError};
@@ -40,22 +41,17 @@ pub(crate) fn wait_until(
     timeout: Option<Duration>,
     mut is_done: impl FnMut() -> bool,
 ) -> Result<WaitOutcome, ReadinessSetupError> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(Deadline::after);
     loop {
         if is_done() {
             return Ok(WaitOutcome::Done);
         }
-        let poll_timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(WaitOutcome::TimedOut);
-                }
-                // Round up so the wait never ends a fraction of a millisecond early.
-                PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
-            }
-        };
+        if deadline.is_some_and(Deadline::has_passed) {
+            return Ok(WaitOutcome::TimedOut);
+        }
+        // The one rounding rule: up, so the wait never ends early.
+        let poll_timeout = PollTimeout::try_from(deadline::poll_timeout_ms([deadline]))
+            .unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(wake, PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, poll_timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
