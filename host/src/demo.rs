@@ -221,14 +221,9 @@ fn worker_pid() -> Option<i32> {
 
 /// Block until process `pid` has exited (its pidfd turns readable).
 fn wait_gone(pid: i32) -> Result<(), String> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
+    let Ok(fd) = nodeinit_sys::pidfd::open(pid) else {
         return Ok(()); // already gone
-    }
-    let fd = i32::try_from(fd).map_err(|_| "pidfd out of range".to_owned())?;
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    };
     let mut fds = [nix::poll::PollFd::new(
         fd.as_fd(),
         nix::poll::PollFlags::POLLIN,

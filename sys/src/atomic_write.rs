@@ -37,6 +37,35 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// assert_eq!(std::fs::read(&path).unwrap(), b"{}");
 /// ```
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, create_dir: bool) -> io::Result<()> {
+    let name = path.file_name().unwrap_or_default();
+    write_atomically_with_temp(path, &unique_temp_name(name), bytes, mode, create_dir)
+}
+
+/// A temp name for `name` no other writer of this process uses:
+/// `.<name>.tmp.<pid>.<n>`.
+pub fn unique_temp_name(name: &std::ffi::OsStr) -> String {
+    format!(
+        ".{}.tmp.{}.{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// [`write_atomically`] through the caller's temp name `temp` (a single
+/// name in the same directory): for a writer that always uses one, so a
+/// file left by a crash is reused rather than accumulating.
+///
+/// # Errors
+///
+/// As [`write_atomically`].
+pub fn write_atomically_with_temp(
+    path: &Path,
+    temp: &str,
+    bytes: &[u8],
+    mode: u32,
+    create_dir: bool,
+) -> io::Result<()> {
     let dir_path = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -48,8 +77,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, create_dir: bool) 
         )
     })?;
     if create_dir {
-        std::fs::DirBuilder::new()
-            .recursive(true)
+        // 0755 (less the umask): a state directory others may read.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
             .create(dir_path)
             .map_err(|e| context(e, "creating directory", dir_path))?;
     }
@@ -59,11 +88,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, create_dir: bool) 
         Mode::empty(),
     )
     .map_err(|e| context(e.into(), "opening directory", dir_path))?;
-    write_atomically_at(dir.as_fd(), dir_path, name, bytes, mode)
+    write_atomically_at(dir.as_fd(), dir_path, name, temp, bytes, mode)
 }
 
 /// Writes `bytes` as `name` inside the open directory `dir` (`dir_path`
-/// only names it in errors), by the recipe in the module docs.
+/// only names it in errors) through the temp file `temp`, by the recipe in
+/// the module docs.
 ///
 /// # Errors
 ///
@@ -72,23 +102,24 @@ pub fn write_atomically_at(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
     name: &std::ffi::OsStr,
+    temp: &str,
     bytes: &[u8],
     mode: u32,
 ) -> io::Result<()> {
-    let temp = format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let temp_path = dir_path.join(&temp);
-    let mut file = create_temp(dir, &temp, mode).map_err(|e| context(e, "creating", &temp_path))?;
+    if temp.is_empty() || temp.contains('/') || temp == "." || temp == ".." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("temp name {temp:?} is not a single file name"),
+        ));
+    }
+    let temp_path = dir_path.join(temp);
+    let mut file = create_temp(dir, temp, mode).map_err(|e| context(e, "creating", &temp_path))?;
     let written = file
         .write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| context(e, "writing", &temp_path))
         .and_then(|()| {
-            rustix::fs::renameat(dir, temp.as_str(), dir, name).map_err(|e| {
+            rustix::fs::renameat(dir, temp, dir, name).map_err(|e| {
                 context(
                     e.into(),
                     &format!("renaming {} over", temp_path.display()),
@@ -98,7 +129,7 @@ pub fn write_atomically_at(
         });
     drop(file);
     if let Err(e) = written {
-        let _ = rustix::fs::unlinkat(dir, temp.as_str(), AtFlags::empty());
+        let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
         return Err(e);
     }
     rustix::fs::fsync(dir).map_err(|e| context(e.into(), "syncing directory", dir_path))

@@ -14,5 +14,7 @@ pub mod deadline;
 pub mod mountinfo;
 pub mod pidfd;
 
-pub use atomic_write::{write_atomically, write_atomically_at};
+pub use atomic_write::{
+    unique_temp_name, write_atomically, write_atomically_at, write_atomically_with_temp,
+};
 pub use deadline::Deadline;

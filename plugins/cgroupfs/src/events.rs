@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nodeinit_sys::Deadline;
 
 use crate::control_file::{self, ControlFileError};
 use crate::exit_watch::ExitWatch;
@@ -146,13 +147,14 @@ pub fn wait_until_empty(cgroup_dir: &Path, timeout: Duration) -> io::Result<Wait
         if !events.populated {
             return Ok(WaitOutcome::Emptied);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        let deadline = Deadline::at(deadline);
+        if deadline.has_passed() {
             return Ok(WaitOutcome::TimedOut);
         }
-        // Round up so a sub-millisecond remainder still blocks instead of spinning.
-        let millis = remaining.as_millis().saturating_add(1);
-        let poll_timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        // The one rounding rule: up, so a sub-millisecond remainder still
+        // blocks instead of spinning.
+        let poll_timeout =
+            PollTimeout::try_from(deadline.poll_timeout_ms()).unwrap_or(PollTimeout::MAX);
         let mut fds = vec![PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
         fds.extend(
             exits

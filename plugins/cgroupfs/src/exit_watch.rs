@@ -10,11 +10,8 @@
 //! means waiting for the (slower) `cgroup.events` notification. Must never
 //! signal a process.
 
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
-
-use nix::libc;
 
 use crate::kill::subtree_pids;
 
@@ -41,7 +38,7 @@ impl ExitWatch {
         let pidfds = pids
             .into_iter()
             .take(MAX_WATCHED)
-            .filter_map(|pid| match pidfd_open(pid) {
+            .filter_map(|pid| match nodeinit_sys::pidfd::open(pid) {
                 Ok(fd) => Some(fd),
                 // Gone already (ESRCH), or a kernel before 5.3 (ENOSYS): nothing to watch.
                 Err(err) => {
@@ -69,20 +66,6 @@ impl ExitWatch {
             keep
         });
     }
-}
-
-/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and a flags word, touches no memory of
-    // ours, and returns a new descriptor or -1 with errno.
-    let result = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(result)
-        .map_err(|_| io::Error::other("pidfd_open returned an out-of-range fd"))?;
-    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

@@ -35,14 +35,17 @@ pub(crate) fn write_atomically(
     // The one atomic write: a planted link, hard link or FIFO at the temp
     // name is never written through, truncated or waited on (issue 12,
     // item 10).
-    nodeinit_sys::write_atomically(path, node_id.as_str().as_bytes(), 0o644, false).map_err(|e| {
-        ReadinessSetupError::io(
-            "write ready file",
-            path,
-            e,
-            "check free space and permissions of the ready file's directory",
-        )
-    })
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = format!(".{file_name}.tmp.{}", std::process::id());
+    nodeinit_sys::write_atomically_with_temp(path, &temp, node_id.as_str().as_bytes(), 0o644, false)
+        .map_err(|e| {
+            ReadinessSetupError::io(
+                "write ready file",
+                path,
+                e,
+                "check free space and permissions of the ready file's directory",
+            )
+        })
 }
 
 /// Whether the ready file exists (whoever wrote it: nodeinit or the agent).
@@ -68,22 +71,18 @@ mod tests {
     }
 
     #[test]
-    fn stale_links_and_fifos_in_the_directory_neither_block_nor_leak() {
-        // Planted at the temp names of earlier versions (`.ready.tmp.<pid>`
-        // and the like). A plant at today's exact temp name is replaced
-        // without being followed or waited on: nodeinit_sys's own tests.
+    fn fifo_or_link_at_the_temp_path_is_replaced_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready");
-        let victim = dir.path().join("victim");
-        fs::write(&victim, "keep").unwrap();
-        let link = dir
+        let temp = dir
             .path()
             .join(format!(".ready.tmp.{}", std::process::id()));
-        fs::hard_link(&victim, &link).unwrap();
-        let fifo = dir
-            .path()
-            .join(format!(".ready.tmp.{}.0", std::process::id() + 1));
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        fs::hard_link(&victim, &temp).unwrap();
+        write_atomically(&path, &ReadyNodeId::parse("n1").unwrap()).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        nix::unistd::mkfifo(&temp, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let p = path.clone();
         std::thread::spawn(move || {
@@ -91,12 +90,10 @@ mod tests {
         });
         let done = rx
             .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("blocked on a FIFO in the directory");
+            .expect("blocked on the FIFO at the temp path");
         assert!(done);
         assert_eq!(fs::read_to_string(&path).unwrap(), "n2");
-        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
-        // Not ours: left alone.
-        assert!(link.exists() && fifo.symlink_metadata().is_ok());
+        assert!(!temp.exists());
     }
 
     #[test]

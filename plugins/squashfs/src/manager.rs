@@ -28,6 +28,7 @@ use crate::options::{ManagerConfig, MAX_HOLD_TIME_SECS};
 use crate::state_file::StateFile;
 use crate::table::{Entry, Holder, ReleaseRefused, Table};
 use nodeinit_contracts::AllocationId;
+use nodeinit_sys::deadline::{self, Deadline};
 
 /// Delay before retrying an unmount the kernel refused.
 const UNMOUNT_RETRY: Duration = Duration::from_secs(5);
@@ -221,24 +222,15 @@ impl SquashfsManager {
     /// expiry or force), at most `timeout`. Returns whether it was unmounted.
     #[must_use]
     pub fn wait_unmounted(&self, image_path: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.lock();
+        let inner = self.shared.lock();
         let key = self.shared.key_for(&inner, image_path);
-        loop {
-            if !inner.table.contains(&key) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            inner = self
-                .shared
-                .unmounted
-                .wait_timeout(inner, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let (_inner, unmounted) = deadline::wait_until(
+            &self.shared.unmounted,
+            inner,
+            Some(Deadline::after(timeout)),
+            |inner| !inner.table.contains(&key),
+        );
+        unmounted
     }
 
     fn acquire(&self, holder: &Holder, requested: &str) -> Result<MountHandle, MountError> {

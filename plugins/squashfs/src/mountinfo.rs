@@ -1,14 +1,14 @@
-//! Reading the kernel's mount table (`/proc/self/mountinfo`).
+//! This backend's view of the kernel's mount table (`/proc/self/mountinfo`),
+//! read by `nodeinit_sys::mountinfo` (procfs plus the unescaping it lacks).
 //!
-//! Owns parsing mountinfo lines (including the octal escapes of paths) and
-//! picking the squashfs mounts directly below the mount base. It must never
-//! change a mount: it only reports what the kernel says.
+//! Owns picking the squashfs mounts directly below the mount base and the
+//! fields this backend needs. It must never change a mount: it only reports
+//! what the kernel says.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Where the mount table of this process' mount namespace is read from.
-pub const MOUNTINFO_PATH: &str = "/proc/self/mountinfo";
+pub use nodeinit_sys::mountinfo::{unescape, SELF_MOUNTINFO as MOUNTINFO_PATH};
 
 /// One line of mountinfo, the fields this backend needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,51 +17,27 @@ pub struct MountEntry {
     pub mount_point: PathBuf,
     /// Filesystem type, e.g. `squashfs`.
     pub fs_type: String,
-    /// Mount source, e.g. `/dev/loop3` (unescaped).
+    /// Mount source, e.g. `/dev/loop3` (unescaped; `none` as the kernel writes it).
     pub source: String,
+}
+
+impl From<nodeinit_sys::mountinfo::Mount> for MountEntry {
+    fn from(m: nodeinit_sys::mountinfo::Mount) -> Self {
+        Self {
+            mount_point: m.mount_point,
+            fs_type: m.fs_type,
+            source: m.source.unwrap_or_else(|| "none".to_owned()),
+        }
+    }
 }
 
 /// Parse one mountinfo line; `None` for a malformed line.
 #[must_use]
 pub fn parse_line(line: &str) -> Option<MountEntry> {
-    let (before, after) = line.split_once(" - ")?;
-    let mount_point = before.split(' ').nth(4)?;
-    let mut after = after.split(' ');
-    let fs_type = after.next()?;
-    let source = after.next()?;
-    Some(MountEntry {
-        mount_point: PathBuf::from(unescape(mount_point)),
-        fs_type: fs_type.to_owned(),
-        source: unescape(source),
-    })
+    nodeinit_sys::mountinfo::parse_line(line).map(MountEntry::from)
 }
 
-/// Undo the kernel's `\ooo` escaping of space, tab, newline and backslash.
-#[must_use]
-pub fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b, octal) {
-            (b'\\', Some(d)) => {
-                let value = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Every entry of `text` (a whole mountinfo file).
+/// Every entry of `text` (a whole mountinfo file); malformed lines skipped.
 #[must_use]
 pub fn parse(text: &str) -> Vec<MountEntry> {
     text.lines().filter_map(parse_line).collect()
@@ -73,13 +49,10 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
 ///
 /// Reading [`MOUNTINFO_PATH`] failed (is `/proc` mounted?).
 pub fn read() -> io::Result<Vec<MountEntry>> {
-    let text = std::fs::read_to_string(MOUNTINFO_PATH).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("reading {MOUNTINFO_PATH} failed: {e}; is /proc mounted?"),
-        )
-    })?;
-    Ok(parse(&text))
+    Ok(nodeinit_sys::mountinfo::read_self()?
+        .into_iter()
+        .map(MountEntry::from)
+        .collect())
 }
 
 /// The squashfs mounts whose mount point is a direct child of `mount_base`.

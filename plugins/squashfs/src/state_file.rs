@@ -12,13 +12,12 @@
 //! kernel; reconciling with it is the manager's job.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::OpenOptions;
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::beneath::CheckedDir;
@@ -145,34 +144,6 @@ impl StateFile {
         serde_json::to_vec_pretty(state).map_err(io::Error::other)
     }
 
-    /// Create the temp file exclusively; whatever sits at its name (a stale
-    /// temp of a crashed run with our pid, a planted FIFO or link) is removed
-    /// once and the create retried.
-    fn create_temp(&self, dir: &CheckedDir) -> io::Result<File> {
-        let flags = OFlags::WRONLY
-            | OFlags::CREATE
-            | OFlags::EXCL
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::CLOEXEC;
-        let mode = Mode::from_raw_mode(0o600);
-        match rustix::fs::openat(dir.fd(), self.temp_name.as_str(), flags, mode) {
-            Err(rustix::io::Errno::EXIST) => {
-                tracing::warn!(path = %self.dir.join(&self.temp_name).display(),
-                    "removing a file left at the state file's temp path");
-                rustix::fs::unlinkat(dir.fd(), self.temp_name.as_str(), AtFlags::empty())?;
-                Ok(rustix::fs::openat(
-                    dir.fd(),
-                    self.temp_name.as_str(),
-                    flags,
-                    mode,
-                )?)
-            }
-            other => Ok(other?),
-        }
-        .map(File::from)
-    }
-
     /// Replace the state file with `bytes`, atomically and durably.
     ///
     /// # Errors
@@ -180,10 +151,6 @@ impl StateFile {
     /// Any step failed; the message names the path. The previous state file
     /// is then left as it was.
     pub fn write_bytes(&self, bytes: &[u8]) -> io::Result<()> {
-        let temp = self.dir.join(&self.temp_name);
-        let named = |step: &str, path: &Path, e: io::Error| {
-            io::Error::new(e.kind(), format!("{step} {} failed: {e}", path.display()))
-        };
         let mut dir_handle = self
             .dir_handle
             .lock()
@@ -193,20 +160,16 @@ impl StateFile {
             None => CheckedDir::open("state_dir", &self.dir, true)
                 .map_err(|e| io::Error::other(e.to_string()))?,
         };
-        let result = (|| {
-            let mut file = self
-                .create_temp(&dir)
-                .map_err(|e| named("creating", &temp, e))?;
-            file.write_all(bytes)
-                .map_err(|e| named("writing", &temp, e))?;
-            file.sync_all().map_err(|e| named("fsync of", &temp, e))?;
-            rustix::fs::renameat(dir.fd(), self.temp_name.as_str(), dir.fd(), STATE_FILE_NAME)
-                .map_err(|e| named("renaming onto", &self.path, e.into()))?;
-            rustix::fs::fsync(dir.fd())
-                .map_err(|e| named("fsync of state directory", &self.dir, e.into()))
-        })();
+        // The one atomic write, through the checked directory descriptor.
+        let result = nodeinit_sys::write_atomically_at(
+            dir.fd(),
+            &self.dir,
+            std::ffi::OsStr::new(STATE_FILE_NAME),
+            &self.temp_name,
+            bytes,
+            0o600,
+        );
         if result.is_err() {
-            let _ = rustix::fs::unlinkat(dir.fd(), self.temp_name.as_str(), AtFlags::empty());
             // The directory may have been removed or replaced: reopen next time.
         } else {
             *dir_handle = Some(dir);

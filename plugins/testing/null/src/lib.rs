@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hpc_node::{
     CgroupError, CgroupHandle, CgroupManager, CgroupMetrics, MountError, MountHandle, MountManager,
@@ -19,6 +19,7 @@ use hpc_node::{
 };
 use nodeinit_handoff::NamespaceFdProvider;
 use nodeinit_plugin_api::{AllocationMounts, HostServices, ReadinessProvider};
+use nodeinit_sys::deadline::{self, Deadline};
 
 /// Options of every `null` backend.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -341,34 +342,19 @@ impl ReadinessProvider for NullReadiness {
         Ok(())
     }
     fn wait_ready_timeout(&self, timeout: Option<Duration>) -> Result<(), ReadinessError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            match &*state {
-                Some(Ok(_)) => return Ok(()),
-                Some(Err(reason)) => {
-                    return Err(ReadinessError::BootFailed {
-                        reason: reason.clone(),
-                    })
-                }
-                None => {}
-            }
-            state = match deadline {
-                None => self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ReadinessError::Timeout);
-                    }
-                    self.changed
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (state, signalled) = deadline::wait_until(
+            &self.changed,
+            state,
+            timeout.map(Deadline::after),
+            |state| state.is_some(),
+        );
+        match (&*state, signalled) {
+            (Some(Ok(_)), _) => Ok(()),
+            (Some(Err(reason)), _) => Err(ReadinessError::BootFailed {
+                reason: reason.clone(),
+            }),
+            (None, _) => Err(ReadinessError::Timeout),
         }
     }
 }
