@@ -3,16 +3,15 @@
 //! This crate owns the wire protocol spoken on `hpc_node::namespace::HANDOFF_SOCKET_PATH`
 //! (see `PROTOCOL.md`), the server pieces the host uses ([`server::HandoffServer`]),
 //! a consumer client implementing [`hpc_node::NamespaceConsumer`]
-//! ([`client::HandoffClient`]), and the namespace-holder machinery both the
-//! unshare backend and the client's fallback share ([`holder`], [`mount_namespace`]).
+//! ([`client::HandoffClient`]). Namespace creation (holders, mount-namespace
+//! setup) lives in `nodeinit_namespaces`, re-exported here as [`holder`] and
+//! [`mount_namespace`] for the paths that used them.
 //! It must never depend on `abi_stable`: node agents such as lattice embed it.
 
 pub mod allocation_id;
 pub mod client;
 pub mod escape;
-pub mod holder;
-mod mount_api;
-pub mod mount_namespace;
+pub use nodeinit_namespaces::{holder, mount_namespace};
 pub mod protocol;
 pub mod provider;
 pub mod server;

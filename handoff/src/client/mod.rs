@@ -42,7 +42,7 @@ use hpc_node::{
 use crate::mount_namespace::{Propagation, UenvMountPath};
 
 /// Default path of the uenv inside an allocation's mount namespace.
-pub const DEFAULT_UENV_MOUNT_PATH: &str = "/user-environment";
+pub use crate::mount_namespace::DEFAULT_UENV_MOUNT_PATH;
 
 /// How the client reaches the server and how it falls back.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(1),
             reply_timeout: Duration::from_secs(180),
             fallback: true,
-            uenv_mount_path: UenvMountPath(PathBuf::from(DEFAULT_UENV_MOUNT_PATH)),
+            uenv_mount_path: UenvMountPath::default(),
             propagation: Propagation::Slave,
         }
     }

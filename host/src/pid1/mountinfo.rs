@@ -1,5 +1,6 @@
-//! Reading `/proc/self/mountinfo` (proc(5)): which paths are mount points and
-//! with which filesystem type. Only parses; never mounts.
+//! The keeper's view of `/proc/self/mountinfo` (proc(5)): which paths are
+//! mount points and with which filesystem type, read by
+//! `nodeinit_sys::mountinfo`. Only reads; never mounts.
 
 use std::path::PathBuf;
 
@@ -29,54 +30,18 @@ fn count_squashfs_images(mountinfo: &str) -> u64 {
         .count() as u64
 }
 
-/// Parse mountinfo text; malformed lines are skipped (the kernel writes the
-/// file, but a truncated read must not stop boot).
+/// Parse mountinfo text (through `nodeinit_sys::mountinfo`, the one
+/// reader); malformed lines are skipped (the kernel writes the file, but a
+/// truncated read must not stop boot).
 pub fn mount_points(mountinfo: &str) -> Vec<MountPoint> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let target = left.split(' ').nth(4)?;
-            let mut right = right.split(' ');
-            let fstype = right.next()?;
-            let _source = right.next();
-            let super_options = right.next().unwrap_or("");
-            Some(MountPoint {
-                target: PathBuf::from(unescape(target)),
-                fstype: fstype.to_owned(),
-                super_options: super_options.to_owned(),
-            })
+    nodeinit_sys::mountinfo::parse(mountinfo)
+        .into_iter()
+        .map(|m| MountPoint {
+            target: m.mount_point,
+            fstype: m.fs_type,
+            super_options: m.super_options,
         })
         .collect()
-}
-
-fn octal_escape(digits: Option<&[u8]>) -> Option<u8> {
-    let digits = digits?;
-    digits.iter().try_fold(0u8, |acc, &d| {
-        (b'0'..=b'7')
-            .contains(&d)
-            .then(|| acc.checked_mul(8)?.checked_add(d - b'0'))
-            .flatten()
-    })
-}
-
-/// Undo the kernel's octal escapes (`\040` space, `\011` tab, `\012`, `\134`).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            if let Some(value) = octal_escape(bytes.get(i + 1..i + 4)) {
-                out.push(value);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -108,7 +73,7 @@ mod tests {
 
     #[test]
     fn truncated_escape_is_kept_verbatim() {
-        assert_eq!(unescape("/a\\04"), "/a\\04");
-        assert_eq!(unescape("/a\\"), "/a\\");
+        let text = "50 27 0:40 / /a\\04 rw - tmpfs tmpfs rw\n";
+        assert_eq!(mount_points(text)[0].target, PathBuf::from("/a\\04"));
     }
 }

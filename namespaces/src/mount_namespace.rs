@@ -61,6 +61,17 @@ pub struct InvalidMountPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UenvMountPath(pub(crate) PathBuf);
 
+/// Where a uenv image is bound inside an allocation's mount namespace unless
+/// told otherwise (the uenv convention).
+pub const DEFAULT_UENV_MOUNT_PATH: &str = "/user-environment";
+
+impl Default for UenvMountPath {
+    /// [`DEFAULT_UENV_MOUNT_PATH`].
+    fn default() -> Self {
+        Self(PathBuf::from(DEFAULT_UENV_MOUNT_PATH))
+    }
+}
+
 impl UenvMountPath {
     /// Validate `path`.
     ///
