@@ -144,3 +144,95 @@ fn receive_with(socket: impl AsFd, extra: RecvFlags) -> io::Result<Received> {
     buffer.truncate(len);
     Ok(Received::Message { bytes: buffer, fds })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Open descriptors of this process on files inside `dir` (tests in
+    /// other threads open their own, elsewhere).
+    fn open_fds_in(dir: &std::path::Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    fn inode(fd: &impl AsFd) -> u64 {
+        rustix::fs::fstat(fd).unwrap().st_ino
+    }
+
+    #[test]
+    fn one_message_with_its_fds_in_order() {
+        let (a, b) = pair();
+        let files = [tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap()];
+        send_message(&a, b"{\"v\":1}", &files).unwrap();
+        match receive_message(&b).unwrap() {
+            Received::Message { bytes, fds } => {
+                assert_eq!(bytes, b"{\"v\":1}");
+                assert_eq!(fds.len(), 2);
+                assert_eq!(inode(&fds[0]), inode(&files[0]));
+                assert_eq!(inode(&fds[1]), inode(&files[1]));
+                // Received close-on-exec.
+                let flags = rustix::io::fcntl_getfd(&fds[0]).unwrap();
+                assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_fd_a_peer_attaches_is_owned_and_closed_with_the_message() {
+        let (a, b) = pair();
+        let dir = tempfile::tempdir().unwrap();
+        let many: Vec<std::fs::File> = (0..20)
+            .map(|_| tempfile::tempfile_in(dir.path()).unwrap())
+            .collect();
+        send_message(&a, b"x", &many).unwrap();
+        drop(many);
+        assert_eq!(open_fds_in(dir.path()), 0);
+        let received = receive_message(&b).unwrap();
+        assert!(matches!(&received, Received::Message { fds, .. } if fds.len() == 20));
+        assert_eq!(open_fds_in(dir.path()), 20);
+        drop(received);
+        assert_eq!(open_fds_in(dir.path()), 0);
+    }
+
+    #[test]
+    fn an_oversized_message_is_reported_with_its_size_and_its_fds_closed() {
+        let (a, b) = pair();
+        rustix::net::sockopt::set_socket_send_buffer_size(&a, 4 * MAX_MESSAGE_BYTES).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![b'x'; MAX_MESSAGE_BYTES + 10];
+        send_message(&a, &big, &[tempfile::tempfile_in(dir.path()).unwrap()]).unwrap();
+        match receive_message(&b).unwrap() {
+            Received::TooLarge { len } => assert_eq!(len, MAX_MESSAGE_BYTES + 10),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(open_fds_in(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_closed_peer_reads_as_closed_and_a_send_to_it_is_epipe_not_sigpipe() {
+        let (a, b) = pair();
+        drop(a);
+        assert!(matches!(receive_message(&b).unwrap(), Received::Closed));
+        let err = send_message(&b, b"x", &[] as &[OwnedFd]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        let err = try_receive_message(&pair().0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+}

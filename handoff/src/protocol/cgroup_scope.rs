@@ -100,3 +100,60 @@ impl std::fmt::Display for CgroupScope {
         f.write_str(&self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn accepts_systemd_style_scopes() {
+        for ok in [
+            "workload.slice/job-42.scope",
+            "a",
+            "user.slice/user-1000.slice/session-3.scope",
+            "x@y:z",
+        ] {
+            assert_eq!(CgroupScope::parse(ok).unwrap().as_str(), ok);
+        }
+        let deepest = vec!["a"; MAX_CGROUP_SCOPE_DEPTH].join("/");
+        assert!(CgroupScope::parse(&deepest).is_ok());
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        let reason = |s: &str| CgroupScope::parse(s).unwrap_err().reason;
+        assert!(reason("").starts_with("is empty"));
+        assert_eq!(reason(&"a".repeat(1025)), "is longer than 1024 bytes");
+        assert_eq!(
+            reason(&vec!["a"; MAX_CGROUP_SCOPE_DEPTH + 1].join("/")),
+            "has more than 16 components"
+        );
+        for bad in [
+            "../etc",
+            "/workload.slice",
+            "a//b",
+            "a/./b",
+            "a/",
+            ".hidden",
+            "a b",
+        ] {
+            assert!(reason(bad).starts_with("must be relative"), "{bad}");
+        }
+        // The echoed value is cut at 64 characters.
+        let long = format!("{}/..", "a".repeat(100));
+        assert_eq!(CgroupScope::parse(&long).unwrap_err().scope.len(), 64);
+    }
+
+    #[test]
+    fn the_default_scope_lives_under_the_workload_slice() {
+        let id = AllocationId::parse("job-7").unwrap();
+        let scope = CgroupScope::default_for(&id);
+        assert_eq!(scope.as_str(), "workload.slice/job-7.scope");
+        assert_eq!(
+            scope.under(Path::new("/sys/fs/cgroup")),
+            Path::new("/sys/fs/cgroup/workload.slice/job-7.scope")
+        );
+        assert!(CgroupScope::parse(scope.as_str()).is_ok());
+    }
+}

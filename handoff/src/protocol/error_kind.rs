@@ -42,3 +42,32 @@ impl std::fmt::Display for ErrorKind {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_wire_spelling_is_serdes_for_every_kind() {
+        for kind in [
+            ErrorKind::NotReady,
+            ErrorKind::InvalidRequest,
+            ErrorKind::Unauthorized,
+            ErrorKind::CreationFailed,
+            ErrorKind::AllocationNotFound,
+            ErrorKind::Busy,
+            ErrorKind::Internal,
+        ] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(kind.to_string(), kind.as_str());
+            assert_eq!(serde_json::from_str::<ErrorKind>(&json).unwrap(), kind);
+        }
+        // v1's list is closed: a kind it does not define is refused.
+        assert!(serde_json::from_str::<ErrorKind>("\"teapot\"")
+            .unwrap_err()
+            .to_string()
+            .starts_with("unknown variant `teapot`"));
+    }
+}

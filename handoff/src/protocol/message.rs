@@ -112,3 +112,95 @@ pub fn encode(message: &Message) -> Vec<u8> {
     object.insert("type".into(), Value::from(message.type_name()));
     Value::Object(object).to_string().into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::protocol::decode;
+    use hpc_node::NamespaceType;
+
+    fn round_trip(message: &Message) -> (Value, Message) {
+        let bytes = encode(message);
+        let json: Value = serde_json::from_slice(&bytes).unwrap();
+        (json, decode(&bytes).unwrap())
+    }
+
+    #[test]
+    fn every_message_carries_v_and_type_and_decodes_back() {
+        let request = Message::NamespaceRequest(WireRequest {
+            request: NamespaceRequest {
+                allocation_id: "job-1".into(),
+                namespaces: vec![NamespaceType::Pid, NamespaceType::Mount],
+                uenv_image: Some("base.sqfs".into()),
+            },
+            cgroup_scope: Some(CgroupScope::parse("workload.slice/job-1.scope").unwrap()),
+        });
+        let (json, back) = round_trip(&request);
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["type"], "namespace_request");
+        assert_eq!(json["cgroup_scope"], "workload.slice/job-1.scope");
+        match back {
+            Message::NamespaceRequest(r) => {
+                assert_eq!(r.request.allocation_id, "job-1");
+                assert_eq!(
+                    r.request.namespaces,
+                    [NamespaceType::Pid, NamespaceType::Mount]
+                );
+                assert_eq!(r.request.uenv_image.as_deref(), Some("base.sqfs"));
+                assert_eq!(
+                    r.cgroup_scope.unwrap().as_str(),
+                    "workload.slice/job-1.scope"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let (json, back) = round_trip(&Message::AllocationEnded {
+            allocation_id: "job-1".into(),
+        });
+        assert_eq!(
+            json,
+            serde_json::json!({"v": 1, "type": "allocation_ended", "allocation_id": "job-1"})
+        );
+        assert!(
+            matches!(back, Message::AllocationEnded { allocation_id } if allocation_id == "job-1")
+        );
+
+        let (json, back) = round_trip(&Message::Ack {
+            allocation_id: "job-1".into(),
+        });
+        assert_eq!(json["type"], "ack");
+        assert!(matches!(back, Message::Ack { allocation_id } if allocation_id == "job-1"));
+    }
+
+    #[test]
+    fn an_error_names_its_kind_and_echoes_the_id_only_when_known() {
+        let (json, back) = round_trip(&Message::error(
+            ErrorKind::Busy,
+            "too many connections; retry later",
+            Some("job-9"),
+        ));
+        assert_eq!(
+            json,
+            serde_json::json!({"v": 1, "type": "error", "kind": "busy",
+                "message": "too many connections; retry later", "allocation_id": "job-9"})
+        );
+        assert!(matches!(back, Message::Error(e) if e.kind == ErrorKind::Busy));
+        let (json, _) = round_trip(&Message::error(ErrorKind::InvalidRequest, "bad", None));
+        assert!(json.get("allocation_id").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_request_without_scope_sends_no_scope_field() {
+        let bytes = encode(&Message::NamespaceRequest(WireRequest::from(
+            NamespaceRequest {
+                allocation_id: "a".into(),
+                namespaces: vec![NamespaceType::Net],
+                uenv_image: None,
+            },
+        )));
+        let json: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(json.get("cgroup_scope").is_none(), "{json}");
+    }
+}
