@@ -2,7 +2,7 @@
 //!
 //! What nodeinit's crates agree on beyond `hpc_node`: the extension traits a
 //! backend implements where its kind needs more than the `hpc_node` trait
-//! ([`AllocationMounts`], [`ReadinessProvider`]), and the validated values
+//! ([`AllocationMounts`], [`ReadinessProvider`], [`NamespaceFdProvider`]), and the validated values
 //! every crate passes around ([`AllocationId`], [`NodeId`],
 //! [`AbsolutePath`]) — one rule each, so an invalid one cannot reach the
 //! kernel from any side.
@@ -26,5 +26,5 @@ pub mod node_id;
 
 pub use absolute_path::{AbsolutePath, InvalidAbsolutePath};
 pub use allocation_id::{AllocationId, InvalidAllocationId, MAX_ALLOCATION_ID_LEN};
-pub use extensions::{AllocationMounts, ReadinessProvider};
+pub use extensions::{AllocationMounts, NamespaceFdProvider, ReadinessProvider};
 pub use node_id::{InvalidNodeId, NodeId, NodeIdRule, MAX_NODE_ID_LEN};

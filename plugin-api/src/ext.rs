@@ -2,4 +2,4 @@
 //! [`nodeinit_contracts`] (re-exported so plugins keep
 //! `use nodeinit_plugin_api::{AllocationMounts, ReadinessProvider}`).
 
-pub use nodeinit_contracts::{AllocationMounts, ReadinessProvider};
+pub use nodeinit_contracts::{AllocationMounts, NamespaceFdProvider, ReadinessProvider};

@@ -22,7 +22,7 @@
 //!   backend kind `(HostServices, options_json) -> RResult<Backend, PluginError>`.
 //! * Backends as `#[sabi_trait]` objects ([`abi`]) mirroring the `hpc_node`
 //!   traits plus [`ReadinessProvider`], [`AllocationMounts`] and
-//!   `nodeinit_handoff::NamespaceFdProvider`.
+//!   [`NamespaceFdProvider`] (all three from `nodeinit_contracts`).
 //! * Errors as [`PluginError`]: an open kind code, the message and the
 //!   variant's fields; every `hpc_node` error converts there and back.
 //! * Panics never cross: every call runs under `catch_unwind` in the plugin
@@ -74,7 +74,7 @@ pub use abi::{
 pub use bridge::from_abi::{CgroupAdapter, MountAdapter, NamespaceAdapter, ReadinessAdapter};
 pub use bridge::kinds::{BackendKind, Kind};
 pub use bridge::to_abi::Guarded;
-pub use ext::{AllocationMounts, ReadinessProvider};
+pub use ext::{AllocationMounts, NamespaceFdProvider, ReadinessProvider};
 pub use host::{summarize_abi_report, OpenError, PluginLibrary};
 
 /// What [`export_plugin!`] expands to. Not a public API.

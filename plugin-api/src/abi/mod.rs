@@ -100,6 +100,26 @@ pub trait NamespaceBackend: Send + Sync {
     /// to the caller.
     #[sabi(last_prefix_field)]
     fn namespace_fds(&self, allocation_id: RStr<'_>) -> RResult<RVec<i32>, PluginError>;
+
+    // Interface 1.1 appends the two methods below. A plugin built against
+    // 1.0 has no vtable entry for them: abi_stable then runs these default
+    // bodies, which are the trait's own defaults (the owner is not recorded).
+
+    /// `NamespaceFdProvider::create_namespaces_owned` (interface 1.1).
+    fn create_namespaces_owned(
+        &self,
+        request: &RNamespaceRequest,
+        owner_uid: u32,
+    ) -> RResult<RNamespaceResponse, PluginError> {
+        let _ = owner_uid;
+        self.create_namespaces(request)
+    }
+
+    /// `NamespaceFdProvider::allocation_owner` (interface 1.1).
+    fn allocation_owner(&self, allocation_id: RStr<'_>) -> ROption<u32> {
+        let _ = allocation_id;
+        ROption::RNone
+    }
 }
 
 /// `hpc_node::ReadinessGate` plus the provider operations across the boundary.

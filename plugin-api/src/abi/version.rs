@@ -21,11 +21,18 @@ pub const INTERFACE_MAJOR: u32 = 2;
 /// Minor version of the plugin interface this build speaks: incremented each
 /// time a release appends fields to the root module or methods to a backend
 /// trait (after the previous `last_prefix_field`).
-#[cfg(not(feature = "__test-next-minor"))]
-pub const INTERFACE_MINOR: u32 = 0;
-/// Minor version of the plugin interface (test build of the next minor).
-#[cfg(feature = "__test-next-minor")]
+///
+/// 1.1 appended `create_namespaces_owned` and `allocation_owner` to the
+/// namespace backend (allocation ownership across worker restarts).
+#[cfg(not(any(feature = "__test-next-minor", feature = "__test-next-major")))]
 pub const INTERFACE_MINOR: u32 = 1;
+/// Minor version of the plugin interface (test build of the next minor).
+#[cfg(all(feature = "__test-next-minor", not(feature = "__test-next-major")))]
+pub const INTERFACE_MINOR: u32 = 2;
+/// Minor version of the plugin interface (test build of the next major,
+/// which starts its minors at 0).
+#[cfg(feature = "__test-next-major")]
+pub const INTERFACE_MINOR: u32 = 0;
 
 /// A plugin interface version, `major.minor`.
 ///

@@ -17,7 +17,7 @@ use hpc_node::{
     NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse, ReadinessError,
     ReadinessGate, ResourceLimits,
 };
-use nodeinit_handoff::NamespaceFdProvider;
+use nodeinit_contracts::NamespaceFdProvider;
 
 use crate::abi::{
     CgroupBox, MountBox, NamespaceBox, RMountHandle, RNamespaceRequest, RResourceLimits,
@@ -222,6 +222,23 @@ impl NamespaceFdProvider for NamespaceAdapter {
             .into_result()
             .map_err(NamespaceError::from)?;
         Ok(raw.into_iter().map(take_fd).collect())
+    }
+    fn create_namespaces_owned(
+        &self,
+        request: &NamespaceRequest,
+        owner_uid: u32,
+    ) -> Result<NamespaceResponse, NamespaceError> {
+        let response = self
+            .backend
+            .create_namespaces_owned(&RNamespaceRequest::from(request), owner_uid)
+            .into_result()
+            .map_err(NamespaceError::from)?;
+        response.to_hpc().map_err(NamespaceError::from)
+    }
+    fn allocation_owner(&self, allocation_id: &str) -> Option<u32> {
+        self.backend
+            .allocation_owner(allocation_id.into())
+            .into_option()
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RStr};
 use hpc_node::CgroupManager;
-use nodeinit_handoff::NamespaceFdProvider;
+use nodeinit_contracts::NamespaceFdProvider;
 
 use super::from_abi::{CgroupAdapter, MountAdapter, NamespaceAdapter, ReadinessAdapter};
 use super::to_abi::Guarded;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
 use hpc_node::{CgroupHandle, CgroupManager, MountHandle};
-use nodeinit_handoff::NamespaceFdProvider;
+use nodeinit_contracts::NamespaceFdProvider;
 
 use crate::abi::{
     CgroupBackend, ErrorKind, MountBackend, NamespaceBackend, PluginError, RCgroupMetrics,
@@ -160,6 +160,27 @@ impl<T: NamespaceFdProvider> NamespaceBackend for Guarded<T> {
             b.namespace_fds(allocation_id.as_str())
                 .map(|fds| fds.into_iter().map(IntoRawFd::into_raw_fd).collect())
         })
+    }
+    fn create_namespaces_owned(
+        &self,
+        request: &RNamespaceRequest,
+        owner_uid: u32,
+    ) -> RResult<RNamespaceResponse, PluginError> {
+        self.call("create_namespaces_owned", |b| {
+            let req = request.to_hpc()?;
+            b.create_namespaces_owned(&req, owner_uid)
+                .map(|r| RNamespaceResponse::from(&r))
+                .map_err(PluginError::from)
+        })
+    }
+    fn allocation_owner(&self, allocation_id: RStr<'_>) -> ROption<u32> {
+        // A panicking lookup reads as "no recorded owner".
+        match self.call("allocation_owner", |b| {
+            Ok::<_, PluginError>(b.allocation_owner(allocation_id.as_str()))
+        }) {
+            RResult::ROk(owner) => owner.into(),
+            RResult::RErr(_) => ROption::RNone,
+        }
     }
 }
 

@@ -94,7 +94,7 @@ where
 /// `Options: serde::de::DeserializeOwned` (use `#[serde(deny_unknown_fields)]`
 /// so a typo in the site's config is an error naming the key). Keys:
 /// `cgroup` (`hpc_node::CgroupManager`), `mount` ([`crate::AllocationMounts`]),
-/// `namespace` (`nodeinit_handoff::NamespaceFdProvider`), `readiness`
+/// `namespace` ([`crate::NamespaceFdProvider`]), `readiness`
 /// ([`crate::ReadinessProvider`]); any subset, in this order.
 ///
 /// A complete plugin providing a readiness backend:

@@ -17,7 +17,7 @@ use hpc_node::{
     NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse, NamespaceType,
     ReadinessError, ReadinessGate, ResourceLimits,
 };
-use nodeinit_handoff::NamespaceFdProvider;
+use nodeinit_contracts::NamespaceFdProvider;
 use nodeinit_plugin_api::{AllocationMounts, HostServices, ReadinessProvider};
 use nodeinit_sys::deadline::{self, Deadline};
 
