@@ -4,48 +4,11 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-
 use crate::config::{ConfigError, KernelCmdline, NodeConfig};
 
-/// A validated node id: 1–253 bytes of `[A-Za-z0-9._-]`, starting with an
-/// alphanumeric character.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct NodeId(String);
-
-impl TryFrom<String> for NodeId {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        let valid_chars = value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        let starts_ok = value
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-        if value.len() <= 253 && valid_chars && starts_ok {
-            Ok(Self(value))
-        } else {
-            Err(format!(
-                "`{value}` is not a valid node id (1-253 characters of [A-Za-z0-9._-], starting with a letter or digit)"
-            ))
-        }
-    }
-}
-
-impl NodeId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for NodeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// A validated node id: the one rule, from [`nodeinit_contracts`] (1–253
+/// bytes of `[A-Za-z0-9._-]`, starting with a letter or digit).
+pub use nodeinit_contracts::NodeId;
 
 /// Where the node id came from (logged and recorded in boot.json).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +44,7 @@ pub fn resolve_node_id(
     if let Some(raw) = &cmdline.node_id {
         let id = NodeId::try_from(raw.clone()).map_err(|reason| ConfigError::InvalidNodeId {
             source_name: "kernel command line `nodeinit.node_id=`".to_owned(),
-            reason,
+            reason: reason.to_string(),
         })?;
         return Ok(ResolvedNodeId {
             id,
@@ -109,7 +72,7 @@ pub fn resolve_node_id(
             let id = NodeId::try_from(first.to_owned()).map_err(|reason| {
                 ConfigError::InvalidNodeId {
                     source_name: hostname_file.display().to_string(),
-                    reason,
+                    reason: reason.to_string(),
                 }
             })?;
             Ok(ResolvedNodeId {

@@ -2,49 +2,13 @@
 //! `TryFrom<String>`, which serde calls while parsing, so a bad value is
 //! reported at its own line and key and can never reach the kernel.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// An absolute, normalised-enough path (no `..`, no NUL).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct AbsolutePath(PathBuf);
-
-impl TryFrom<String> for AbsolutePath {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        if !value.starts_with('/') {
-            return Err(format!(
-                "`{value}` must be an absolute path (starting with `/`)"
-            ));
-        }
-        if value.contains('\0') {
-            return Err("a path cannot contain a NUL byte".to_owned());
-        }
-        if Path::new(&value)
-            .components()
-            .any(|c| c == std::path::Component::ParentDir)
-        {
-            return Err(format!("`{value}` must not contain `..`"));
-        }
-        Ok(Self(PathBuf::from(value)))
-    }
-}
-
-impl AbsolutePath {
-    /// The path.
-    pub fn as_path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl fmt::Display for AbsolutePath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.display().fmt(f)
-    }
-}
+/// An absolute path (no `..`, no NUL): the one rule, from
+/// [`nodeinit_contracts`].
+pub use nodeinit_contracts::AbsolutePath;
 
 /// Where a plugin comes from: a bare name resolved in `plugin_dir`, or an
 /// absolute path. A relative path with `/` is refused: it would depend on
@@ -62,7 +26,9 @@ impl TryFrom<String> for PluginPath {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
         if value.starts_with('/') {
-            return AbsolutePath::try_from(value).map(Self::Absolute);
+            return AbsolutePath::try_from(value)
+                .map(Self::Absolute)
+                .map_err(|e| e.to_string());
         }
         let bare = !value.is_empty()
             && value.len() <= 64
@@ -124,7 +90,9 @@ impl TryFrom<String> for ImageRef {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
         if value.starts_with('/') {
-            return AbsolutePath::try_from(value.clone()).map(|_| Self(value));
+            return AbsolutePath::try_from(value.clone())
+                .map(|_| Self(value))
+                .map_err(|e| e.to_string());
         }
         if value.is_empty()
             || value.contains('/')
