@@ -65,6 +65,11 @@ pub struct HolderRecord {
     pub uenv: Option<MountHandle>,
     /// What the request was answered.
     pub response: NamespaceResponse,
+    /// The peer uid the allocation belongs to. Absent in records written
+    /// before owners were persisted: such an allocation is adopted as
+    /// root's (only root may request or end it then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uid: Option<u32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -511,8 +516,13 @@ impl Persistence {
                             }),
                             _ => None,
                         };
+                        let owner_uid = record.owner_uid.unwrap_or_else(|| {
+                            tracing::warn!(allocation = %id, holder = record.pid, "holder record has no owner (written by an older nodeinit); the allocation is adopted as root's: only root may request or end it");
+                            0
+                        });
                         let allocation = crate::allocation::Allocation {
                             id: id.clone(),
+                            owner_uid,
                             namespaces: record.namespaces.clone(),
                             uenv_image: record.uenv_image.clone(),
                             response: record.response.clone(),
@@ -548,6 +558,7 @@ impl Persistence {
                     uenv_image: a.uenv_image.clone(),
                     uenv: a.uenv.as_ref().map(|u| u.handle.clone()),
                     response: a.response.clone(),
+                    owner_uid: Some(a.owner_uid),
                 })
             })
             .collect();
@@ -574,6 +585,7 @@ mod tests {
                 fd_types: vec![NamespaceType::Net],
                 uenv_mount_path: None,
             },
+            owner_uid: Some(1000),
         }
     }
 
@@ -612,10 +624,20 @@ mod tests {
         let back = store.load().unwrap();
         assert_eq!(
             back.iter()
-                .map(|r| (r.allocation_id.as_str(), r.pid, r.start_time))
+                .map(|r| (r.allocation_id.as_str(), r.pid, r.start_time, r.owner_uid))
                 .collect::<Vec<_>>(),
-            [("a1", 42, 7)]
+            [("a1", 42, 7, Some(1000))]
         );
+        // A record of the older format (no owner) still loads, ownerless.
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"holders":[{"allocation_id":"a1","pid":42,"start_time":7,"namespaces":["Net"],
+                "uenv_image":null,"uenv":null,"response":{"allocation_id":"a1","fd_types":["Net"],
+                "uenv_mount_path":null}}]}"#,
+        )
+        .unwrap();
+        let back = store.load().unwrap();
+        assert_eq!(back[0].owner_uid, None, "{back:?}");
         std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
         let err = store.load().unwrap_err();
         assert!(
