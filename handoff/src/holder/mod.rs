@@ -4,12 +4,15 @@
 //! Owns the holder's lifecycle — fork in the requested `CLONE_NEW*`
 //! namespaces, open `/proc/<holder>/ns/*`, kill and reap — and the FDs. Both
 //! the unshare backend and the consumer client's fallback use it, so both
-//! create namespaces the same way (WI4). It never mounts anything itself:
-//! [`NamespaceHolder::spawn_prepared`] hands the new mount namespace to
-//! [`crate::mount_namespace`].
+//! create namespaces the same way (WI4). The holder itself only changes its
+//! new mount namespace's propagation (before it reports ready);
+//! [`NamespaceHolder::spawn_prepared`] hands the namespace to
+//! [`crate::mount_namespace`] for the uenv bind.
 
 mod pidfd;
 mod spawner;
+
+pub use spawner::clone_holder_process;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -58,10 +61,20 @@ impl NamespaceHolder {
     /// The failing step (`clone`, `pidfd_open`, opening `/proc/<pid>/ns/<x>`)
     /// and the kernel's reason; the holder is gone when this returns an error.
     pub fn spawn(namespaces: &[NamespaceType]) -> io::Result<Self> {
+        Self::spawn_with(namespaces, None)
+    }
+
+    /// `spawn`, the holder first giving its new mount namespace
+    /// `propagation` (when set and a mount namespace is among `namespaces`).
+    fn spawn_with(
+        namespaces: &[NamespaceType],
+        propagation: Option<crate::mount_namespace::Propagation>,
+    ) -> io::Result<Self> {
         let flags = namespaces
             .iter()
             .fold(CloneFlags::empty(), |acc, ns| acc | clone_flag(*ns));
-        let (pid, pidfd) = spawner::spawn_holder(flags)?;
+        let propagation = propagation.filter(|_| flags.contains(CloneFlags::CLONE_NEWNS));
+        let (pid, pidfd) = spawner::spawn_holder(flags, propagation)?;
         let mut holder = Self {
             pid,
             pidfd: Some(pidfd),
@@ -88,20 +101,20 @@ impl NamespaceHolder {
     ///
     /// # Errors
     ///
-    /// As `spawn` and [`crate::mount_namespace::prepare`]; the holder is gone
+    /// As `spawn` and [`crate::mount_namespace::attach_uenv`]; the holder is gone
     /// when this returns an error.
     pub fn spawn_prepared(
         namespaces: &[NamespaceType],
         propagation: crate::mount_namespace::Propagation,
         bind: Option<&crate::mount_namespace::UenvBind>,
     ) -> io::Result<Self> {
-        let holder = Self::spawn(namespaces)?;
-        match holder.fd(NamespaceType::Mount) {
-            Some(mnt) => crate::mount_namespace::prepare(mnt, propagation, bind)?,
-            None if bind.is_some() => {
-                return Err(io::Error::other("a uenv bind needs a Mount namespace"));
-            }
-            None => {}
+        if bind.is_some() && !namespaces.contains(&NamespaceType::Mount) {
+            return Err(io::Error::other("a uenv bind needs a Mount namespace"));
+        }
+        // The holder cuts the propagation itself, before it reports ready.
+        let holder = Self::spawn_with(namespaces, Some(propagation))?;
+        if let (Some(mnt), Some(bind)) = (holder.fd(NamespaceType::Mount), bind) {
+            crate::mount_namespace::attach_uenv(mnt, bind)?;
         }
         Ok(holder)
     }
@@ -163,5 +176,43 @@ impl Drop for NamespaceHolder {
         if let Err(e) = self.kill_and_reap() {
             tracing::error!(holder = %self.pid, error = %e, "namespace holder not cleaned up");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder_fds(pid: Pid) -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The holder is cloned sharing its creator's FD table (cheap with
+    /// thousands of FDs) and must drop it at once: it holds none of them,
+    /// and FDs its creator opens afterwards never appear in it either.
+    #[test]
+    fn a_holder_holds_no_fd_of_its_creator() {
+        let many: Vec<std::fs::File> = (0..500)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let holder = NamespaceHolder::spawn_prepared(
+            &[NamespaceType::Mount, NamespaceType::Net],
+            crate::mount_namespace::Propagation::Slave,
+            None,
+        )
+        .unwrap();
+        assert_eq!(holder_fds(holder.pid()), Vec::<String>::new());
+        let later = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(holder_fds(holder.pid()), Vec::<String>::new());
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", holder.pid())).unwrap();
+        assert_eq!(comm, "nodeinit-holder\n");
+        // Its namespaces are new ones.
+        let mnt = std::fs::read_link(format!("/proc/{}/ns/mnt", holder.pid())).unwrap();
+        assert_ne!(mnt, std::fs::read_link("/proc/self/ns/mnt").unwrap());
+        holder.terminate().unwrap();
+        drop((many, later));
     }
 }

@@ -31,7 +31,7 @@ use nix::libc;
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use nodeinit_handoff::holder::{clone_flag, proc_ns_name};
+use nodeinit_handoff::holder::{clone_flag, clone_holder_process, proc_ns_name};
 use nodeinit_handoff::mount_namespace::{Propagation, UenvBind};
 use serde::{Deserialize, Serialize};
 
@@ -206,29 +206,6 @@ pub struct PersistentHolder {
     namespaces: Vec<(NamespaceType, OwnedFd)>,
 }
 
-/// Stack for the holder's first frame; it makes a handful of syscalls.
-const HOLDER_STACK_BYTES: usize = 64 * 1024;
-
-/// What a persistent holder does for its whole life: die with the keeper,
-/// hold no descriptor of the worker, reap its PID namespace.
-fn holder_main() -> isize {
-    // SAFETY: plain syscalls with integer arguments; nothing allocates or
-    // locks (this is a copy of a multi-threaded process).
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // `ps` tells it from the worker it was cloned from.
-        libc::prctl(libc::PR_SET_NAME, c"nodeinit-holder".as_ptr(), 0, 0, 0);
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-        loop {
-            if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0
-                && *libc::__errno_location() == libc::ECHILD
-            {
-                libc::pause();
-            }
-        }
-    }
-}
-
 impl PersistentHolder {
     /// Clone a holder (child of the keeper) in new `namespaces`, open their
     /// FDs and prepare the mount namespace (propagation, uenv bind).
@@ -244,26 +221,15 @@ impl PersistentHolder {
         let flags = namespaces
             .iter()
             .fold(CloneFlags::CLONE_PARENT, |acc, ns| acc | clone_flag(*ns));
-        let mut stack = vec![0u8; HOLDER_STACK_BYTES];
-        // SAFETY: the child gets its own copy of the address space (no
-        // CLONE_VM) and runs holder_main, which only makes raw syscalls and
-        // never returns.
-        let pid = unsafe {
-            nix::sched::clone(
-                Box::new(holder_main),
-                &mut stack,
-                flags,
-                Some(libc::SIGCHLD),
-            )
+        if bind.is_some() && !namespaces.contains(&NamespaceType::Mount) {
+            return Err(io::Error::other("a uenv bind needs a Mount namespace"));
         }
-        .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))?;
-        let pidfd = match pidfd_open(pid.as_raw()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                return Err(io::Error::other(format!("pidfd_open({pid}) failed: {e}")));
-            }
-        };
+        // The holder cuts its mount namespace's propagation itself, before
+        // it reports ready; its FD table is never a copy of this worker's.
+        let propagation = namespaces
+            .contains(&NamespaceType::Mount)
+            .then_some(propagation);
+        let (pid, pidfd) = clone_holder_process(flags, propagation)?;
         let mut holder = Self {
             pid,
             start_time: 0,
@@ -272,10 +238,8 @@ impl PersistentHolder {
         };
         holder.start_time = start_time(pid.as_raw())?;
         holder.open_namespaces(namespaces)?;
-        if let Some(mnt) = holder.fd(NamespaceType::Mount) {
-            nodeinit_handoff::mount_namespace::prepare(mnt, propagation, bind)?;
-        } else if bind.is_some() {
-            return Err(io::Error::other("a uenv bind needs a Mount namespace"));
+        if let (Some(mnt), Some(bind)) = (holder.fd(NamespaceType::Mount), bind) {
+            nodeinit_handoff::mount_namespace::attach_uenv(mnt, bind)?;
         }
         Ok(holder)
     }
