@@ -109,13 +109,23 @@ impl Sampler {
         let thread = {
             let (stop, mt, mf) = (stop.clone(), max_threads.clone(), max_fds.clone());
             std::thread::spawn(move || {
+                // Listing 4000 FDs costs about a millisecond of CPU: sampled
+                // every 5 ms it took a fifth of a core from the server under
+                // test (not from the floor). Threads are cheap to list.
+                let mut tick = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let t = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
-                    let f = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
                     mt.fetch_max(t, Ordering::Relaxed);
-                    mf.fetch_max(f, Ordering::Relaxed);
+                    if tick % 20 == 0 {
+                        let f =
+                            std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+                        mf.fetch_max(f, Ordering::Relaxed);
+                    }
+                    tick = tick.wrapping_add(1);
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                let f = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+                mf.fetch_max(f, Ordering::Relaxed);
             })
         };
         Self {
@@ -141,6 +151,35 @@ struct Run {
     errors: usize,
     cycles: usize,
     wall: Duration,
+    /// CPU time spent for the run (server + its holders + clients, or the
+    /// floor's threads + holders).
+    cpu: Duration,
+    /// The server's (and its holders') part of `cpu`.
+    server_cpu: Duration,
+}
+
+/// CPU time of this process (its threads) plus its reaped children.
+fn own_cpu() -> Duration {
+    let usage = |who| {
+        let u = nix::sys::resource::getrusage(who).unwrap();
+        let tv = |t: nix::sys::time::TimeVal| {
+            Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
+        };
+        tv(u.user_time()) + tv(u.system_time())
+    };
+    usage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        + usage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+/// CPU time of process `pid` and its reaped children (utime, stime,
+/// cutime, cstime of `/proc/<pid>/stat`).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = procfs::process::Process::new(pid as i32)
+        .unwrap()
+        .stat()
+        .unwrap();
+    let ticks = stat.utime + stat.stime + (stat.cutime + stat.cstime) as u64;
+    Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64)
 }
 
 impl Run {
@@ -199,6 +238,8 @@ fn load(socket: &Path, clients: usize, rounds: usize, uenv: bool, tag: &str) -> 
         errors: 0,
         cycles: clients * rounds,
         wall: Duration::ZERO,
+        cpu: Duration::ZERO,
+        server_cpu: Duration::ZERO,
     };
     for h in handles {
         let (l, e) = h.join().unwrap();
@@ -220,6 +261,7 @@ fn holder_main() -> isize {
 /// The floor: `threads` threads, each `rounds` × clone(PID|NET|NS) + open
 /// the 3 ns files + kill + reap.
 fn floor(threads: usize, rounds: usize) -> Run {
+    let cpu_before = own_cpu();
     let barrier = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -271,6 +313,8 @@ fn floor(threads: usize, rounds: usize) -> Run {
         errors: 0,
         cycles: threads * rounds,
         wall: start.elapsed(),
+        cpu: own_cpu().saturating_sub(cpu_before),
+        server_cpu: Duration::ZERO,
     }
 }
 
@@ -291,7 +335,8 @@ fn main() {
     common::make_image(&tmp.path().join("images"), "hello.sqfs");
     let server = Server::start(tmp.path());
     println!(
-        "server at rest: {} threads, {} FDs",
+        "server at rest (pid {}): {} threads, {} FDs",
+        server.child.id(),
         server.threads(),
         server.fds()
     );
@@ -305,7 +350,7 @@ fn main() {
     let _ = load(&server.socket, 2, 20, true, "warm");
 
     println!(
-        "{:<22} {:>3} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7} {:>6}",
+        "{:<22} {:>3} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7} {:>6} {:>9} {:>11} {:>10} {:>9}",
         "run",
         "N",
         "p50 ms",
@@ -316,12 +361,16 @@ fn main() {
         "×floor",
         "threads",
         "FDs",
-        "errors"
+        "errors",
+        "floor p99/p50",
+        "CPU ms/alloc",
+        "server CPU",
+        "floor CPU"
     );
     let mut none_p50 = [Duration::ZERO; 2];
     let report = |name: &str, n: usize, run: &Run, floor: &Run, sample: (usize, usize)| {
         println!(
-            "{:<22} {:>3} {:>9.2} {:>9.2} {:>7.2} {:>9.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6}",
+            "{:<22} {:>3} {:>9.2} {:>9.2} {:>7.2} {:>9.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6} {:>9.2} {:>11.3} {:>10.3} {:>9.3}",
             name,
             n,
             ms(run.percentile(0.5)),
@@ -332,7 +381,11 @@ fn main() {
             run.throughput() / floor.throughput(),
             sample.0,
             sample.1,
-            run.errors
+            run.errors,
+            floor.percentile(0.99).as_secs_f64() / floor.percentile(0.5).as_secs_f64(),
+            ms(run.cpu) / run.cycles as f64,
+            ms(run.server_cpu) / run.cycles as f64,
+            ms(floor.cpu) / floor.cycles as f64
         );
     };
     for (live, label) in [(false, ""), (true, " +1000 live")] {
@@ -362,7 +415,10 @@ fn main() {
                 let floor_run = floor(n, rounds);
                 let sampler = Sampler::start(server.child.id());
                 let tag = format!("l{}u{}n{n}", live as u8, uenv as u8);
-                let run = load(&server.socket, n, rounds, uenv, &tag);
+                let cpu_before = (own_cpu(), process_cpu(server.child.id()));
+                let mut run = load(&server.socket, n, rounds, uenv, &tag);
+                run.server_cpu = process_cpu(server.child.id()).saturating_sub(cpu_before.1);
+                run.cpu = own_cpu().saturating_sub(cpu_before.0) + run.server_cpu;
                 let sample = sampler.finish();
                 let name = format!("{}{}", if uenv { "uenv" } else { "plain" }, label);
                 report(&name, n, &run, &floor_run, sample);
