@@ -10,6 +10,7 @@
 //! [`crate::mount_namespace`] for the uenv bind.
 
 mod pidfd;
+mod shared_memory;
 mod spawner;
 
 pub use spawner::clone_holder_process;
@@ -32,6 +33,9 @@ pub struct NamespaceHolder {
     pid: Pid,
     pidfd: Option<OwnedFd>,
     namespaces: Vec<(NamespaceType, OwnedFd)>,
+    /// The stack the holder runs on (it shares this process's memory);
+    /// unmapped once it is reaped.
+    stack: Option<shared_memory::HolderStack>,
 }
 
 /// The `CLONE_NEW*` flag of a namespace type.
@@ -74,11 +78,12 @@ impl NamespaceHolder {
             .iter()
             .fold(CloneFlags::empty(), |acc, ns| acc | clone_flag(*ns));
         let propagation = propagation.filter(|_| flags.contains(CloneFlags::CLONE_NEWNS));
-        let (pid, pidfd) = spawner::spawn_holder(flags, propagation)?;
+        let (pid, pidfd, stack) = spawner::spawn_holder(flags, propagation)?;
         let mut holder = Self {
             pid,
             pidfd: Some(pidfd),
             namespaces: Vec::with_capacity(namespaces.len()),
+            stack: Some(stack),
         };
         for ns in namespaces {
             let path = format!("/proc/{pid}/ns/{}", proc_ns_name(*ns));
@@ -164,10 +169,20 @@ impl NamespaceHolder {
         let Some(pidfd) = self.pidfd.take() else {
             return Ok(());
         };
-        pidfd::kill(pidfd.as_fd())
-            .map_err(|e| io::Error::other(format!("cannot kill holder {}: {e}", self.pid)))?;
-        pidfd::reap(pidfd.as_fd())
-            .map_err(|e| io::Error::other(format!("cannot reap holder {}: {e}", self.pid)))
+        let gone = pidfd::kill(pidfd.as_fd())
+            .map_err(|e| io::Error::other(format!("cannot kill holder {}: {e}", self.pid)))
+            .and_then(|()| {
+                pidfd::reap(pidfd.as_fd())
+                    .map_err(|e| io::Error::other(format!("cannot reap holder {}: {e}", self.pid)))
+            });
+        match (gone.is_ok(), self.stack.take()) {
+            // Dead: nothing runs on its stack any more.
+            (true, stack) => drop(stack),
+            // It may still run on it: never unmap that.
+            (false, Some(stack)) => stack.leak(),
+            (false, None) => {}
+        }
+        gone
     }
 }
 

@@ -25,6 +25,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
 use super::pidfd;
+use super::shared_memory::HolderStack;
 use crate::mount_namespace::Propagation;
 
 /// Stack for the holder's first frame; it makes a handful of syscalls.
@@ -34,20 +35,31 @@ const HOLDER_STACK_BYTES: usize = 64 * 1024;
 /// only a kernel stuck on the mount table would take longer).
 const READY_TIMEOUT_MS: u16 = 10_000;
 
-type Reply = io::Result<(Pid, OwnedFd)>;
+type Reply = io::Result<(Pid, OwnedFd, HolderStack)>;
 type Job = (CloneFlags, Option<Propagation>, Sender<Reply>);
 
 static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
 
+thread_local! {
+    /// This thread's stack for copied holders, allocated (and zeroed) once.
+    /// The holder runs on its own copy-on-write copy of it, so this thread
+    /// never writes to it again: a fresh `vec![0; 64 KiB]` per clone wrote
+    /// 16 pages that the previous clone had made copy-on-write — 16
+    /// faults, each with a TLB shootdown, per holder.
+    static HOLDER_STACK: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0u8; HOLDER_STACK_BYTES]);
+}
+
 /// Holder-forking threads per process.
 pub(crate) const SPAWNER_THREADS: usize = 2;
 
-/// Fork a holder in new namespaces `flags` (its mount namespace given
-/// `propagation` first, when set) and return its pid and pidfd.
+/// Fork a holder tied to this process (sharing its memory:
+/// [`super::shared_memory`]) in new namespaces `flags`, its mount namespace
+/// given `propagation` first when set, and return its pid, pidfd and stack.
 pub(crate) fn spawn_holder(
     flags: CloneFlags,
     propagation: Option<Propagation>,
-) -> io::Result<(Pid, OwnedFd)> {
+) -> io::Result<(Pid, OwnedFd, HolderStack)> {
     let spawner = SPAWNER.get_or_init(|| {
         let (jobs, queue) = channel::<Job>();
         let queue = std::sync::Arc::new(Mutex::new(queue));
@@ -63,8 +75,9 @@ pub(crate) fn spawn_holder(
                     let Ok((flags, propagation, reply)) = job else {
                         return;
                     };
-                    // The requester may have given up; nothing to do then.
-                    let _ = reply.send(clone_holder_process(flags, propagation));
+                    // The requester may have given up; then the holder goes
+                    // with the dropped reply.
+                    let _ = reply.send(clone_tied_holder(flags, propagation));
                 });
             if let Err(e) = started {
                 tracing::error!(error = %e, "cannot start a holder spawner thread");
@@ -95,11 +108,36 @@ fn propagation_flags(propagation: Propagation) -> libc::c_ulong {
     .bits()
 }
 
-/// Clone a holder process in new namespaces `flags` and return its pid and
-/// pidfd once it is ready: when `propagation` is set, the holder has made
-/// `/` of its (new) mount namespace `rslave`/`rprivate` itself before it
-/// reports ready, so nobody ever sees the namespace still shared with the
-/// host — and no setup thread has to `setns` into it.
+/// A holder tied to this process, sharing its memory, on a stack of its own.
+fn clone_tied_holder(flags: CloneFlags, propagation: Option<Propagation>) -> Reply {
+    let stack = HolderStack::map()?;
+    let started = start_holder(flags, propagation, |ready_fd| {
+        // SAFETY: `stack` is returned with the holder and unmapped only once
+        // it is dead (or leaked); `ready_fd` stays open until the report
+        // was read (start_holder's contract).
+        unsafe { super::shared_memory::clone_sharing_memory(flags, propagation, ready_fd, &stack) }
+    });
+    match started {
+        Ok((pid, pidfd)) => Ok((pid, pidfd, stack)),
+        Err(Failed { error, dead }) => {
+            if !dead {
+                stack.leak();
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Clone a holder process in new namespaces `flags` as a copy-on-write copy
+/// of this process, and return its pid and pidfd once it is ready. For
+/// holders that outlive their creator (the unshare backend's persistent
+/// holders, with `CLONE_PARENT`); holders tied to this process share its
+/// memory instead, which is cheaper.
+///
+/// When `propagation` is set, the holder makes `/` of its (new) mount
+/// namespace `rslave`/`rprivate` itself before it reports ready, so nobody
+/// ever sees the namespace still shared with the host — and no setup
+/// thread has to `setns` into it.
 ///
 /// The clone shares the caller's FD table (`CLONE_FILES`) until the holder
 /// drops it (`close_range(CLOSE_RANGE_UNSHARE)` with an empty range to
@@ -117,51 +155,92 @@ pub fn clone_holder_process(
     flags: CloneFlags,
     propagation: Option<Propagation>,
 ) -> io::Result<(Pid, OwnedFd)> {
-    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| io::Error::other(format!("pipe2 for a new holder: {e}")))?;
-    let ready_fd = ready_write.as_raw_fd();
     let remount = propagation.map(propagation_flags);
-    let mut stack = vec![0u8; HOLDER_STACK_BYTES];
-    // SAFETY: the child gets its own copy of the address space (no CLONE_VM)
-    // and runs holder_main, which only makes async-signal-safe raw syscalls
-    // on values copied into the closure before the clone, and never
-    // returns, so the copied state of other threads (locks held, allocator)
-    // is never touched. The shared FD table is only written to (one pipe
-    // FD) and then given up by the child.
-    let pid = unsafe {
-        nix::sched::clone(
-            Box::new(move || holder_main(ready_fd, remount)),
-            &mut stack,
-            flags | CloneFlags::CLONE_FILES,
-            Some(libc::SIGCHLD),
+    start_holder(flags, propagation, |ready_fd| {
+        HOLDER_STACK
+            .with_borrow_mut(|stack| {
+                // SAFETY: the child gets its own copy of the address space (no
+                // CLONE_VM) and runs holder_main, which only makes
+                // async-signal-safe raw syscalls on values copied into the
+                // closure before the clone, and never returns, so the copied
+                // state of other threads (locks held, allocator) is never
+                // touched. The shared FD table is only written to (one pipe FD)
+                // and then given up by the child.
+                unsafe {
+                    nix::sched::clone(
+                        Box::new(move || holder_main(ready_fd, remount)),
+                        stack,
+                        flags | CloneFlags::CLONE_FILES,
+                        Some(libc::SIGCHLD),
+                    )
+                }
+            })
+            .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))
+    })
+    .map_err(|failed| failed.error)
+}
+
+/// A holder that did not start; `dead`: it is known to be gone.
+struct Failed {
+    error: io::Error,
+    dead: bool,
+}
+
+/// The ready pipe, `clone` (given the pipe's write end), the pidfd, and the
+/// holder's report; on failure the holder is killed and reaped.
+fn start_holder(
+    flags: CloneFlags,
+    propagation: Option<Propagation>,
+    clone: impl FnOnce(RawFd) -> io::Result<Pid>,
+) -> Result<(Pid, OwnedFd), Failed> {
+    let failed = |error, dead| Failed { error, dead };
+    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| {
+        failed(
+            io::Error::other(format!("pipe2 for a new holder: {e}")),
+            true,
         )
-    }
-    .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))?;
+    })?;
+    let pid = clone(ready_write.as_raw_fd()).map_err(|e| failed(e, true))?;
     let pidfd = match pidfd::open(pid) {
         Ok(fd) => fd,
         Err(e) => {
             // Without a pidfd we could not safely kill it later: do it now.
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            return Err(io::Error::other(format!("pidfd_open({pid}) failed: {e}")));
+            let reaped = nix::sys::wait::waitpid(pid, None).is_ok();
+            let error = io::Error::other(format!("pidfd_open({pid}) failed: {e}"));
+            return Err(failed(
+                error,
+                reaped && !flags.contains(CloneFlags::CLONE_PARENT),
+            ));
         }
     };
-    match wait_ready(ready_read.as_fd(), pidfd.as_fd()) {
+    let outcome = wait_ready(ready_read.as_fd(), pidfd.as_fd());
+    // The holder has written its report (or is gone): the pipe may close.
+    drop(ready_write);
+    match outcome {
         Ok(0) => Ok((pid, pidfd)),
         outcome => {
-            let _ = pidfd::kill(pidfd.as_fd());
-            let _ = pidfd::reap(pidfd.as_fd());
-            Err(match outcome {
+            let dead = pidfd::kill(pidfd.as_fd()).is_ok() && exited(pidfd.as_fd());
+            let error = match outcome {
                 Ok(errno) => io::Error::other(format!(
                     "making / {:?} in the new mount namespace: {}",
                     propagation.unwrap_or_default(),
                     nix::errno::Errno::from_raw(errno)
                 )),
                 Err(e) => io::Error::other(format!("holder {pid} did not start: {e}")),
-            })
+            };
+            Err(failed(error, dead))
         }
     }
-    // `ready_write` closes here, after the holder wrote to it.
+}
+
+/// Reap a killed holder (or, not our child, wait for its exit): whether it is gone.
+fn exited(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
+    if pidfd::reap(pidfd).is_err() {
+        return false;
+    }
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::from(READY_TIMEOUT_MS)), Ok(1))
 }
 
 /// The holder's status word (0 or an errno), read from `ready`; an error

@@ -116,7 +116,7 @@ impl Sampler {
                 while !stop.load(Ordering::Relaxed) {
                     let t = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
                     mt.fetch_max(t, Ordering::Relaxed);
-                    if tick % 20 == 0 {
+                    if tick.is_multiple_of(20) {
                         let f =
                             std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
                         mf.fetch_max(f, Ordering::Relaxed);
