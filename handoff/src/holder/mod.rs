@@ -1,5 +1,8 @@
 //! Namespace holders: one small process per allocation that keeps its
-//! namespaces alive and is PID 1 (the reaper) of its PID namespace.
+//! namespaces alive and is PID 1 (the reaper) of its PID namespace. It
+//! shares its creator's memory (`CLONE_VM`, on a stack of its own) and
+//! holds no FD: creating one costs the kernel's namespace work, not a copy
+//! of the creator.
 //!
 //! Owns the holder's lifecycle — fork in the requested `CLONE_NEW*`
 //! namespaces, open `/proc/<holder>/ns/*`, kill and reap — and the FDs. Both

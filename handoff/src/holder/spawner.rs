@@ -1,17 +1,20 @@
-//! The few long-lived threads that fork holders.
+//! The few long-lived threads that fork holders, and the clone itself.
 //!
 //! Why dedicated threads: a holder asks the kernel to SIGKILL it when its
 //! parent dies (`PR_SET_PDEATHSIG`), and "parent" means the *thread* that
-//! forked it. Forking from a connection thread would kill the holder when
-//! that connection ends. These threads live as long as the process. There
+//! forked it. Forking from a short-lived thread would kill the holder when
+//! that thread ends. These threads live as long as the process. There
 //! are [`SPAWNER_THREADS`] of them so that clones of different allocations
-//! run in parallel (a new network namespace costs milliseconds of kernel
-//! time); the number is fixed, whatever the number of requests.
+//! run in parallel (a new network namespace costs most of a millisecond of
+//! kernel time); the number is fixed, whatever the number of requests.
 //!
-//! Owns `clone(2)` and the code the holder runs (also for the unshare
-//! backend's persistent holders, through [`clone_holder_process`]). The holder runs in a copy of
-//! a multi-threaded process: it must only make raw syscalls (no allocation,
-//! no locks) — see [`holder_main`].
+//! Owns `clone(2)`, the holder's start-up handshake (a pipe on which the
+//! holder reports that its mount propagation is cut) and the code a
+//! copied holder runs. Holders tied to this process share its memory
+//! ([`super::shared_memory`]); holders that outlive it (the unshare
+//! backend's persistent ones, through [`clone_holder_process`]) are
+//! copy-on-write copies of a multi-threaded process and must only make
+//! raw syscalls (no allocation, no locks) — see [`holder_main`].
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
