@@ -31,6 +31,12 @@ use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
 use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
 const ROLE_ENV: &str = "NODEINIT_BENCH_SERVER_DIR";
+/// Run the server under a stand-in for nodeinit's keeper (this binary in a
+/// keeper role: the server's parent, reaping whatever it is given), so its
+/// holders are the persistent kind a production worker makes; their
+/// records go to a tmpfs, as `/run/nodeinit` is.
+const KEEPER_ENV: &str = "NODEINIT_BENCH_KEEPER";
+const KEEPER_ROLE_ENV: &str = "NODEINIT_BENCH_KEEPER_DIR";
 const LIVE: usize = 1000;
 
 fn server_process(dir: &Path) {
@@ -38,7 +44,12 @@ fn server_process(dir: &Path) {
         &dir.join("images"),
         &dir.join("uenv"),
     ));
-    let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), Some(mounts)));
+    let state_dir = PathBuf::from(format!("/dev/shm/nodeinit-bench-{}", std::process::id()));
+    let unshare = UnshareConfig {
+        state_dir: state_dir.clone(),
+        ..UnshareConfig::default()
+    };
+    let backend = Arc::new(UnshareBackend::new(unshare, Some(mounts)));
     let config = ServerConfig {
         socket_path: dir.join("handoff.sock"),
         max_allocations: 4096,
@@ -50,40 +61,75 @@ fn server_process(dir: &Path) {
         ..ServerConfig::default()
     };
     let server = HandoffServer::start(backend, config, ReadyGate::opened()).unwrap();
-    println!("SERVER-READY");
+    println!("SERVER-READY {}", std::process::id());
     std::io::stdout().flush().unwrap();
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
     server.shutdown();
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// The keeper role: start the server with the keeper's pid in its
+/// environment, then reap every child (the server, and the holders given to
+/// this process by `CLONE_PARENT`) until none is left.
+fn keeper_process(dir: &Path) {
+    let mut server = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE_ENV, dir)
+        .env(
+            nodeinit_unshare::persist::KEEPER_PID_ENV,
+            std::process::id().to_string(),
+        )
+        .spawn()
+        .unwrap();
+    while nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), None).is_ok() {}
+    // Reaped above already; this only tells Child so.
+    let _ = server.wait();
 }
 
 struct Server {
     child: Child,
+    /// The server process (the child, or the keeper's child).
+    pid: u32,
+    /// The keeper stand-in, when the server runs under one (it is `child`).
+    keeper: Option<u32>,
     socket: PathBuf,
 }
 
 impl Server {
     fn start(dir: &Path) -> Self {
+        let keeper = std::env::var_os(KEEPER_ENV).is_some();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .env(ROLE_ENV, dir)
+            .env(if keeper { KEEPER_ROLE_ENV } else { ROLE_ENV }, dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(lines.next().unwrap().unwrap(), "SERVER-READY");
+        let ready = lines.next().unwrap().unwrap();
+        let pid = ready
+            .strip_prefix("SERVER-READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("server said {ready:?}"));
         Self {
+            keeper: keeper.then(|| child.id()),
             child,
+            pid,
             socket: dir.join("handoff.sock"),
         }
     }
 
     fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id())).map_or(0, |d| d.count())
+        std::fs::read_dir(format!("/proc/{}/task", self.pid)).map_or(0, |d| d.count())
     }
 
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count())
+    }
+
+    /// CPU of the server and of the holders it has released (reaped by the
+    /// server itself, or by the keeper).
+    fn cpu(&self) -> Duration {
+        process_cpu(self.pid) + self.keeper.map_or(Duration::ZERO, process_cpu)
     }
 }
 
@@ -326,6 +372,9 @@ fn main() {
     if let Some(dir) = std::env::var_os(ROLE_ENV) {
         return server_process(&PathBuf::from(dir));
     }
+    if let Some(dir) = std::env::var_os(KEEPER_ROLE_ENV) {
+        return keeper_process(&PathBuf::from(dir));
+    }
     // `cargo test --benches` runs bench binaries as tests: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -336,7 +385,7 @@ fn main() {
     let server = Server::start(tmp.path());
     println!(
         "server at rest (pid {}): {} threads, {} FDs",
-        server.child.id(),
+        server.pid,
         server.threads(),
         server.fds()
     );
@@ -413,11 +462,11 @@ fn main() {
                     1600 / n / if n == 16 { 2 } else { 1 }
                 };
                 let floor_run = floor(n, rounds);
-                let sampler = Sampler::start(server.child.id());
+                let sampler = Sampler::start(server.pid);
                 let tag = format!("l{}u{}n{n}", live as u8, uenv as u8);
-                let cpu_before = (own_cpu(), process_cpu(server.child.id()));
+                let cpu_before = (own_cpu(), server.cpu());
                 let mut run = load(&server.socket, n, rounds, uenv, &tag);
-                run.server_cpu = process_cpu(server.child.id()).saturating_sub(cpu_before.1);
+                run.server_cpu = server.cpu().saturating_sub(cpu_before.1);
                 run.cpu = own_cpu().saturating_sub(cpu_before.0) + run.server_cpu;
                 let sample = sampler.finish();
                 let name = format!("{}{}", if uenv { "uenv" } else { "plain" }, label);

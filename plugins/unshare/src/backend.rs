@@ -118,10 +118,17 @@ impl UnshareBackend {
         }
     }
 
-    /// Record the live holders, when persisting.
-    fn persist(&self) {
+    /// Record a new allocation's holder, when persisting.
+    fn persist(&self, allocation: &Allocation) {
         if let Some(p) = &self.persistence {
-            p.save(&self.slots);
+            p.record(allocation);
+        }
+    }
+
+    /// Remove an ended allocation's record, when persisting.
+    fn unpersist(&self, id: &AllocationId) {
+        if let Some(p) = &self.persistence {
+            p.forget(id.as_str());
         }
     }
 
@@ -233,9 +240,9 @@ impl UnshareBackend {
         match self.create(&id, request, owner_uid) {
             Ok(allocation) => {
                 let response = allocation.response.clone();
+                self.persist(&allocation);
                 *guard = Some(allocation);
                 drop(guard);
-                self.persist();
                 Ok(response)
             }
             Err(e) => {
@@ -270,7 +277,7 @@ impl NamespaceProvider for UnshareBackend {
             .ok_or_else(not_found)?;
         let allocation = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         let allocation = allocation.ok_or_else(not_found)?;
-        self.persist();
+        self.unpersist(&id);
         allocation.release()?;
         tracing::info!(allocation = %id, "namespaces released");
         Ok(())

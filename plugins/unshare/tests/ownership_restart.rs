@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use nodeinit_handoff::protocol::{ErrorKind, Message};
 use nodeinit_handoff::{AccessPolicy, HandoffServer, ReadyGate, ServerConfig};
-use nodeinit_unshare::persist::{HolderStore, KEEPER_PID_ENV, STATE_FILE};
+use nodeinit_unshare::persist::{HolderStore, KEEPER_PID_ENV, RECORDS_DIR};
 use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
 const TEST: &str = "ownership_survives_a_worker_restart";
@@ -125,19 +125,15 @@ fn holder_of(state: &Path, id: &str) -> (i32, Option<u32>) {
 
 /// Remove the `owner_uid` of `id`'s record: the format before owners were kept.
 fn strip_owner(state: &Path, id: &str) {
-    let path = state.join(STATE_FILE);
-    let mut json: serde_json::Value =
+    let path = state.join(RECORDS_DIR).join(format!("{id}.json"));
+    let mut record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    for record in json["holders"].as_array_mut().unwrap() {
-        if record["allocation_id"] == id {
-            assert!(record
-                .as_object_mut()
-                .unwrap()
-                .remove("owner_uid")
-                .is_some());
-        }
-    }
-    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert!(record
+        .as_object_mut()
+        .unwrap()
+        .remove("owner_uid")
+        .is_some());
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
 }
 
 /// Reap holders that are gone (they are this process's children).
