@@ -18,10 +18,22 @@
 //! (rustix has none). Its arguments travel in the clone argument's bits,
 //! not in memory.
 //!
+//! Signal handlers are copied, not shared (no `CLONE_SIGHAND`): a handler
+//! the process installed can still run in the holder (nodeinit's
+//! `SIGCHLD` self-pipe handler, when an orphan of the allocation exits). It
+//! is async-signal-safe by necessity; the most it does to this process is
+//! set the cloning spawner thread's `errno` (its `write` fails, `EBADF`: the
+//! holder has no FD).
+//!
+//! The stack is unmapped only once the holder is known dead: a holder
+//! running on an unmapped stack would fault, and before Linux 5.16 a core
+//! dump kills every process sharing the memory — this one too.
+//!
 //! Used only for holders tied to this process: a holder that must outlive
 //! its creator (the unshare backend's persistent holders) would keep a dead
-//! worker's whole address space alive, so those are still copies
-//! ([`super::clone_holder_process`]).
+//! worker's whole address space alive, and a core dump (before 5.16) or
+//! the OOM killer picking the worker would take every such holder with it,
+//! so those are still copies ([`super::clone_holder_process`]).
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};

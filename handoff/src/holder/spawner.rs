@@ -78,9 +78,16 @@ pub(crate) fn spawn_holder(
                     let Ok((flags, propagation, reply)) = job else {
                         return;
                     };
-                    // The requester may have given up; then the holder goes
-                    // with the dropped reply.
-                    let _ = reply.send(clone_tied_holder(flags, propagation));
+                    // The requester may have given up (it panicked): then
+                    // the holder must go, and only then its stack.
+                    if let Err(unsent) = reply.send(clone_tied_holder(flags, propagation)) {
+                        if let Ok((_, pidfd, stack)) = unsent.0 {
+                            let dead = pidfd::kill(pidfd.as_fd()).is_ok() && exited(pidfd.as_fd());
+                            if !dead {
+                                stack.leak();
+                            }
+                        }
+                    }
                 });
             if let Err(e) = started {
                 tracing::error!(error = %e, "cannot start a holder spawner thread");
