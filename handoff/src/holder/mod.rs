@@ -201,6 +201,9 @@ impl Drop for NamespaceHolder {
 mod tests {
     use super::*;
 
+    /// The holder tests count this process's mappings: one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn holder_fds(pid: Pid) -> Vec<String> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
@@ -213,6 +216,9 @@ mod tests {
     /// and FDs its creator opens afterwards never appear in it either.
     #[test]
     fn a_holder_holds_no_fd_of_its_creator() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let many: Vec<std::fs::File> = (0..500)
             .map(|_| std::fs::File::open("/dev/null").unwrap())
             .collect();
@@ -232,5 +238,54 @@ mod tests {
         assert_ne!(mnt, std::fs::read_link("/proc/self/ns/mnt").unwrap());
         holder.terminate().unwrap();
         drop((many, later));
+    }
+
+    /// Holder stacks: each has an 8 KiB inaccessible guard, a mapping of
+    /// its own (thread stacks' guards are one page).
+    fn stack_mappings() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                let Some((a, b)) = fields[0].split_once('-') else {
+                    return false;
+                };
+                let len =
+                    usize::from_str_radix(b, 16).unwrap() - usize::from_str_radix(a, 16).unwrap();
+                len == shared_memory::GUARD_BYTES && fields[1] == "---p" && fields.len() == 5
+            })
+            .count()
+    }
+
+    /// Holders share this process's memory and run on a stack of their
+    /// own: it is unmapped once the holder is reaped (none leaks), and
+    /// never while it runs (the holder is alive until terminated).
+    #[test]
+    fn holder_stacks_live_exactly_as_long_as_their_holders() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        NamespaceHolder::spawn(&[NamespaceType::Net])
+            .unwrap()
+            .terminate()
+            .unwrap();
+        let before = stack_mappings();
+        let holders: Vec<_> = (0..8)
+            .map(|_| NamespaceHolder::spawn(&[NamespaceType::Net]).unwrap())
+            .collect();
+        assert!(
+            stack_mappings() >= before + 8,
+            "one stack per live holder: {before} before, {}",
+            std::fs::read_to_string("/proc/self/maps").unwrap()
+        );
+        for h in &holders {
+            let state = std::fs::read_to_string(format!("/proc/{}/stat", h.pid())).unwrap();
+            assert!(!state.contains(") Z "), "holder {} died: {state}", h.pid());
+        }
+        for h in holders {
+            h.terminate().unwrap();
+        }
+        assert_eq!(stack_mappings(), before);
     }
 }

@@ -42,6 +42,10 @@ use crate::mount_namespace::Propagation;
 
 /// The holder's stack: it makes a handful of syscalls in one frame.
 const STACK_BYTES: usize = 64 * 1024;
+/// An inaccessible guard below the stack: an overflow faults instead of
+/// writing into whatever server memory lies below (the memory is shared).
+pub(crate) const GUARD_BYTES: usize = 8 * 1024;
+const MAPPING_BYTES: usize = STACK_BYTES + GUARD_BYTES;
 
 /// A mapped stack for one holder. Unmapped on drop: drop it only once the
 /// holder is dead (reaped, or its pidfd reported the exit); [`Self::leak`]
@@ -65,7 +69,7 @@ impl HolderStack {
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                STACK_BYTES,
+                MAPPING_BYTES,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
                 -1,
@@ -79,15 +83,25 @@ impl HolderStack {
                 format!("mapping a holder stack: {e}"),
             ));
         }
-        std::ptr::NonNull::new(base)
+        let stack = std::ptr::NonNull::new(base)
             .map(|base| Self { base })
-            .ok_or_else(|| io::Error::other("mmap returned a null holder stack"))
+            .ok_or_else(|| io::Error::other("mmap returned a null holder stack"))?;
+        // SAFETY: the first GUARD_BYTES of the mapping just made, which
+        // nothing uses.
+        if unsafe { libc::mprotect(stack.base.as_ptr(), GUARD_BYTES, libc::PROT_NONE) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("guarding a holder stack: {e}"),
+            ));
+        }
+        Ok(stack)
     }
 
     /// The initial stack pointer (stacks grow down; 16-byte aligned).
     fn top(&self) -> *mut libc::c_void {
         // SAFETY: one past the end of the mapping, the usual stack top.
-        unsafe { self.base.as_ptr().cast::<u8>().add(STACK_BYTES).cast() }
+        unsafe { self.base.as_ptr().cast::<u8>().add(MAPPING_BYTES).cast() }
     }
 
     /// Keep the mapping for ever: the holder may still run on it.
@@ -101,7 +115,7 @@ impl Drop for HolderStack {
         // SAFETY: the mapping made in `map`, of that length; its holder is
         // dead (the owner's contract), so nothing uses it any more.
         unsafe {
-            libc::munmap(self.base.as_ptr(), STACK_BYTES);
+            libc::munmap(self.base.as_ptr(), MAPPING_BYTES);
         }
     }
 }
