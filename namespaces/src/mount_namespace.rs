@@ -1,7 +1,10 @@
 //! Preparing an allocation's new mount namespace: cut its propagation to the
 //! host, then bind the uenv image read-only at its mount path.
 //!
-//! Owns everything mounted *inside* an allocation's mount namespace. It must
+//! Owns everything mounted *inside* an allocation's mount namespace (the
+//! holder cuts propagation itself when it is cloned by
+//! [`crate::holder::clone_holder_process`]; [`prepare`] does it for a
+//! namespace made otherwise). It must
 //! never mount anything in the caller's (the host's) namespace: all work runs
 //! on a short-lived thread that has left the host's filesystem context
 //! (`unshare(CLONE_FS)`) and joined the allocation's namespace (`setns`).
@@ -117,6 +120,25 @@ pub fn prepare(
     propagation: Propagation,
     bind: Option<&UenvBind>,
 ) -> io::Result<()> {
+    in_setup_thread(mnt_ns, Some(propagation), bind)
+}
+
+/// Mount the uenv read-only (`nosuid,nodev`) at `bind.target` inside the
+/// mount namespace `mnt_ns`, whose propagation is cut already (the holder
+/// does it itself: [`crate::holder::clone_holder_process`]).
+///
+/// # Errors
+///
+/// The step that failed, with its path and the kernel's reason.
+pub fn attach_uenv(mnt_ns: BorrowedFd<'_>, bind: &UenvBind) -> io::Result<()> {
+    in_setup_thread(mnt_ns, None, Some(bind))
+}
+
+fn in_setup_thread(
+    mnt_ns: BorrowedFd<'_>,
+    propagation: Option<Propagation>,
+    bind: Option<&UenvBind>,
+) -> io::Result<()> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("nodeinit-mntns-setup".into())
@@ -131,7 +153,7 @@ pub fn prepare(
 
 fn prepare_in_namespace(
     mnt_ns: BorrowedFd<'_>,
-    propagation: Propagation,
+    propagation: Option<Propagation>,
     bind: Option<&UenvBind>,
 ) -> io::Result<()> {
     // Threads share one filesystem context; setns(CLONE_NEWNS) requires our own.
@@ -140,16 +162,18 @@ fn prepare_in_namespace(
     setns(mnt_ns, CloneFlags::CLONE_NEWNS).map_err(|e| {
         io::Error::other(format!("setns into the allocation's mount namespace: {e}"))
     })?;
-    let flags = MsFlags::MS_REC
-        | match propagation {
-            Propagation::Slave => MsFlags::MS_SLAVE,
-            Propagation::Private => MsFlags::MS_PRIVATE,
-        };
-    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| {
-        io::Error::other(format!(
-            "making / {propagation:?} in the new mount namespace: {e}"
-        ))
-    })?;
+    if let Some(propagation) = propagation {
+        let flags = MsFlags::MS_REC
+            | match propagation {
+                Propagation::Slave => MsFlags::MS_SLAVE,
+                Propagation::Private => MsFlags::MS_PRIVATE,
+            };
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| {
+            io::Error::other(format!(
+                "making / {propagation:?} in the new mount namespace: {e}"
+            ))
+        })?;
+    }
     let Some(bind) = bind else {
         return Ok(());
     };

@@ -186,6 +186,34 @@ impl Registry {
         }
     }
 
+    /// Whether `id` has an entry (live, being created, or adopted).
+    pub(crate) fn knows(&self, id: &AllocationId) -> bool {
+        self.lock().entries.contains_key(id)
+    }
+
+    /// Record that `id`, which this server did not create, is live in the
+    /// provider and belongs to `owner` (the provider persisted it across a
+    /// restart). No-op when `id` has an entry already. The entry is not
+    /// `live` for this server until a request for it succeeds, so its
+    /// creator's next request is served as a first one (scope watched).
+    pub(crate) fn adopt(&self, id: &AllocationId, owner: u32) {
+        let mut state = self.lock();
+        if state.entries.contains_key(id) {
+            return;
+        }
+        *state.per_owner.entry(owner).or_default() += 1;
+        state.entries.insert(
+            id.clone(),
+            Entry {
+                owner,
+                busy: false,
+                live: false,
+                conn: None,
+                scope: None,
+            },
+        );
+    }
+
     fn ticket(&self, id: &AllocationId) -> Ticket<'_> {
         Ticket {
             registry: self,
@@ -316,5 +344,26 @@ mod tests {
         assert_eq!(r.live_count(), 2);
         assert!(r.conn_owns_live(1));
         assert!(!r.conn_owns_live(2));
+    }
+
+    #[test]
+    fn an_adopted_allocation_keeps_its_owner() {
+        let r = Registry::new(8, 8);
+        assert!(!r.knows(&id("old")));
+        r.adopt(&id("old"), 1000);
+        assert!(r.knows(&id("old")));
+        // Adopting again (another worker thread racing) changes nothing.
+        r.adopt(&id("old"), 1001);
+        let (kind, msg) = r.begin(&id("old"), 1001, Op::Request).unwrap_err();
+        assert_eq!(kind, ErrorKind::Unauthorized);
+        assert!(msg.contains("belongs to another user (uid 1000)"), "{msg}");
+        assert_eq!(
+            r.begin(&id("old"), 1001, Op::End).unwrap_err().0,
+            ErrorKind::Unauthorized
+        );
+        // Its owner may end it; the per-owner count goes back to zero.
+        assert_eq!(r.begin(&id("old"), 1000, Op::End).unwrap().ended(), None);
+        assert!(!r.knows(&id("old")));
+        assert!(r.lock().per_owner.is_empty());
     }
 }

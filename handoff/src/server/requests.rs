@@ -119,6 +119,7 @@ pub(super) fn serve_request(
             None,
         ));
     };
+    adopt_owner(shared, &id);
     let ticket = match shared.registry.begin(&id, peer.uid, Op::Request) {
         Ok(ticket) => ticket,
         Err((kind, message)) => {
@@ -142,7 +143,7 @@ pub(super) fn serve_request(
         }
     };
     let created = guarded(|| {
-        let response = shared.provider.create_namespaces(request)?;
+        let response = shared.provider.create_namespaces_owned(request, peer.uid)?;
         let fds = shared.provider.namespace_fds(id.as_str())?;
         Ok((response, fds))
     });
@@ -180,6 +181,27 @@ pub(super) fn serve_request(
     }
 }
 
+/// An id this server does not know may still be live in the provider
+/// (created before a restart of the server, or by the host): ask the
+/// provider who owns it, so the ownership rule holds for it too.
+fn adopt_owner(shared: &Shared, id: &AllocationId) {
+    if shared.registry.knows(id) {
+        return;
+    }
+    match catch_unwind(AssertUnwindSafe(|| {
+        shared.provider.allocation_owner(id.as_str())
+    })) {
+        Ok(Some(owner)) => {
+            tracing::debug!(allocation = %id, owner, "allocation live in the provider adopted with its owner");
+            shared.registry.adopt(id, owner);
+        }
+        Ok(None) => {}
+        Err(_) => {
+            tracing::error!(allocation = %id, "namespace backend panicked in allocation_owner");
+        }
+    }
+}
+
 /// The `cgroup.events` file to watch for a new allocation, if any.
 ///
 /// # Errors
@@ -211,6 +233,7 @@ fn scope_events(
 
 /// Serve an `allocation_ended` from a peer. Runs in a worker.
 pub(super) fn serve_end(shared: &Shared, peer: &Peer, id: &AllocationId) -> Outcome {
+    adopt_owner(shared, id);
     let ticket = match shared.registry.begin(id, peer.uid, Op::End) {
         Ok(ticket) => ticket,
         Err((kind, message)) => {

@@ -1,15 +1,22 @@
 //! Namespace holders: one small process per allocation that keeps its
-//! namespaces alive and is PID 1 (the reaper) of its PID namespace.
+//! namespaces alive and is PID 1 (the reaper) of its PID namespace. It
+//! shares its creator's memory (`CLONE_VM`, on a stack of its own) and
+//! holds no FD: creating one costs the kernel's namespace work, not a copy
+//! of the creator.
 //!
 //! Owns the holder's lifecycle — fork in the requested `CLONE_NEW*`
 //! namespaces, open `/proc/<holder>/ns/*`, kill and reap — and the FDs. Both
 //! the unshare backend and the consumer client's fallback use it, so both
-//! create namespaces the same way (WI4). It never mounts anything itself:
-//! [`NamespaceHolder::spawn_prepared`] hands the new mount namespace to
-//! [`crate::mount_namespace`].
+//! create namespaces the same way (WI4). The holder itself only changes its
+//! new mount namespace's propagation (before it reports ready);
+//! [`NamespaceHolder::spawn_prepared`] hands the namespace to
+//! [`crate::mount_namespace`] for the uenv bind.
 
 mod pidfd;
+mod shared_memory;
 mod spawner;
+
+pub use spawner::clone_holder_process;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -29,6 +36,9 @@ pub struct NamespaceHolder {
     pid: Pid,
     pidfd: Option<OwnedFd>,
     namespaces: Vec<(NamespaceType, OwnedFd)>,
+    /// The stack the holder runs on (it shares this process's memory);
+    /// unmapped once it is reaped.
+    stack: Option<shared_memory::HolderStack>,
 }
 
 /// The `CLONE_NEW*` flag of a namespace type.
@@ -58,14 +68,25 @@ impl NamespaceHolder {
     /// The failing step (`clone`, `pidfd_open`, opening `/proc/<pid>/ns/<x>`)
     /// and the kernel's reason; the holder is gone when this returns an error.
     pub fn spawn(namespaces: &[NamespaceType]) -> io::Result<Self> {
+        Self::spawn_with(namespaces, None)
+    }
+
+    /// `spawn`, the holder first giving its new mount namespace
+    /// `propagation` (when set and a mount namespace is among `namespaces`).
+    fn spawn_with(
+        namespaces: &[NamespaceType],
+        propagation: Option<crate::mount_namespace::Propagation>,
+    ) -> io::Result<Self> {
         let flags = namespaces
             .iter()
             .fold(CloneFlags::empty(), |acc, ns| acc | clone_flag(*ns));
-        let (pid, pidfd) = spawner::spawn_holder(flags)?;
+        let propagation = propagation.filter(|_| flags.contains(CloneFlags::CLONE_NEWNS));
+        let (pid, pidfd, stack) = spawner::spawn_holder(flags, propagation)?;
         let mut holder = Self {
             pid,
             pidfd: Some(pidfd),
             namespaces: Vec::with_capacity(namespaces.len()),
+            stack: Some(stack),
         };
         for ns in namespaces {
             let path = format!("/proc/{pid}/ns/{}", proc_ns_name(*ns));
@@ -88,20 +109,20 @@ impl NamespaceHolder {
     ///
     /// # Errors
     ///
-    /// As `spawn` and [`crate::mount_namespace::prepare`]; the holder is gone
+    /// As `spawn` and [`crate::mount_namespace::attach_uenv`]; the holder is gone
     /// when this returns an error.
     pub fn spawn_prepared(
         namespaces: &[NamespaceType],
         propagation: crate::mount_namespace::Propagation,
         bind: Option<&crate::mount_namespace::UenvBind>,
     ) -> io::Result<Self> {
-        let holder = Self::spawn(namespaces)?;
-        match holder.fd(NamespaceType::Mount) {
-            Some(mnt) => crate::mount_namespace::prepare(mnt, propagation, bind)?,
-            None if bind.is_some() => {
-                return Err(io::Error::other("a uenv bind needs a Mount namespace"));
-            }
-            None => {}
+        if bind.is_some() && !namespaces.contains(&NamespaceType::Mount) {
+            return Err(io::Error::other("a uenv bind needs a Mount namespace"));
+        }
+        // The holder cuts the propagation itself, before it reports ready.
+        let holder = Self::spawn_with(namespaces, Some(propagation))?;
+        if let (Some(mnt), Some(bind)) = (holder.fd(NamespaceType::Mount), bind) {
+            crate::mount_namespace::attach_uenv(mnt, bind)?;
         }
         Ok(holder)
     }
@@ -151,10 +172,20 @@ impl NamespaceHolder {
         let Some(pidfd) = self.pidfd.take() else {
             return Ok(());
         };
-        pidfd::kill(pidfd.as_fd())
-            .map_err(|e| io::Error::other(format!("cannot kill holder {}: {e}", self.pid)))?;
-        pidfd::reap(pidfd.as_fd())
-            .map_err(|e| io::Error::other(format!("cannot reap holder {}: {e}", self.pid)))
+        let gone = pidfd::kill(pidfd.as_fd())
+            .map_err(|e| io::Error::other(format!("cannot kill holder {}: {e}", self.pid)))
+            .and_then(|()| {
+                pidfd::reap(pidfd.as_fd())
+                    .map_err(|e| io::Error::other(format!("cannot reap holder {}: {e}", self.pid)))
+            });
+        match (gone.is_ok(), self.stack.take()) {
+            // Dead: nothing runs on its stack any more.
+            (true, stack) => drop(stack),
+            // It may still run on it: never unmap that.
+            (false, Some(stack)) => stack.leak(),
+            (false, None) => {}
+        }
+        gone
     }
 }
 
@@ -163,5 +194,98 @@ impl Drop for NamespaceHolder {
         if let Err(e) = self.kill_and_reap() {
             tracing::error!(holder = %self.pid, error = %e, "namespace holder not cleaned up");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The holder tests count this process's mappings: one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn holder_fds(pid: Pid) -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The holder is cloned sharing its creator's FD table (cheap with
+    /// thousands of FDs) and must drop it at once: it holds none of them,
+    /// and FDs its creator opens afterwards never appear in it either.
+    #[test]
+    fn a_holder_holds_no_fd_of_its_creator() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let many: Vec<std::fs::File> = (0..500)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let holder = NamespaceHolder::spawn_prepared(
+            &[NamespaceType::Mount, NamespaceType::Net],
+            crate::mount_namespace::Propagation::Slave,
+            None,
+        )
+        .unwrap();
+        assert_eq!(holder_fds(holder.pid()), Vec::<String>::new());
+        let later = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(holder_fds(holder.pid()), Vec::<String>::new());
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", holder.pid())).unwrap();
+        assert_eq!(comm, "nodeinit-holder\n");
+        // Its namespaces are new ones.
+        let mnt = std::fs::read_link(format!("/proc/{}/ns/mnt", holder.pid())).unwrap();
+        assert_ne!(mnt, std::fs::read_link("/proc/self/ns/mnt").unwrap());
+        holder.terminate().unwrap();
+        drop((many, later));
+    }
+
+    /// Holder stacks: each has an 8 KiB inaccessible guard, a mapping of
+    /// its own (thread stacks' guards are one page).
+    fn stack_mappings() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                let Some((a, b)) = fields[0].split_once('-') else {
+                    return false;
+                };
+                let len =
+                    usize::from_str_radix(b, 16).unwrap() - usize::from_str_radix(a, 16).unwrap();
+                len == shared_memory::GUARD_BYTES && fields[1] == "---p" && fields.len() == 5
+            })
+            .count()
+    }
+
+    /// Holders share this process's memory and run on a stack of their
+    /// own: it is unmapped once the holder is reaped (none leaks), and
+    /// never while it runs (the holder is alive until terminated).
+    #[test]
+    fn holder_stacks_live_exactly_as_long_as_their_holders() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        NamespaceHolder::spawn(&[NamespaceType::Net])
+            .unwrap()
+            .terminate()
+            .unwrap();
+        let before = stack_mappings();
+        let holders: Vec<_> = (0..8)
+            .map(|_| NamespaceHolder::spawn(&[NamespaceType::Net]).unwrap())
+            .collect();
+        assert!(
+            stack_mappings() >= before + 8,
+            "one stack per live holder: {before} before, {}",
+            std::fs::read_to_string("/proc/self/maps").unwrap()
+        );
+        for h in &holders {
+            let state = std::fs::read_to_string(format!("/proc/{}/stat", h.pid())).unwrap();
+            assert!(!state.contains(") Z "), "holder {} died: {state}", h.pid());
+        }
+        for h in holders {
+            h.terminate().unwrap();
+        }
+        assert_eq!(stack_mappings(), before);
     }
 }

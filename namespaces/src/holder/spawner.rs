@@ -1,40 +1,68 @@
-//! The few long-lived threads that fork holders.
+//! The few long-lived threads that fork holders, and the clone itself.
 //!
 //! Why dedicated threads: a holder asks the kernel to SIGKILL it when its
 //! parent dies (`PR_SET_PDEATHSIG`), and "parent" means the *thread* that
-//! forked it. Forking from a connection thread would kill the holder when
-//! that connection ends. These threads live as long as the process. There
+//! forked it. Forking from a short-lived thread would kill the holder when
+//! that thread ends. These threads live as long as the process. There
 //! are [`SPAWNER_THREADS`] of them so that clones of different allocations
-//! run in parallel (a new network namespace costs milliseconds of kernel
-//! time); the number is fixed, whatever the number of requests.
+//! run in parallel (a new network namespace costs most of a millisecond of
+//! kernel time); the number is fixed, whatever the number of requests.
 //!
-//! Owns `clone(2)` and the code the holder runs. The holder runs in a copy of
-//! a multi-threaded process: it must only make raw syscalls (no allocation,
-//! no locks) — see [`holder_main`].
+//! Owns `clone(2)`, the holder's start-up handshake (a pipe on which the
+//! holder reports that its mount propagation is cut) and the code a
+//! copied holder runs. Holders tied to this process share its memory
+//! ([`super::shared_memory`]); holders that outlive it (the unshare
+//! backend's persistent ones, through [`clone_holder_process`]) are
+//! copy-on-write copies of a multi-threaded process and must only make
+//! raw syscalls (no allocation, no locks) — see [`holder_main`].
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Mutex, OnceLock};
 
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
 use super::pidfd;
+use super::shared_memory::HolderStack;
+use crate::mount_namespace::Propagation;
 
 /// Stack for the holder's first frame; it makes a handful of syscalls.
 const HOLDER_STACK_BYTES: usize = 64 * 1024;
 
-type Reply = io::Result<(Pid, OwnedFd)>;
-type Job = (CloneFlags, Sender<Reply>);
+/// How long a new holder may take to report ready (it makes four syscalls;
+/// only a kernel stuck on the mount table would take longer).
+const READY_TIMEOUT_MS: u16 = 10_000;
+
+type Reply = io::Result<(Pid, OwnedFd, HolderStack)>;
+type Job = (CloneFlags, Option<Propagation>, Sender<Reply>);
 
 static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+
+thread_local! {
+    /// This thread's stack for copied holders, allocated (and zeroed) once.
+    /// The holder runs on its own copy-on-write copy of it, so this thread
+    /// never writes to it again: a fresh `vec![0; 64 KiB]` per clone wrote
+    /// 16 pages that the previous clone had made copy-on-write — 16
+    /// faults, each with a TLB shootdown, per holder.
+    static HOLDER_STACK: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0u8; HOLDER_STACK_BYTES]);
+}
 
 /// Holder-forking threads per process.
 pub(crate) const SPAWNER_THREADS: usize = 2;
 
-/// Fork a holder in new namespaces `flags` and return its pid and pidfd.
-pub(crate) fn spawn_holder(flags: CloneFlags) -> io::Result<(Pid, OwnedFd)> {
+/// Fork a holder tied to this process (sharing its memory:
+/// [`super::shared_memory`]) in new namespaces `flags`, its mount namespace
+/// given `propagation` first when set, and return its pid, pidfd and stack.
+pub(crate) fn spawn_holder(
+    flags: CloneFlags,
+    propagation: Option<Propagation>,
+) -> io::Result<(Pid, OwnedFd, HolderStack)> {
     let spawner = SPAWNER.get_or_init(|| {
         let (jobs, queue) = channel::<Job>();
         let queue = std::sync::Arc::new(Mutex::new(queue));
@@ -47,11 +75,19 @@ pub(crate) fn spawn_holder(flags: CloneFlags) -> io::Result<(Pid, OwnedFd)> {
                         Ok(queue) => queue.recv(),
                         Err(_) => return,
                     };
-                    let Ok((flags, reply)) = job else {
+                    let Ok((flags, propagation, reply)) = job else {
                         return;
                     };
-                    // The requester may have given up; nothing to do then.
-                    let _ = reply.send(clone_holder(flags));
+                    // The requester may have given up (it panicked): then
+                    // the holder must go, and only then its stack.
+                    if let Err(unsent) = reply.send(clone_tied_holder(flags, propagation)) {
+                        if let Ok((_, pidfd, stack)) = unsent.0 {
+                            let dead = pidfd::kill(pidfd.as_fd()).is_ok() && exited(pidfd.as_fd());
+                            if !dead {
+                                stack.leak();
+                            }
+                        }
+                    }
                 });
             if let Err(e) = started {
                 tracing::error!(error = %e, "cannot start a holder spawner thread");
@@ -64,7 +100,7 @@ pub(crate) fn spawn_holder(flags: CloneFlags) -> io::Result<(Pid, OwnedFd)> {
         let jobs = spawner
             .lock()
             .map_err(|_| io::Error::other("holder spawner lock poisoned"))?;
-        jobs.send((flags, reply))
+        jobs.send((flags, propagation, reply))
             .map_err(|_| io::Error::other("holder spawner thread is not running"))?;
     }
     answer
@@ -72,41 +108,221 @@ pub(crate) fn spawn_holder(flags: CloneFlags) -> io::Result<(Pid, OwnedFd)> {
         .map_err(|_| io::Error::other("holder spawner thread stopped before answering"))?
 }
 
-fn clone_holder(flags: CloneFlags) -> Reply {
-    let mut stack = vec![0u8; HOLDER_STACK_BYTES];
-    // SAFETY: the child gets its own copy of the address space (no CLONE_VM)
-    // and runs holder_main, which only makes async-signal-safe raw syscalls
-    // and never returns, so the copied state of other threads (locks held,
-    // allocator) is never touched.
-    let pid = unsafe {
-        nix::sched::clone(
-            Box::new(holder_main),
-            &mut stack,
-            flags,
-            Some(libc::SIGCHLD),
-        )
-    }
-    .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))?;
-    match pidfd::open(pid) {
-        Ok(fd) => Ok((pid, fd)),
-        Err(e) => {
-            // Without a pidfd we could not safely kill it later: do it now.
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            Err(io::Error::other(format!("pidfd_open({pid}) failed: {e}")))
+/// `mount(2)` flags that give a mount namespace `propagation` recursively.
+fn propagation_flags(propagation: Propagation) -> libc::c_ulong {
+    (MsFlags::MS_REC
+        | match propagation {
+            Propagation::Slave => MsFlags::MS_SLAVE,
+            Propagation::Private => MsFlags::MS_PRIVATE,
+        })
+    .bits()
+}
+
+/// A holder tied to this process, sharing its memory, on a stack of its own.
+fn clone_tied_holder(flags: CloneFlags, propagation: Option<Propagation>) -> Reply {
+    let stack = HolderStack::map()?;
+    let started = start_holder(flags, propagation, |ready_fd| {
+        // SAFETY: `stack` is returned with the holder and unmapped only once
+        // it is dead (or leaked); `ready_fd` stays open until the report
+        // was read (start_holder's contract).
+        unsafe { super::shared_memory::clone_sharing_memory(flags, propagation, ready_fd, &stack) }
+    });
+    match started {
+        Ok((pid, pidfd)) => Ok((pid, pidfd, stack)),
+        Err(Failed { error, dead }) => {
+            if !dead {
+                stack.leak();
+            }
+            Err(error)
         }
     }
 }
 
-/// What a holder does for its whole life: die with its creator, hold no FD
-/// of its creator (a copied client socket would keep connections open), and
-/// reap whatever is orphaned into its PID namespace, where it is PID 1.
-fn holder_main() -> isize {
-    // SAFETY: plain syscalls with integer arguments; no memory is shared with
-    // the parent and nothing here allocates or locks.
+/// Clone a holder process in new namespaces `flags` as a copy-on-write copy
+/// of this process, and return its pid and pidfd once it is ready. For
+/// holders that outlive their creator (the unshare backend's persistent
+/// holders, with `CLONE_PARENT`); holders tied to this process share its
+/// memory instead, which is cheaper.
+///
+/// When `propagation` is set, the holder makes `/` of its (new) mount
+/// namespace `rslave`/`rprivate` itself before it reports ready, so nobody
+/// ever sees the namespace still shared with the host — and no setup
+/// thread has to `setns` into it.
+///
+/// The clone shares the caller's FD table (`CLONE_FILES`) until the holder
+/// drops it (`close_range(CLOSE_RANGE_UNSHARE)` with an empty range to
+/// keep), so its cost does not grow with the caller's open FDs (4 per live
+/// allocation in the handoff server), and the holder never holds a copy of
+/// any of them. The caller's thread is the holder's parent for
+/// `PR_SET_PDEATHSIG` (with `CLONE_PARENT` in `flags`, the caller's parent).
+///
+/// # Errors
+///
+/// `pipe2`, `clone`, `pidfd_open` failing, the remount failing in the
+/// holder (with the kernel's reason), or the holder not reporting ready
+/// within 10 s; the holder is gone then.
+pub fn clone_holder_process(
+    flags: CloneFlags,
+    propagation: Option<Propagation>,
+) -> io::Result<(Pid, OwnedFd)> {
+    let remount = propagation.map(propagation_flags);
+    start_holder(flags, propagation, |ready_fd| {
+        HOLDER_STACK
+            .with_borrow_mut(|stack| {
+                // SAFETY: the child gets its own copy of the address space (no
+                // CLONE_VM) and runs holder_main, which only makes
+                // async-signal-safe raw syscalls on values copied into the
+                // closure before the clone, and never returns, so the copied
+                // state of other threads (locks held, allocator) is never
+                // touched. The shared FD table is only written to (one pipe FD)
+                // and then given up by the child.
+                unsafe {
+                    nix::sched::clone(
+                        Box::new(move || holder_main(ready_fd, remount)),
+                        stack,
+                        flags | CloneFlags::CLONE_FILES,
+                        Some(libc::SIGCHLD),
+                    )
+                }
+            })
+            .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))
+    })
+    .map_err(|failed| failed.error)
+}
+
+/// A holder that did not start; `dead`: it is known to be gone.
+struct Failed {
+    error: io::Error,
+    dead: bool,
+}
+
+/// The ready pipe, `clone` (given the pipe's write end), the pidfd, and the
+/// holder's report; on failure the holder is killed and reaped.
+fn start_holder(
+    flags: CloneFlags,
+    propagation: Option<Propagation>,
+    clone: impl FnOnce(RawFd) -> io::Result<Pid>,
+) -> Result<(Pid, OwnedFd), Failed> {
+    let failed = |error, dead| Failed { error, dead };
+    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| {
+        failed(
+            io::Error::other(format!("pipe2 for a new holder: {e}")),
+            true,
+        )
+    })?;
+    let pid = clone(ready_write.as_raw_fd()).map_err(|e| failed(e, true))?;
+    let pidfd = match pidfd::open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Without a pidfd we could not safely kill it later: do it now.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let reaped = nix::sys::wait::waitpid(pid, None).is_ok();
+            let error = io::Error::other(format!("pidfd_open({pid}) failed: {e}"));
+            return Err(failed(
+                error,
+                reaped && !flags.contains(CloneFlags::CLONE_PARENT),
+            ));
+        }
+    };
+    let outcome = wait_ready(ready_read.as_fd(), pidfd.as_fd());
+    // The holder has written its report (or is gone): the pipe may close.
+    drop(ready_write);
+    match outcome {
+        Ok(0) => Ok((pid, pidfd)),
+        outcome => {
+            let dead = pidfd::kill(pidfd.as_fd()).is_ok() && exited(pidfd.as_fd());
+            let error = match outcome {
+                Ok(errno) => io::Error::other(format!(
+                    "making / {:?} in the new mount namespace: {}",
+                    propagation.unwrap_or_default(),
+                    nix::errno::Errno::from_raw(errno)
+                )),
+                Err(e) => io::Error::other(format!("holder {pid} did not start: {e}")),
+            };
+            Err(failed(error, dead))
+        }
+    }
+}
+
+/// Reap a killed holder (or, not our child, wait for its exit): whether it is gone.
+fn exited(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
+    if pidfd::reap(pidfd).is_err() {
+        return false;
+    }
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::from(READY_TIMEOUT_MS)), Ok(1))
+}
+
+/// The holder's status word (0 or an errno), read from `ready`; an error
+/// when the holder exits or takes too long instead.
+fn wait_ready(
+    ready: std::os::fd::BorrowedFd<'_>,
+    pidfd: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<i32> {
+    loop {
+        let mut fds = [
+            PollFd::new(ready, PollFlags::POLLIN),
+            PollFd::new(pidfd, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(READY_TIMEOUT_MS)) {
+            Ok(0) => return Err(io::Error::other("no ready report within 10 s")),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::other(format!("poll: {e}"))),
+        }
+        let readable = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if !readable {
+            return Err(io::Error::other("it exited before reporting ready"));
+        }
+        let mut word = [0u8; 4];
+        return match nix::unistd::read(ready.as_raw_fd(), &mut word) {
+            Ok(4) => Ok(i32::from_ne_bytes(word)),
+            Ok(n) => Err(io::Error::other(format!("short ready report ({n} bytes)"))),
+            Err(e) => Err(io::Error::other(format!("reading its ready report: {e}"))),
+        };
+    }
+}
+
+/// What a holder does for its whole life: die with its creator, prepare its
+/// mount namespace's propagation (`remount`: `mount(2)` flags for `/`),
+/// report ready (0 or the errno) on `ready_fd`, give up its creator's FD
+/// table (a copied client socket would keep connections open), and reap
+/// whatever is orphaned into its PID namespace, where it is PID 1.
+fn holder_main(ready_fd: RawFd, remount: Option<libc::c_ulong>) -> isize {
+    // SAFETY: plain syscalls with integer arguments and static C strings; no
+    // memory is shared with the parent and nothing here allocates or locks.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        // `ps` tells it from the process it was cloned from.
+        libc::prctl(libc::PR_SET_NAME, c"nodeinit-holder".as_ptr(), 0, 0, 0);
+        let mut status: i32 = 0;
+        if let Some(flags) = remount {
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                status = *libc::__errno_location();
+            }
+        }
+        libc::write(ready_fd, (&raw const status).cast::<libc::c_void>(), 4);
+        // An empty private table; kernels before 5.9 lack CLOSE_RANGE_UNSHARE:
+        // copy the table, then close every FD of the copy.
+        if libc::syscall(
+            libc::SYS_close_range,
+            0u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_UNSHARE,
+        ) != 0
+        {
+            libc::unshare(libc::CLONE_FILES);
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        }
         loop {
             if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0
                 && *libc::__errno_location() == libc::ECHILD

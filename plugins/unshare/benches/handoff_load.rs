@@ -31,6 +31,12 @@ use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
 use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
 const ROLE_ENV: &str = "NODEINIT_BENCH_SERVER_DIR";
+/// Run the server under a stand-in for nodeinit's keeper (this binary in a
+/// keeper role: the server's parent, reaping whatever it is given), so its
+/// holders are the persistent kind a production worker makes; their
+/// records go to a tmpfs, as `/run/nodeinit` is.
+const KEEPER_ENV: &str = "NODEINIT_BENCH_KEEPER";
+const KEEPER_ROLE_ENV: &str = "NODEINIT_BENCH_KEEPER_DIR";
 const LIVE: usize = 1000;
 
 fn server_process(dir: &Path) {
@@ -38,7 +44,12 @@ fn server_process(dir: &Path) {
         &dir.join("images"),
         &dir.join("uenv"),
     ));
-    let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), Some(mounts)));
+    let state_dir = PathBuf::from(format!("/dev/shm/nodeinit-bench-{}", std::process::id()));
+    let unshare = UnshareConfig {
+        state_dir: state_dir.clone(),
+        ..UnshareConfig::default()
+    };
+    let backend = Arc::new(UnshareBackend::new(unshare, Some(mounts)));
     let config = ServerConfig {
         socket_path: dir.join("handoff.sock"),
         max_allocations: 4096,
@@ -50,40 +61,75 @@ fn server_process(dir: &Path) {
         ..ServerConfig::default()
     };
     let server = HandoffServer::start(backend, config, ReadyGate::opened()).unwrap();
-    println!("SERVER-READY");
+    println!("SERVER-READY {}", std::process::id());
     std::io::stdout().flush().unwrap();
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
     server.shutdown();
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// The keeper role: start the server with the keeper's pid in its
+/// environment, then reap every child (the server, and the holders given to
+/// this process by `CLONE_PARENT`) until none is left.
+fn keeper_process(dir: &Path) {
+    let mut server = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE_ENV, dir)
+        .env(
+            nodeinit_unshare::persist::KEEPER_PID_ENV,
+            std::process::id().to_string(),
+        )
+        .spawn()
+        .unwrap();
+    while nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), None).is_ok() {}
+    // Reaped above already; this only tells Child so.
+    let _ = server.wait();
 }
 
 struct Server {
     child: Child,
+    /// The server process (the child, or the keeper's child).
+    pid: u32,
+    /// The keeper stand-in, when the server runs under one (it is `child`).
+    keeper: Option<u32>,
     socket: PathBuf,
 }
 
 impl Server {
     fn start(dir: &Path) -> Self {
+        let keeper = std::env::var_os(KEEPER_ENV).is_some();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .env(ROLE_ENV, dir)
+            .env(if keeper { KEEPER_ROLE_ENV } else { ROLE_ENV }, dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(lines.next().unwrap().unwrap(), "SERVER-READY");
+        let ready = lines.next().unwrap().unwrap();
+        let pid = ready
+            .strip_prefix("SERVER-READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("server said {ready:?}"));
         Self {
+            keeper: keeper.then(|| child.id()),
             child,
+            pid,
             socket: dir.join("handoff.sock"),
         }
     }
 
     fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id())).map_or(0, |d| d.count())
+        std::fs::read_dir(format!("/proc/{}/task", self.pid)).map_or(0, |d| d.count())
     }
 
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count())
+    }
+
+    /// CPU of the server and of the holders it has released (reaped by the
+    /// server itself, or by the keeper).
+    fn cpu(&self) -> Duration {
+        process_cpu(self.pid) + self.keeper.map_or(Duration::ZERO, process_cpu)
     }
 }
 
@@ -109,13 +155,23 @@ impl Sampler {
         let thread = {
             let (stop, mt, mf) = (stop.clone(), max_threads.clone(), max_fds.clone());
             std::thread::spawn(move || {
+                // Listing 4000 FDs costs about a millisecond of CPU: sampled
+                // every 5 ms it took a fifth of a core from the server under
+                // test (not from the floor). Threads are cheap to list.
+                let mut tick = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let t = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
-                    let f = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
                     mt.fetch_max(t, Ordering::Relaxed);
-                    mf.fetch_max(f, Ordering::Relaxed);
+                    if tick.is_multiple_of(20) {
+                        let f =
+                            std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+                        mf.fetch_max(f, Ordering::Relaxed);
+                    }
+                    tick = tick.wrapping_add(1);
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                let f = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+                mf.fetch_max(f, Ordering::Relaxed);
             })
         };
         Self {
@@ -141,6 +197,35 @@ struct Run {
     errors: usize,
     cycles: usize,
     wall: Duration,
+    /// CPU time spent for the run (server + its holders + clients, or the
+    /// floor's threads + holders).
+    cpu: Duration,
+    /// The server's (and its holders') part of `cpu`.
+    server_cpu: Duration,
+}
+
+/// CPU time of this process (its threads) plus its reaped children.
+fn own_cpu() -> Duration {
+    let usage = |who| {
+        let u = nix::sys::resource::getrusage(who).unwrap();
+        let tv = |t: nix::sys::time::TimeVal| {
+            Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
+        };
+        tv(u.user_time()) + tv(u.system_time())
+    };
+    usage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        + usage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+/// CPU time of process `pid` and its reaped children (utime, stime,
+/// cutime, cstime of `/proc/<pid>/stat`).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = procfs::process::Process::new(pid as i32)
+        .unwrap()
+        .stat()
+        .unwrap();
+    let ticks = stat.utime + stat.stime + (stat.cutime + stat.cstime) as u64;
+    Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64)
 }
 
 impl Run {
@@ -199,6 +284,8 @@ fn load(socket: &Path, clients: usize, rounds: usize, uenv: bool, tag: &str) -> 
         errors: 0,
         cycles: clients * rounds,
         wall: Duration::ZERO,
+        cpu: Duration::ZERO,
+        server_cpu: Duration::ZERO,
     };
     for h in handles {
         let (l, e) = h.join().unwrap();
@@ -220,6 +307,7 @@ fn holder_main() -> isize {
 /// The floor: `threads` threads, each `rounds` × clone(PID|NET|NS) + open
 /// the 3 ns files + kill + reap.
 fn floor(threads: usize, rounds: usize) -> Run {
+    let cpu_before = own_cpu();
     let barrier = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -271,6 +359,8 @@ fn floor(threads: usize, rounds: usize) -> Run {
         errors: 0,
         cycles: threads * rounds,
         wall: start.elapsed(),
+        cpu: own_cpu().saturating_sub(cpu_before),
+        server_cpu: Duration::ZERO,
     }
 }
 
@@ -282,6 +372,9 @@ fn main() {
     if let Some(dir) = std::env::var_os(ROLE_ENV) {
         return server_process(&PathBuf::from(dir));
     }
+    if let Some(dir) = std::env::var_os(KEEPER_ROLE_ENV) {
+        return keeper_process(&PathBuf::from(dir));
+    }
     // `cargo test --benches` runs bench binaries as tests: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -291,7 +384,8 @@ fn main() {
     common::make_image(&tmp.path().join("images"), "hello.sqfs");
     let server = Server::start(tmp.path());
     println!(
-        "server at rest: {} threads, {} FDs",
+        "server at rest (pid {}): {} threads, {} FDs",
+        server.pid,
         server.threads(),
         server.fds()
     );
@@ -305,7 +399,7 @@ fn main() {
     let _ = load(&server.socket, 2, 20, true, "warm");
 
     println!(
-        "{:<22} {:>3} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7} {:>6}",
+        "{:<22} {:>3} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7} {:>6} {:>9} {:>11} {:>10} {:>9}",
         "run",
         "N",
         "p50 ms",
@@ -316,12 +410,16 @@ fn main() {
         "×floor",
         "threads",
         "FDs",
-        "errors"
+        "errors",
+        "floor p99/p50",
+        "CPU ms/alloc",
+        "server CPU",
+        "floor CPU"
     );
     let mut none_p50 = [Duration::ZERO; 2];
     let report = |name: &str, n: usize, run: &Run, floor: &Run, sample: (usize, usize)| {
         println!(
-            "{:<22} {:>3} {:>9.2} {:>9.2} {:>7.2} {:>9.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6}",
+            "{:<22} {:>3} {:>9.2} {:>9.2} {:>7.2} {:>9.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6} {:>9.2} {:>11.3} {:>10.3} {:>9.3}",
             name,
             n,
             ms(run.percentile(0.5)),
@@ -332,7 +430,11 @@ fn main() {
             run.throughput() / floor.throughput(),
             sample.0,
             sample.1,
-            run.errors
+            run.errors,
+            floor.percentile(0.99).as_secs_f64() / floor.percentile(0.5).as_secs_f64(),
+            ms(run.cpu) / run.cycles as f64,
+            ms(run.server_cpu) / run.cycles as f64,
+            ms(floor.cpu) / floor.cycles as f64
         );
     };
     for (live, label) in [(false, ""), (true, " +1000 live")] {
@@ -360,9 +462,12 @@ fn main() {
                     1600 / n / if n == 16 { 2 } else { 1 }
                 };
                 let floor_run = floor(n, rounds);
-                let sampler = Sampler::start(server.child.id());
+                let sampler = Sampler::start(server.pid);
                 let tag = format!("l{}u{}n{n}", live as u8, uenv as u8);
-                let run = load(&server.socket, n, rounds, uenv, &tag);
+                let cpu_before = (own_cpu(), server.cpu());
+                let mut run = load(&server.socket, n, rounds, uenv, &tag);
+                run.server_cpu = server.cpu().saturating_sub(cpu_before.1);
+                run.cpu = own_cpu().saturating_sub(cpu_before.0) + run.server_cpu;
                 let sample = sampler.finish();
                 let name = format!("{}{}", if uenv { "uenv" } else { "plain" }, label);
                 report(&name, n, &run, &floor_run, sample);

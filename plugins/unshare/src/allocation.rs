@@ -20,6 +20,8 @@ pub(crate) struct UenvReference {
 /// A live allocation.
 pub(crate) struct Allocation {
     pub(crate) id: AllocationId,
+    /// The peer uid it belongs to (root when the caller did not say).
+    pub(crate) owner_uid: u32,
     pub(crate) namespaces: Vec<NamespaceType>,
     pub(crate) uenv_image: Option<String>,
     pub(crate) response: NamespaceResponse,

@@ -118,10 +118,17 @@ impl UnshareBackend {
         }
     }
 
-    /// Record the live holders, when persisting.
-    fn persist(&self) {
+    /// Record a new allocation's holder, when persisting.
+    fn persist(&self, allocation: &Allocation) {
         if let Some(p) = &self.persistence {
-            p.save(&self.slots);
+            p.record(allocation);
+        }
+    }
+
+    /// Remove an ended allocation's record, when persisting.
+    fn unpersist(&self, id: &AllocationId) {
+        if let Some(p) = &self.persistence {
+            p.forget(id.as_str());
         }
     }
 
@@ -154,6 +161,7 @@ impl UnshareBackend {
         &self,
         id: &AllocationId,
         request: &NamespaceRequest,
+        owner_uid: u32,
     ) -> Result<Allocation, NamespaceError> {
         let mut uenv = None;
         let mut bind = None;
@@ -180,6 +188,7 @@ impl UnshareBackend {
         // From here on, dropping `allocation` (on error) releases the uenv reference.
         let mut allocation = Allocation {
             id: id.clone(),
+            owner_uid,
             namespaces: request.namespaces.clone(),
             uenv_image: request.uenv_image.clone(),
             response,
@@ -201,12 +210,12 @@ impl UnshareBackend {
         allocation.holder = Some(holder);
         Ok(allocation)
     }
-}
 
-impl NamespaceProvider for UnshareBackend {
-    fn create_namespaces(
+    /// Create (or return the live) allocation for `request`, owned by `owner_uid`.
+    fn create_owned(
         &self,
         request: &NamespaceRequest,
+        owner_uid: u32,
     ) -> Result<NamespaceResponse, NamespaceError> {
         let id = nodeinit_handoff::protocol::validate(request)
             .map_err(|e| creation_failed(e.to_string()))?;
@@ -228,12 +237,12 @@ impl NamespaceProvider for UnshareBackend {
                 live.namespaces, live.uenv_image, request.namespaces, request.uenv_image
             )));
         }
-        match self.create(&id, request) {
+        match self.create(&id, request, owner_uid) {
             Ok(allocation) => {
                 let response = allocation.response.clone();
+                self.persist(&allocation);
                 *guard = Some(allocation);
                 drop(guard);
-                self.persist();
                 Ok(response)
             }
             Err(e) => {
@@ -242,6 +251,16 @@ impl NamespaceProvider for UnshareBackend {
                 Err(e)
             }
         }
+    }
+}
+
+impl NamespaceProvider for UnshareBackend {
+    /// Without an owner: the allocation belongs to root (the host).
+    fn create_namespaces(
+        &self,
+        request: &NamespaceRequest,
+    ) -> Result<NamespaceResponse, NamespaceError> {
+        self.create_owned(request, 0)
     }
 
     fn release_namespaces(&self, allocation_id: &str) -> Result<(), NamespaceError> {
@@ -258,7 +277,7 @@ impl NamespaceProvider for UnshareBackend {
             .ok_or_else(not_found)?;
         let allocation = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         let allocation = allocation.ok_or_else(not_found)?;
-        self.persist();
+        self.unpersist(&id);
         allocation.release()?;
         tracing::info!(allocation = %id, "namespaces released");
         Ok(())
@@ -277,5 +296,19 @@ impl NamespaceFdProvider for UnshareBackend {
             .and_then(|a| a.holder.as_ref())
             .ok_or_else(not_found)?;
         holder.duplicate_fds().map_err(NamespaceError::FdPassing)
+    }
+
+    fn create_namespaces_owned(
+        &self,
+        request: &NamespaceRequest,
+        owner_uid: u32,
+    ) -> Result<NamespaceResponse, NamespaceError> {
+        self.create_owned(request, owner_uid)
+    }
+
+    fn allocation_owner(&self, allocation_id: &str) -> Option<u32> {
+        let slot = self.slot(allocation_id)?;
+        let guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.as_ref().map(|a| a.owner_uid)
     }
 }
