@@ -25,6 +25,23 @@ impl TrackedNamespaces {
         Self { inner, keeper }
     }
 
+    /// Runs one creation, with the keeper told first that `request`'s id
+    /// may be live, and told again if the creation left nothing live.
+    fn tracked(
+        &self,
+        request: &NamespaceRequest,
+        create: impl FnOnce(&dyn NamespaceFdProvider) -> Result<NamespaceResponse, NamespaceError>,
+    ) -> Result<NamespaceResponse, NamespaceError> {
+        let id = &request.allocation_id;
+        self.report(AllocationEvent::Live(id.clone()));
+        let created = create(self.inner.as_ref());
+        // A refused request leaves nothing live (unless the id already was).
+        if created.is_err() && self.inner.namespace_fds(id).is_err() {
+            self.report(AllocationEvent::Ended(id.clone()));
+        }
+        created
+    }
+
     fn report(&self, event: AllocationEvent) {
         if let Err(e) = self.keeper.send(&FromWorker::Allocation(event)) {
             tracing::error!("cannot tell the keeper about an allocation: {e}");
@@ -37,14 +54,7 @@ impl NamespaceProvider for TrackedNamespaces {
         &self,
         request: &NamespaceRequest,
     ) -> Result<NamespaceResponse, NamespaceError> {
-        let id = &request.allocation_id;
-        self.report(AllocationEvent::Live(id.clone()));
-        let created = self.inner.create_namespaces(request);
-        // A refused request leaves nothing live (unless the id already was).
-        if created.is_err() && self.inner.namespace_fds(id).is_err() {
-            self.report(AllocationEvent::Ended(id.clone()));
-        }
-        created
+        self.tracked(request, |inner| inner.create_namespaces(request))
     }
 
     fn release_namespaces(&self, allocation_id: &str) -> Result<(), NamespaceError> {
@@ -59,5 +69,19 @@ impl NamespaceProvider for TrackedNamespaces {
 impl NamespaceFdProvider for TrackedNamespaces {
     fn namespace_fds(&self, allocation_id: &str) -> Result<Vec<OwnedFd>, NamespaceError> {
         self.inner.namespace_fds(allocation_id)
+    }
+
+    fn create_namespaces_owned(
+        &self,
+        request: &NamespaceRequest,
+        owner_uid: u32,
+    ) -> Result<NamespaceResponse, NamespaceError> {
+        self.tracked(request, |inner| {
+            inner.create_namespaces_owned(request, owner_uid)
+        })
+    }
+
+    fn allocation_owner(&self, allocation_id: &str) -> Option<u32> {
+        self.inner.allocation_owner(allocation_id)
     }
 }
