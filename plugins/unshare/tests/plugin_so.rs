@@ -93,3 +93,23 @@ fn uenv_namespaces_across_the_abi() {
         "{err}"
     );
 }
+
+#[test]
+fn the_owner_of_an_allocation_crosses_the_abi() {
+    // Interface 1.1: the server's owner calls reach the loaded backend, so
+    // the uid it records (and persists, under a keeper) is the requester's.
+    let library = open_plugin();
+    let backend = library
+        .namespace(HostServices::new("unshare", None), "{}")
+        .unwrap();
+    let request = NamespaceRequest {
+        allocation_id: "owned-1".into(),
+        namespaces: vec![NamespaceType::Net],
+        uenv_image: None,
+    };
+    backend.create_namespaces_owned(&request, 4321).unwrap();
+    assert_eq!(backend.allocation_owner("owned-1"), Some(4321));
+    assert_eq!(backend.allocation_owner("never-made"), None);
+    backend.release_namespaces("owned-1").unwrap();
+    assert_eq!(backend.allocation_owner("owned-1"), None);
+}
