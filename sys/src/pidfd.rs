@@ -33,13 +33,37 @@ pub fn open(pid: i32) -> io::Result<OwnedFd> {
     Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
-/// Sends `SIGKILL` to the process behind `pidfd`.
+/// Sends `SIGKILL` to the process behind `pidfd`. A process that is already
+/// gone (`ESRCH`: exited and reaped) counts as killed.
 ///
 /// # Errors
 ///
-/// `ESRCH` when it has already been reaped.
+/// Any other `pidfd_send_signal` error (`EPERM`, a bad descriptor).
 pub fn kill(pidfd: impl AsFd) -> io::Result<()> {
-    Ok(rustix::process::pidfd_send_signal(pidfd, Signal::KILL)?)
+    match rustix::process::pidfd_send_signal(pidfd, Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits until the process behind `pidfd` (a child of this process) has
+/// exited, and reaps it. One reaped by someone else (`ECHILD`: a PID-1
+/// reaper got there first) counts as reaped.
+///
+/// # Errors
+///
+/// Any other `waitid` error.
+pub fn reap(pidfd: impl AsFd) -> io::Result<()> {
+    loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        ) {
+            Ok(_) | Err(rustix::io::Errno::CHILD) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Whether the process behind `pidfd` has exited (its pidfd is readable).
@@ -70,10 +94,14 @@ mod tests {
         let fd = open(child.id() as i32).unwrap();
         assert!(!has_exited(&fd).unwrap());
         kill(&fd).unwrap();
-        child.wait().unwrap();
+        reap(&fd).unwrap();
         assert!(has_exited(&fd).unwrap());
-        // Reaped: the pidfd still names it, and only it.
-        assert_eq!(kill(&fd).unwrap_err().raw_os_error(), Some(3)); // ESRCH
+        // Reaped: the pidfd still names it, and only it; gone counts as killed
+        // and as reaped.
+        kill(&fd).unwrap();
+        reap(&fd).unwrap();
+        // std's handle agrees it is gone (ECHILD).
+        assert_eq!(child.wait().unwrap_err().raw_os_error(), Some(10));
     }
 
     #[test]

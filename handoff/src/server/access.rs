@@ -18,7 +18,7 @@
 //! groups between `connect` and the read is judged by the new ones there.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, UnixCredentials};
 use serde::{Deserialize, Serialize};
@@ -154,22 +154,11 @@ fn peer_groups(conn: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
 /// The `Groups:` of `/proc/<pid>/status`, read while a pidfd pins `pid`
 /// (hand-written parser: one line of decimal numbers).
 fn proc_groups(pid: i32) -> io::Result<Vec<u32>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let raw = i32::try_from(raw).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let pidfd = nodeinit_sys::pidfd::open(pid)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     // A pidfd becomes readable when its process exits: then the status may
     // have been another process's (pid reuse) and is not trusted.
-    let mut poll = [nix::poll::PollFd::new(
-        pidfd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    if nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO)? != 0 {
+    if nodeinit_sys::pidfd::has_exited(&pidfd)? {
         return Err(io::Error::other(format!(
             "peer process {pid} exited while its groups were read"
         )));

@@ -7,7 +7,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use nodeinit_sys::deadline::{self, Deadline};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -147,26 +149,17 @@ impl ReadyGate {
     /// Wait until the gate opens or fails, at most `timeout`, or until `stop`
     /// is set (followed by [`ReadyGate::interrupt`]).
     pub fn wait(&self, timeout: Duration, stop: &AtomicBool) -> GateOutcome {
-        let deadline = Instant::now() + timeout;
         let (lock, changed) = &*self.inner;
-        let mut inner = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            match &inner.state {
-                State::Open => return GateOutcome::Open,
-                State::Failed(reason) => return GateOutcome::Failed(reason.clone()),
-                State::Closed => {}
-            }
-            if stop.load(Ordering::Acquire) {
-                return GateOutcome::Interrupted;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return GateOutcome::TimedOut;
-            }
-            inner = changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        let inner = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (inner, _) =
+            deadline::wait_until(changed, inner, Some(Deadline::after(timeout)), |inner| {
+                !matches!(inner.state, State::Closed) || stop.load(Ordering::Acquire)
+            });
+        match &inner.state {
+            State::Open => GateOutcome::Open,
+            State::Failed(reason) => GateOutcome::Failed(reason.clone()),
+            State::Closed if stop.load(Ordering::Acquire) => GateOutcome::Interrupted,
+            State::Closed => GateOutcome::TimedOut,
         }
     }
 }

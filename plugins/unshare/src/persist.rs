@@ -26,16 +26,15 @@
 //! `<state_dir>/unshare-holders.json` of older nodeinits is still read, and
 //! replaced by per-allocation records once adopted.
 //!
-//! The pidfd syscalls (`pidfd_open`, `pidfd_send_signal`) are wrapped by
-//! hand: nix 0.29 has none, and `nodeinit_handoff`'s wrappers are private.
+//! The pidfd calls and the atomic record write are `nodeinit_sys`'s, the one
+//! copy of each.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use hpc_node::{MountHandle, NamespaceResponse, NamespaceType};
 use nix::fcntl::{open, OFlag};
-use nix::libc;
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
@@ -96,29 +95,12 @@ pub struct HolderStore {
     records: PathBuf,
 }
 
-/// Write `bytes` to `path` atomically: a new temp file beside it (`O_EXCL |
-/// O_NOFOLLOW | O_NONBLOCK`, mode 0600), fsync, rename.
+/// Write `bytes` to `path` by the one atomic write (`nodeinit_sys`: a new
+/// temp file beside it, `O_EXCL | O_NOFOLLOW | O_NONBLOCK`, mode 0600,
+/// fsync, rename).
 fn write_atomically(path: &Path, temp_name: &str, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(temp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
-    })
+    nodeinit_sys::write_atomically_with_temp(path, temp_name, bytes, 0o600, false)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
 }
 
 fn not_a_record(path: &Path, e: impl std::fmt::Display) -> io::Error {
@@ -290,37 +272,6 @@ pub fn start_time(pid: i32) -> io::Result<u64> {
     Ok(stat.starttime)
 }
 
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: a valid pidfd, a signal number, no siginfo, flags 0.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
 /// A holder whose parent is the keeper: it survives its worker.
 #[derive(Debug)]
 pub struct PersistentHolder {
@@ -382,7 +333,7 @@ impl PersistentHolder {
                 record.pid, record.start_time
             )));
         }
-        let pidfd = pidfd_open(record.pid)?;
+        let pidfd = nodeinit_sys::pidfd::open(record.pid)?;
         // The pidfd now pins whatever has the pid: make sure it is still ours.
         let after = start_time(record.pid)?;
         if after != record.start_time {
@@ -469,7 +420,7 @@ impl PersistentHolder {
         let Some(pidfd) = self.pidfd.take() else {
             return Ok(());
         };
-        pidfd_kill(pidfd.as_fd())
+        nodeinit_sys::pidfd::kill(pidfd.as_fd())
             .map_err(|e| io::Error::other(format!("cannot kill holder {}: {e}", self.pid)))?;
         let mut fds = [nix::poll::PollFd::new(
             pidfd.as_fd(),
