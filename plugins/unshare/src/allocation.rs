@@ -1,20 +1,27 @@
-//! One live allocation: its holder and its uenv reference.
-//!
-//! Owns their release, in the order that lets the mount go: kill and reap
-//! the holder (the namespace, and with it the uenv bind, dies once the last
-//! FD is closed), then drop the reference. Dropping an allocation releases
-//! it too, so no path — error, panic, orphaned slot — leaks a holder.
+//! One live allocation: what it was asked for, who owns it, and its
+//! resources — the holder and the uenv reference, owned by one
+//! `nodeinit_namespaces::allocation::Allocation` (the same type the handoff
+//! client's fallback uses), which releases them in order: kill and reap the
+//! holder, then give the uenv reference back. Dropping an allocation
+//! releases it too, so no path — error, panic, orphaned slot — leaks a
+//! holder.
 
 use std::sync::Arc;
 
 use hpc_node::{MountHandle, NamespaceError, NamespaceResponse, NamespaceType};
-use nodeinit_handoff::AllocationId;
+use nodeinit_contracts::AllocationId;
+use nodeinit_namespaces::allocation::{self, ReleaseError, UenvReference};
 use nodeinit_plugin_api::AllocationMounts;
 
-/// A uenv reference held on behalf of an allocation.
-pub(crate) struct UenvReference {
-    pub(crate) mounts: Arc<dyn AllocationMounts>,
-    pub(crate) handle: MountHandle,
+/// The uenv reference `handle`, held on behalf of allocation `id` and
+/// given back to `mounts` on release.
+pub(crate) fn uenv_reference(
+    mounts: Arc<dyn AllocationMounts>,
+    id: &AllocationId,
+    handle: MountHandle,
+) -> UenvReference {
+    let id = id.to_string();
+    UenvReference::new(handle, move |h| mounts.release_for(&id, h))
 }
 
 /// A live allocation.
@@ -25,45 +32,32 @@ pub(crate) struct Allocation {
     pub(crate) namespaces: Vec<NamespaceType>,
     pub(crate) uenv_image: Option<String>,
     pub(crate) response: NamespaceResponse,
-    pub(crate) holder: Option<crate::persist::Holder>,
-    pub(crate) uenv: Option<UenvReference>,
+    /// Its holder and uenv reference.
+    pub(crate) resources: allocation::Allocation<crate::persist::Holder>,
 }
 
 impl Allocation {
     /// Kill the holder, then release the uenv reference. Both are attempted.
-    pub(crate) fn release(mut self) -> Result<(), NamespaceError> {
-        self.release_resources()
+    pub(crate) fn release(self) -> Result<(), NamespaceError> {
+        let id = self.id.clone();
+        self.resources.release().map_err(|e| match e {
+            ReleaseError::Holder(e) => NamespaceError::CreationFailed {
+                reason: format!("releasing allocation {id}: {e}"),
+            },
+            ReleaseError::Uenv { image_path, source } => NamespaceError::CreationFailed {
+                reason: format!("releasing uenv {image_path} of allocation {id}: {source}"),
+            },
+        })
     }
 
-    fn release_resources(&mut self) -> Result<(), NamespaceError> {
-        let killed = match self.holder.take() {
-            Some(holder) => holder
-                .terminate()
-                .map_err(|e| NamespaceError::CreationFailed {
-                    reason: format!("releasing allocation {}: {e}", self.id),
-                }),
-            None => Ok(()),
-        };
-        let released = match self.uenv.take() {
-            Some(uenv) => uenv
-                .mounts
-                .release_for(self.id.as_str(), &uenv.handle)
-                .map_err(|e| NamespaceError::CreationFailed {
-                    reason: format!(
-                        "releasing uenv {} of allocation {}: {e}",
-                        uenv.handle.image_path, self.id
-                    ),
-                }),
-            None => Ok(()),
-        };
-        killed.and(released)
+    /// Its holder, while alive.
+    pub(crate) fn holder(&self) -> Option<&crate::persist::Holder> {
+        self.resources.holder()
     }
 }
 
-impl Drop for Allocation {
-    fn drop(&mut self) {
-        if let Err(e) = self.release_resources() {
-            tracing::error!(allocation = %self.id, error = %e, "allocation not fully released");
-        }
+impl allocation::Holder for crate::persist::Holder {
+    fn terminate(self) -> std::io::Result<()> {
+        crate::persist::Holder::terminate(self)
     }
 }

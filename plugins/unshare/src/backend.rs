@@ -4,19 +4,19 @@
 //! Owns the allocation registry (one slot per allocation id, so requests for
 //! different allocations never wait for each other and duplicates for the
 //! same one wait for, then share, the first). Namespace creation itself is
-//! `nodeinit_handoff::holder` — the same code the consumer fallback runs.
+//! `nodeinit_namespaces::holder` — the same code the consumer fallback runs.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hpc_node::{NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse};
-use nodeinit_handoff::holder::NamespaceHolder;
-use nodeinit_handoff::mount_namespace::UenvBind;
 use nodeinit_handoff::{AllocationId, NamespaceFdProvider};
+use nodeinit_namespaces::holder::NamespaceHolder;
+use nodeinit_namespaces::mount_namespace::UenvBind;
 use nodeinit_plugin_api::AllocationMounts;
 
-use crate::allocation::{Allocation, UenvReference};
+use crate::allocation::{uenv_reference, Allocation};
 use crate::options::{UnshareConfig, UnshareOptions};
 
 type Slot = Arc<Mutex<Option<Allocation>>>;
@@ -107,7 +107,7 @@ impl UnshareBackend {
         let guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         guard
             .as_ref()
-            .and_then(|a| a.holder.as_ref())
+            .and_then(Allocation::holder)
             .map(|h| h.pid().as_raw())
     }
 
@@ -178,7 +178,7 @@ impl UnshareBackend {
                 source: handle.mount_point.clone().into(),
                 target: self.config.uenv_mount_path.as_path().to_path_buf(),
             });
-            uenv = Some(UenvReference { mounts, handle });
+            uenv = Some(uenv_reference(mounts, id, handle));
         }
         let response = NamespaceResponse {
             allocation_id: id.to_string(),
@@ -192,8 +192,8 @@ impl UnshareBackend {
             namespaces: request.namespaces.clone(),
             uenv_image: request.uenv_image.clone(),
             response,
-            holder: None,
-            uenv,
+            resources: nodeinit_namespaces::allocation::Allocation::new(id.to_string())
+                .with_uenv(uenv),
         };
         let holder = match &self.persistence {
             Some(p) => p.spawn(&request.namespaces, self.config.propagation, bind.as_ref()),
@@ -207,7 +207,7 @@ impl UnshareBackend {
         .map_err(|e| creation_failed(format!("allocation {id}: {e}")))?;
         tracing::info!(allocation = %id, holder = %holder.pid(), namespaces = ?request.namespaces,
             uenv = ?request.uenv_image, "namespaces created");
-        allocation.holder = Some(holder);
+        allocation.resources.set_holder(holder);
         Ok(allocation)
     }
 
@@ -293,7 +293,7 @@ impl NamespaceFdProvider for UnshareBackend {
         let guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         let holder = guard
             .as_ref()
-            .and_then(|a| a.holder.as_ref())
+            .and_then(Allocation::holder)
             .ok_or_else(not_found)?;
         holder.duplicate_fds().map_err(NamespaceError::FdPassing)
     }

@@ -3,8 +3,8 @@
 //! Owns parsing and validating them. Unknown keys are errors, so a typo in
 //! the config names the key instead of being ignored.
 
-use nodeinit_handoff::client::DEFAULT_UENV_MOUNT_PATH;
-use nodeinit_handoff::mount_namespace::{InvalidMountPath, Propagation, UenvMountPath};
+use nodeinit_namespaces::mount_namespace::DEFAULT_UENV_MOUNT_PATH;
+use nodeinit_namespaces::mount_namespace::{InvalidMountPath, Propagation, UenvMountPath};
 use serde::Deserialize;
 
 /// Options as written in the config.
@@ -66,7 +66,7 @@ impl TryFrom<UnshareOptions> for UnshareConfig {
 impl Default for UnshareConfig {
     fn default() -> Self {
         Self {
-            uenv_mount_path: nodeinit_handoff::client::ClientConfig::default().uenv_mount_path,
+            uenv_mount_path: UenvMountPath::default(),
             propagation: Propagation::default(),
             state_dir: default_state_dir().into(),
         }

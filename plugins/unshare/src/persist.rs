@@ -9,7 +9,7 @@
 //! the keeper, which never dies and reaps it — and `PR_SET_PDEATHSIG`, which
 //! then refers to the keeper, so holders still go when a keeper that is
 //! only a test process exits. Everywhere else (tests, the client fallback)
-//! holders stay tied to their creator as `nodeinit_handoff::holder` makes
+//! holders stay tied to their creator as `nodeinit_namespaces::holder` makes
 //! them.
 //!
 //! Which holder serves which allocation, and whose allocation it is, is
@@ -38,8 +38,8 @@ use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use nodeinit_handoff::holder::{clone_flag, clone_holder_process, proc_ns_name};
-use nodeinit_handoff::mount_namespace::{Propagation, UenvBind};
+use nodeinit_namespaces::holder::{clone_flag, clone_holder_process, proc_ns_name};
+use nodeinit_namespaces::mount_namespace::{Propagation, UenvBind};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable the keeper sets in its worker.
@@ -314,7 +314,7 @@ impl PersistentHolder {
         holder.start_time = start_time(pid.as_raw())?;
         holder.open_namespaces(namespaces)?;
         if let (Some(mnt), Some(bind)) = (holder.fd(NamespaceType::Mount), bind) {
-            nodeinit_handoff::mount_namespace::attach_uenv(mnt, bind)?;
+            nodeinit_namespaces::mount_namespace::attach_uenv(mnt, bind)?;
         }
         Ok(holder)
     }
@@ -443,8 +443,8 @@ impl Drop for PersistentHolder {
 /// A holder of either kind, as an allocation keeps it.
 #[derive(Debug)]
 pub enum Holder {
-    /// Tied to the thread that created it (`nodeinit_handoff::holder`).
-    Tied(nodeinit_handoff::holder::NamespaceHolder),
+    /// Tied to the thread that created it (`nodeinit_namespaces::holder`).
+    Tied(nodeinit_namespaces::holder::NamespaceHolder),
     /// A child of the keeper, persisted and adoptable.
     Persistent(PersistentHolder),
 }
@@ -494,7 +494,7 @@ pub struct Persistence {
 
 type Slots = std::sync::Mutex<
     std::collections::HashMap<
-        nodeinit_handoff::AllocationId,
+        nodeinit_contracts::AllocationId,
         std::sync::Arc<std::sync::Mutex<Option<crate::allocation::Allocation>>>,
     >,
 >;
@@ -543,17 +543,18 @@ impl Persistence {
             let mut slots = lock(slots);
             let mut adopted = Vec::new();
             for mut record in records {
-                let Ok(id) = nodeinit_handoff::AllocationId::parse(&record.allocation_id) else {
+                let Ok(id) = nodeinit_contracts::AllocationId::parse(&record.allocation_id) else {
                     continue;
                 };
                 match PersistentHolder::adopt(&record) {
                     Ok(holder) => {
                         tracing::info!(allocation = %id, holder = record.pid, "holder adopted");
                         let uenv = match (record.uenv.clone(), mounts) {
-                            (Some(handle), Some(mounts)) => Some(crate::allocation::UenvReference {
-                                mounts: std::sync::Arc::clone(mounts),
+                            (Some(handle), Some(mounts)) => Some(crate::allocation::uenv_reference(
+                                std::sync::Arc::clone(mounts),
+                                &id,
                                 handle,
-                            }),
+                            )),
                             _ => None,
                         };
                         let owner_uid = record.owner_uid.unwrap_or_else(|| {
@@ -566,8 +567,9 @@ impl Persistence {
                             namespaces: record.namespaces.clone(),
                             uenv_image: record.uenv_image.clone(),
                             response: record.response.clone(),
-                            holder: Some(Holder::Persistent(holder)),
-                            uenv,
+                            resources: nodeinit_namespaces::allocation::Allocation::new(id.to_string())
+                                .with_uenv(uenv)
+                                .with_holder(Holder::Persistent(holder)),
                         };
                         slots.insert(id, std::sync::Arc::new(std::sync::Mutex::new(Some(allocation))));
                         record.owner_uid = Some(owner_uid);
@@ -588,7 +590,7 @@ impl Persistence {
     /// Write the record of `allocation` (one file: the cost does not grow
     /// with the number of live allocations).
     pub(crate) fn record(&self, allocation: &crate::allocation::Allocation) {
-        let Some(Holder::Persistent(h)) = allocation.holder.as_ref() else {
+        let Some(Holder::Persistent(h)) = allocation.holder() else {
             return;
         };
         let record = HolderRecord {
@@ -597,7 +599,7 @@ impl Persistence {
             start_time: h.start_time(),
             namespaces: allocation.namespaces.clone(),
             uenv_image: allocation.uenv_image.clone(),
-            uenv: allocation.uenv.as_ref().map(|u| u.handle.clone()),
+            uenv: allocation.resources.uenv().map(|u| u.handle().clone()),
             response: allocation.response.clone(),
             owner_uid: Some(allocation.owner_uid),
         };
