@@ -85,10 +85,19 @@ impl UenvMountPath {
         let bad = || InvalidMountPath {
             path: path.to_owned(),
         };
-        let p = Path::new(path);
-        if !p.is_absolute() || path.contains("//") || path.ends_with('/') || path.contains('\0') {
+        // The one absolute-path rule (rooted, no NUL, no `..`), then what a
+        // mount point inside the namespace needs on top: no `.`, no empty
+        // component, not `/`.
+        // (`Path::components` folds an inner `.` away, so the text is
+        // checked: `/a/./b` was accepted before.)
+        if nodeinit_contracts::AbsolutePath::parse(path).is_err()
+            || path.contains("//")
+            || path.ends_with('/')
+            || path.split('/').any(|c| c == ".")
+        {
             return Err(bad());
         }
+        let p = Path::new(path);
         let mut normal = 0;
         for c in p.components() {
             match c {
@@ -322,4 +331,30 @@ fn nearest_existing_dir(target: &Path) -> io::Result<(PathBuf, PathBuf)> {
         "no parent of {} exists",
         target.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_uenv_mount_path_is_absolute_normal_and_not_the_root() {
+        for ok in ["/user-environment", "/opt/uenv", "/a/b.c"] {
+            assert_eq!(UenvMountPath::parse(ok).unwrap().as_path(), Path::new(ok));
+        }
+        for bad in [
+            "relative", "/", "/a/../b", "/a/./b", "//a", "/a//b", "/a/", "/a\0b", "",
+        ] {
+            assert_eq!(
+                UenvMountPath::parse(bad).unwrap_err().path,
+                bad,
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            UenvMountPath::default().as_path(),
+            Path::new(DEFAULT_UENV_MOUNT_PATH)
+        );
+    }
 }
