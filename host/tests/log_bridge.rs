@@ -2,24 +2,10 @@
 //! their level, target and fields.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use nodeinit::loader::load_plugin;
 use nodeinit_plugin_api::HostServices;
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use nodeinit_tests::CapturedLog as Buffer;
 
 #[test]
 fn plugin_events_reach_the_host_log_with_level_target_and_fields() {

@@ -207,3 +207,39 @@ pub fn run_in_namespaces(fds: &[OwnedFd], script: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A `Write` sink a test hands to a `tracing` subscriber (as its writer)
+/// and then reads back: what reached "the console", byte for byte.
+///
+/// ```
+/// use std::io::Write;
+/// let mut log = nodeinit_tests::CapturedLog::default();
+/// log.write_all(b"nodeinit: boot OK\n").unwrap();
+/// assert_eq!(log.text(), "nodeinit: boot OK\n");
+/// ```
+#[derive(Clone, Default)]
+pub struct CapturedLog(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Everything written so far, lossily as UTF-8.
+    pub fn text(&self) -> String {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

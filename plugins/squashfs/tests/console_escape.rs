@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::{Fixture, LONG_HOLD};
 use hpc_node::{MountError, MountManager};
 use nodeinit_squashfs::SquashfsManager;
@@ -26,18 +23,7 @@ fn assert_clean(what: &str, text: &str) {
     );
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use nodeinit_tests::CapturedLog as Captured;
 
 #[test]
 fn hostile_image_names_are_escaped_in_errors_and_logs() {

@@ -11,25 +11,13 @@ mod common;
 
 use common::wire::*;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use nodeinit_handoff::protocol::ErrorKind;
 use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
 use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use nodeinit_tests::CapturedLog as Captured;
 
 /// The hostile text, as JSON escapes (the server sees the raw control bytes).
 const HOSTILE_JSON: &str = r"\u001b]0;pwned\u0007\r\u001b[2Jnodeinit: boot OK";
