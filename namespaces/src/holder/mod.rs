@@ -12,19 +12,19 @@
 //! [`NamespaceHolder::spawn_prepared`] hands the namespace to
 //! [`crate::mount_namespace`] for the uenv bind.
 
+mod held;
 mod pidfd;
 mod shared_memory;
 mod spawner;
 
+pub use held::HeldNamespaces;
 pub use spawner::clone_holder_process;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use hpc_node::NamespaceType;
-use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
-use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 /// A live holder process and the FDs of its namespaces.
@@ -35,7 +35,7 @@ use nix::unistd::Pid;
 pub struct NamespaceHolder {
     pid: Pid,
     pidfd: Option<OwnedFd>,
-    namespaces: Vec<(NamespaceType, OwnedFd)>,
+    namespaces: HeldNamespaces,
     /// The stack the holder runs on (it shares this process's memory);
     /// unmapped once it is reaped.
     stack: Option<shared_memory::HolderStack>,
@@ -85,21 +85,10 @@ impl NamespaceHolder {
         let mut holder = Self {
             pid,
             pidfd: Some(pidfd),
-            namespaces: Vec::with_capacity(namespaces.len()),
+            namespaces: HeldNamespaces::default(),
             stack: Some(stack),
         };
-        for ns in namespaces {
-            let path = format!("/proc/{pid}/ns/{}", proc_ns_name(*ns));
-            let fd = open(
-                path.as_str(),
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
-            // SAFETY: open returned a new descriptor that nothing else owns.
-            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            holder.namespaces.push((*ns, fd));
-        }
+        holder.namespaces = HeldNamespaces::open(pid.as_raw(), namespaces)?;
         Ok(holder)
     }
 
@@ -134,15 +123,12 @@ impl NamespaceHolder {
 
     /// The namespace types held, in spawn order.
     pub fn types(&self) -> Vec<NamespaceType> {
-        self.namespaces.iter().map(|(ns, _)| *ns).collect()
+        self.namespaces.types()
     }
 
     /// The FD of namespace `ns`, if held.
     pub fn fd(&self, ns: NamespaceType) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.namespaces
-            .iter()
-            .find(|(t, _)| *t == ns)
-            .map(|(_, fd)| fd.as_fd())
+        self.namespaces.fd(ns)
     }
 
     /// Fresh duplicates of all namespace FDs, in spawn order.
@@ -151,10 +137,7 @@ impl NamespaceHolder {
     ///
     /// `dup` failing (`EMFILE`: the process is out of FDs).
     pub fn duplicate_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        self.namespaces
-            .iter()
-            .map(|(_, fd)| fd.try_clone())
-            .collect()
+        self.namespaces.duplicate_fds()
     }
 
     /// Kill the holder (and with it every process of its PID namespace), reap

@@ -30,15 +30,13 @@
 //! copy of each.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use hpc_node::{MountHandle, NamespaceResponse, NamespaceType};
-use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
-use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use nodeinit_namespaces::holder::{clone_flag, clone_holder_process, proc_ns_name};
+use nodeinit_namespaces::holder::{clone_flag, clone_holder_process, HeldNamespaces};
 use nodeinit_namespaces::mount_namespace::{Propagation, UenvBind};
 use serde::{Deserialize, Serialize};
 
@@ -278,7 +276,7 @@ pub struct PersistentHolder {
     pid: Pid,
     start_time: u64,
     pidfd: Option<OwnedFd>,
-    namespaces: Vec<(NamespaceType, OwnedFd)>,
+    namespaces: HeldNamespaces,
 }
 
 impl PersistentHolder {
@@ -309,7 +307,7 @@ impl PersistentHolder {
             pid,
             start_time: 0,
             pidfd: Some(pidfd),
-            namespaces: Vec::new(),
+            namespaces: HeldNamespaces::default(),
         };
         holder.start_time = start_time(pid.as_raw())?;
         holder.open_namespaces(namespaces)?;
@@ -346,7 +344,7 @@ impl PersistentHolder {
             pid: Pid::from_raw(record.pid),
             start_time: record.start_time,
             pidfd: Some(pidfd),
-            namespaces: Vec::new(),
+            namespaces: HeldNamespaces::default(),
         };
         holder.open_namespaces(&record.namespaces)?;
         // Forget it without killing it if adoption fails from here on.
@@ -354,18 +352,7 @@ impl PersistentHolder {
     }
 
     fn open_namespaces(&mut self, namespaces: &[NamespaceType]) -> io::Result<()> {
-        for ns in namespaces {
-            let path = format!("/proc/{}/ns/{}", self.pid, proc_ns_name(*ns));
-            let fd = open(
-                path.as_str(),
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
-            // SAFETY: open returned a new descriptor that nothing else owns.
-            self.namespaces
-                .push((*ns, unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
+        self.namespaces = HeldNamespaces::open(self.pid.as_raw(), namespaces)?;
         Ok(())
     }
 
@@ -381,10 +368,7 @@ impl PersistentHolder {
 
     /// The FD of namespace `ns`.
     pub fn fd(&self, ns: NamespaceType) -> Option<BorrowedFd<'_>> {
-        self.namespaces
-            .iter()
-            .find(|(t, _)| *t == ns)
-            .map(|(_, fd)| fd.as_fd())
+        self.namespaces.fd(ns)
     }
 
     /// Fresh duplicates of all namespace FDs, in order.
@@ -393,10 +377,7 @@ impl PersistentHolder {
     ///
     /// `dup` failing.
     pub fn duplicate_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        self.namespaces
-            .iter()
-            .map(|(_, fd)| fd.try_clone())
-            .collect()
+        self.namespaces.duplicate_fds()
     }
 
     /// Kill the holder and wait (on its pidfd) until it has exited; the
