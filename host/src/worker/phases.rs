@@ -1,8 +1,12 @@
 //! The worker's phases: load the plugins, then each worker phase of
 //! [`crate::boot::PHASES`] the keeper asked for, every plugin call announced
 //! to the keeper first (so a call that never returns, or kills the process,
-//! is attributed to its phase, plugin and method).
+//! is attributed to its phase, plugin and method). Before the first phase
+//! that the table says needs the kernel modules, it waits for the keeper's
+//! kernel-modules pipe to close (announced too: a keeper thread that hangs
+//! is a deadline like any other).
 
+use std::io::Read as _;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +33,44 @@ pub struct WorkerState {
     gate: ReadyGate,
     pub(super) boot_mounts: Vec<MountHandle>,
     listener: Option<HandoffListener>,
+    /// The keeper's kernel-modules pipe, until its EOF was read.
+    modules_pipe: Option<OwnedFd>,
+}
+
+/// The lowest descriptor the keeper passes the modules pipe at (the keeper's
+/// `boot::modules` uses the same floor): never stdio, the link or the listener.
+const MODULES_FD_FLOOR: i32 = 10;
+
+/// Takes the inherited modules pipe named in the start message, if it is one.
+fn inherited_modules_pipe(start: &WorkerStart) -> Option<OwnedFd> {
+    let fd = start
+        .modules_fd
+        .filter(|_| start.task == WorkerTask::Boot)?;
+    if fd < MODULES_FD_FLOOR {
+        tracing::warn!(
+            fd,
+            "worker: a kernel-modules pipe below {MODULES_FD_FLOOR} is ignored"
+        );
+        return None;
+    }
+    let is_fifo = nix::sys::stat::fstat(fd)
+        .is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO);
+    if !is_fifo {
+        tracing::warn!(fd, "worker: descriptor is not the keeper's kernel-modules pipe; not waiting for the modules");
+        return None;
+    }
+    // SAFETY: the keeper created this descriptor without close-on-exec for
+    // this worker to inherit (checked open and a pipe just now); nothing
+    // else in this fresh process owns it.
+    let pipe = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The plugins' children must not hold it.
+    if let Err(e) = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    ) {
+        tracing::warn!("worker: close-on-exec on the kernel-modules pipe: {e}");
+    }
+    Some(pipe)
 }
 
 impl std::fmt::Debug for WorkerState {
@@ -64,6 +106,27 @@ impl WorkerState {
             gate: ReadyGate::new(),
             boot_mounts: start.boot_mounts.clone(),
             listener,
+            modules_pipe: inherited_modules_pipe(start),
+        }
+    }
+
+    /// Blocks until the keeper's kernel-modules thread is done (EOF on the
+    /// pipe), once; announced as a step of `phase`. Modules that failed do
+    /// not stop the phase: what needs them fails with its own message.
+    fn wait_for_modules(&mut self, reporter: &Reporter, phase: &str) {
+        let Some(pipe) = self.modules_pipe.take() else {
+            return;
+        };
+        self.step(reporter, phase, None, "wait for kernel_modules");
+        let mut bytes = Vec::new();
+        match std::fs::File::from(pipe).read_to_end(&mut bytes) {
+            Ok(_) if bytes.first() == Some(&crate::boot::MODULES_OK) => {
+                tracing::debug!("worker: kernel modules are in");
+            }
+            Ok(_) => tracing::info!(
+                "worker: the kernel_modules phase did not load every module; going on"
+            ),
+            Err(e) => tracing::warn!("worker: reading the kernel-modules pipe: {e}; going on"),
         }
     }
 
@@ -145,6 +208,9 @@ impl WorkerState {
             WorkerTask::Resume => Vec::new(),
         };
         for name in &phases {
+            if crate::boot::waits_for(name, crate::boot::KERNEL_MODULES) {
+                self.wait_for_modules(reporter, name);
+            }
             let begun = Instant::now();
             let result = if name == "plugins" {
                 self.load(start, reporter, name)
