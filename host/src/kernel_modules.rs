@@ -4,8 +4,10 @@
 //! directory, dependencies first — as `tests/vm/mkinitramfs.sh` writes it.
 //!
 //! Modules that do not depend on each other (by `modules.dep` next to the
-//! list) are inserted concurrently, one thread each, in waves: a module is
-//! inserted once every listed module it depends on was tried. Without
+//! list) are inserted concurrently, in waves: a module is inserted once
+//! every listed module it depends on was tried; a wave's modules go in
+//! together, one thread each, as many at once as there are CPUs to spare
+//! (see [`concurrent_inserts`]). Without
 //! `modules.dep`, or for a module it does not name, the list order is kept
 //! (the module waits for every one before it).
 //!
@@ -128,6 +130,7 @@ pub fn load_listed_until(
     let dep_text = std::fs::read_to_string(dir.join("modules.dep")).ok();
     let modules = plan(&text, dep_text.as_deref());
     let waves = modules.iter().map(|m| m.wave + 1).max().unwrap_or(0);
+    let parallel = concurrent_inserts();
     let mut results: Vec<Option<Result<(), Errno>>> = vec![None; modules.len()];
     for wave in 0..waves {
         if cancel.load(Ordering::Acquire) {
@@ -138,19 +141,10 @@ pub fn load_listed_until(
             .collect();
         let done: Vec<(usize, Result<(), Errno>)> = match now.as_slice() {
             [one] => vec![(*one, load_one(&dir.join(&modules[*one].relative)))],
-            many => std::thread::scope(|scope| {
-                let handles: Vec<_> = many
-                    .iter()
-                    .map(|i| {
-                        let path = dir.join(&modules[*i].relative);
-                        (*i, scope.spawn(move || load_one(&path)))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|(i, h)| (i, h.join().unwrap_or(Err(Errno::EINTR))))
-                    .collect()
-            }),
+            many => many
+                .chunks(parallel)
+                .flat_map(|chunk| insert_together(dir, &modules, chunk))
+                .collect(),
         };
         for (i, result) in done {
             results[i] = Some(result);
@@ -170,6 +164,44 @@ pub fn load_listed_until(
         }
     }
     Ok(Some(out))
+}
+
+/// How many modules of one wave are inserted at once: one per CPU beyond
+/// the one the rest of the boot (config, the worker's plugins) runs on. On a
+/// two-CPU node (the VM test) that is one at a time: measured under QEMU,
+/// six concurrent inserts next to the worker took the modules phase from
+/// 0.97 s to 1.32 s (module loading's cross-CPU TLB and text-patching
+/// synchronisation stalls the other CPU), while a real node's dozens of
+/// CPUs take a whole wave at once.
+fn concurrent_inserts() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
+}
+
+/// Inserts `chunk` (indices into `modules`), one thread each beyond the first.
+fn insert_together(
+    dir: &Path,
+    modules: &[Listed],
+    chunk: &[usize],
+) -> Vec<(usize, Result<(), Errno>)> {
+    if let [one] = chunk {
+        return vec![(*one, load_one(&dir.join(&modules[*one].relative)))];
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let path = dir.join(&modules[*i].relative);
+                (*i, scope.spawn(move || load_one(&path)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, h)| (i, h.join().unwrap_or(Err(Errno::EINTR))))
+            .collect()
+    })
 }
 
 fn load_one(path: &Path) -> Result<(), Errno> {
@@ -286,6 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn modules_inserted_together_each_get_their_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = plan("a.ko\nb.ko\n", Some("a.ko:\nb.ko:\n"));
+        std::fs::write(dir.path().join("b.ko"), b"not an ELF module").unwrap();
+        let got = insert_together(dir.path(), &modules, &[0, 1]);
+        assert_eq!(got[0], (0, Err(Errno::ENOENT)));
+        assert_eq!(got[1].0, 1);
+        // ENOEXEC where the kernel takes modules, ENOSYS where it has none.
+        assert!(
+            matches!(got[1].1, Err(Errno::ENOEXEC) | Err(Errno::ENOSYS)),
+            "{got:?}"
+        );
+        assert!(concurrent_inserts() >= 1);
+    }
+
+    #[test]
     fn a_cancelled_load_tries_nothing_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("modules.load"), "a.ko\nb.ko\n").unwrap();
@@ -297,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn modules_of_one_wave_are_all_tried_concurrently_and_reported_in_list_order() {
+    fn modules_of_one_wave_are_all_tried_and_reported_in_list_order() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("modules.load"),

@@ -377,7 +377,7 @@ run_standin() {
     expect standin "$console" "pact.slice has cpu io memory pids" 'STANDIN: pact.slice controllers: .*cpu.*io.*memory.*pids'
     expect standin "$console" "io.max accepted for the virtio disk" 'STANDIN: io.max: [0-9]+:0 rbps=1048576 wbps=2097152'
     expect standin "$console" "squashfs uenv mounted from a loop device" "STANDIN: uenv file: $uenv_content"
-    expect standin "$console" "readiness file holds the node id" "STANDIN: ready file: $node_id\$"
+    expect standin "$console" "readiness file holds the node id" "STANDIN: ready file: ${node_id}[[:space:]]*$"
     expect standin "$console" "dynamically linked binary runs from the initramfs" 'STANDIN: dynamic bash ok'
     expect standin "$console" "all stand-in steps passed" '^STANDIN-PASS'
 }
