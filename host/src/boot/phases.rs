@@ -141,7 +141,7 @@ impl PhaseRunner {
                 elapsed = "0ms",
                 "{detail}"
             );
-            self.records.push(PhaseRecord {
+            self.insert_record(PhaseRecord {
                 name: name.to_owned(),
                 status: PhaseStatus::Skipped,
                 elapsed_ms: 0.0,
@@ -217,7 +217,7 @@ impl PhaseRunner {
                 (PhaseStatus::Degraded, Some(reason))
             }
         };
-        self.records.push(PhaseRecord {
+        self.insert_record(PhaseRecord {
             name: name.to_owned(),
             status,
             elapsed_ms,
@@ -249,17 +249,21 @@ impl PhaseRunner {
         self.broken.is_none()
     }
 
-    /// The records so far, in the order they ended.
+    /// The records so far, in table order ([`super::PHASES`]; names not in
+    /// it after those, in the order they ended), whichever ended first.
     pub fn records(&self) -> &[PhaseRecord] {
         &self.records
     }
 
-    /// The records in table order ([`super::PHASES`]; others after them,
-    /// in the order they ended).
-    pub fn records_in_table_order(&self) -> Vec<PhaseRecord> {
-        let mut records = self.records.clone();
-        records.sort_by_key(|r| super::table::position(&r.name));
-        records
+    /// Adds `record` at its table position.
+    fn insert_record(&mut self, record: PhaseRecord) {
+        let at = super::table::position(&record.name);
+        let index = self
+            .records
+            .iter()
+            .position(|r| super::table::position(&r.name) > at)
+            .unwrap_or(self.records.len());
+        self.records.insert(index, record);
     }
 
     /// When each phase that ran started and ended, by start time.
@@ -336,13 +340,9 @@ mod tests {
                 ("config".to_owned(), 5.0, 20.0),
             ]
         );
-        let names: Vec<String> = r
-            .records_in_table_order()
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
+        let names: Vec<&str> = r.records().iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["early_mounts", "kernel_modules", "config"]);
-        assert_eq!(r.records()[0].elapsed_ms, 45.0);
+        assert_eq!(r.records()[1].elapsed_ms, 45.0);
         // A phase skipped on a broken base has a record but no span.
         r.finish(
             "plugins",

@@ -209,7 +209,7 @@ impl Prepared {
             }),
             pid1: placement.is_pid1(),
             total_ms: phases.iter().map(|p| p.elapsed_ms).sum(),
-            phases: self.phases.records_in_table_order(),
+            phases,
             timeline: self.phases.spans(),
             plugins: self.facts.plugins.clone(),
             errors: self
@@ -327,9 +327,10 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         Err(e) => tracing::error!("signal handlers not installed: {e}"),
     }
 
-    p.phases.run("early_mounts", || early_mounts(env));
-    // Runs while the config is read and the worker loads its plugins.
+    // Runs while the early mounts are made, the config is read and the
+    // worker loads its plugins (table.rs: it needs none of them).
     let modules = ModulesInBackground::start(env, &mut p.phases);
+    p.phases.run("early_mounts", || early_mounts(env));
     let mut loaded = None;
     p.phases.run("config", || match load_config(env) {
         Ok((cfg, id)) => {

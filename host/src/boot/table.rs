@@ -6,7 +6,8 @@
 //!
 //! The boot is a dependency graph, not a line: a phase starts when the
 //! phases in its `after` list are done, so `kernel_modules` (a keeper
-//! thread) runs while `config` is read and the worker loads its plugins, and
+//! thread) runs while the early mounts are made, `config` is read and the
+//! worker loads its plugins, and
 //! only what needs `loop`/`squashfs` (the boot mounts, and through them
 //! readiness and the handoff) waits for it. The table order is one valid
 //! sequential order (every dependency comes earlier); the worker runs its
@@ -60,8 +61,10 @@ pub const KERNEL_MODULES: &str = "kernel_modules";
 pub const PHASES: [PhaseSpec; 9] = [
     // /proc, /sys, /dev, /run, cgroup2: everything else reads them.
     phase("early_mounts", Side::Keeper, None, &[]),
-    // finit_module only: needs nothing from the config or the plugins.
-    phase(KERNEL_MODULES, Side::Keeper, None, &["early_mounts"]),
+    // finit_module of files in the initramfs: needs no mount (devtmpfs
+    // keeps the nodes the drivers make whether mounted yet or not), nothing
+    // from the config or the plugins. First on the critical path.
+    phase(KERNEL_MODULES, Side::Keeper, None, &[]),
     // /proc/cmdline (node id, config path) comes from early_mounts.
     phase("config", Side::Keeper, None, &["early_mounts"]),
     phase("plugins", Side::Worker, None, &["config"]),
@@ -188,6 +191,7 @@ mod tests {
         assert!(waits_for("readiness", KERNEL_MODULES));
         assert!(waits_for("handoff", KERNEL_MODULES));
         assert!(waits_for("handoff", "early_mounts"));
+        assert!(!waits_for(KERNEL_MODULES, "early_mounts"));
         // The first worker phase needing the modules is the boot mounts.
         assert_eq!(
             worker_phases()
