@@ -254,8 +254,8 @@ mod tests {
     /// What a worker does with the descriptor: read to EOF.
     fn read_to_eof(fd: RawFd) -> Vec<u8> {
         use std::io::Read;
-        // SAFETY: a test-owned duplicate of the inheritable read end.
         let dup = nix::unistd::dup(fd).unwrap();
+        // SAFETY: a test-owned duplicate of the inheritable read end.
         let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(dup) };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).unwrap();

@@ -544,3 +544,71 @@ impl WorkerState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    fn start(task: WorkerTask, modules_fd: Option<i32>) -> WorkerStart {
+        WorkerStart {
+            task,
+            config_file: None,
+            plugin_dir: "/nonexistent".into(),
+            node_id: "n1".into(),
+            phases: Vec::new(),
+            excluded: Vec::new(),
+            handoff_socket: "/nonexistent.sock".into(),
+            listener_passed: false,
+            listener_error: None,
+            serve: false,
+            boot_mounts: Vec::new(),
+            live_allocations: Vec::new(),
+            modules_fd,
+        }
+    }
+
+    fn high(fd: &impl AsRawFd) -> i32 {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_DUPFD(MODULES_FD_FLOOR + 20),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_high_pipe_of_a_boot_worker_is_taken_and_made_close_on_exec() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let fd = high(&read);
+        let pipe = inherited_modules_pipe(&start(WorkerTask::Boot, Some(fd))).unwrap();
+        assert_eq!(pipe.as_raw_fd(), fd);
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_eq!(flags & nix::libc::FD_CLOEXEC, nix::libc::FD_CLOEXEC);
+        // The keeper's thread closing its end is EOF here, after the byte.
+        nix::unistd::write(&write, &[crate::boot::MODULES_OK]).unwrap();
+        drop(write);
+        let mut bytes = Vec::new();
+        std::fs::File::from(pipe).read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, [crate::boot::MODULES_OK]);
+    }
+
+    #[test]
+    fn a_resume_a_low_descriptor_or_a_non_pipe_is_ignored() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let fd = high(&read);
+        assert!(inherited_modules_pipe(&start(WorkerTask::Resume, Some(fd))).is_none());
+        // Still ours (not taken): closing it succeeds exactly once.
+        nix::unistd::close(fd).unwrap();
+        // stdin-like low numbers are never taken.
+        assert!(
+            inherited_modules_pipe(&start(WorkerTask::Boot, Some(read.as_raw_fd().min(9))))
+                .is_none()
+        );
+        let file = tempfile::tempfile().unwrap();
+        let fd = high(&file);
+        assert!(inherited_modules_pipe(&start(WorkerTask::Boot, Some(fd))).is_none());
+        nix::unistd::close(fd).unwrap();
+        assert!(inherited_modules_pipe(&start(WorkerTask::Boot, None)).is_none());
+    }
+}
