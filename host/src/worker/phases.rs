@@ -123,6 +123,10 @@ impl WorkerState {
             Ok(_) if bytes.first() == Some(&crate::boot::MODULES_OK) => {
                 tracing::debug!("worker: kernel modules are in");
             }
+            // An earlier worker of this boot (one an optional plugin killed) took the byte.
+            Ok(_) if bytes.is_empty() => {
+                tracing::debug!("worker: kernel modules done (result read by an earlier worker)");
+            }
             Ok(_) => tracing::info!(
                 "worker: the kernel_modules phase did not load every module; going on"
             ),
