@@ -118,13 +118,13 @@ fn measure(exe: &std::path::Path, config: &std::path::Path) {
     );
     let total = median(to_exec);
     let split = median(worker_start);
-    println!("  process start -> agent exec (includes the date(1) start): {total:>7.2} ms   (target <= 15 ms)");
+    println!("  process start -> agent exec (includes the date(1) start): {total:>7.2} ms   (target <= 3 ms)");
     println!("  keeper/worker split: worker spawn -> first report {split:>7.3} ms; boot without it {:>7.2} ms   (target <= 1 ms)", total - split);
     for (name, v) in phases {
         println!("    phase {name:<17} {:>7.3} ms", median(v));
     }
     println!(
-        "  peak RSS (largest process of the run): {:.1} MiB   (target <= 10 MiB)",
+        "  peak RSS (largest process of the run): {:.1} MiB   (target <= 8 MiB)",
         rss_kib as f64 / 1024.0
     );
     restart(exe, config);

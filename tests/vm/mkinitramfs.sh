@@ -36,7 +36,9 @@ usage: mkinitramfs.sh -o OUT.img --init BINARY [options]
                            --modules-dir with its dependencies (repeatable);
                            /lib/modules/KVER/modules.dep and modules.load (the
                            load order, dependencies first) describe them
-  --strip                  pack stripped copies (strip --strip-debug) of --init,
+  --strip                  pack stripped copies (strip --strip-unneeded: no debug
+                           info, no symbol table beyond what the dynamic linker
+                           needs) of --init,
                            --plugin and --binary files: debug builds shrink
                            from tens of MiB to a few
   --list                   print the archive's table of contents to stderr
@@ -134,7 +136,7 @@ add_binary() { # src dest
         local copy
         copy="$WORK/stripped/$(printf '%s' "$2" | tr / _)"
         mkdir -p "$WORK/stripped"
-        strip --strip-debug -o "$copy" -- "$src" || die "strip failed on '$src'"
+        strip --strip-unneeded -o "$copy" -- "$src" || die "strip failed on '$src'"
         src=$copy
     fi
     add_file "$src" "$2"

@@ -11,8 +11,10 @@
 #
 # Scenarios:
 #   builder     mkinitramfs.sh refusals, reproducibility, GNU cpio reads it
-#   standin     a busybox /init proving kernel, modules, cgroup2 controllers,
-#               squashfs and io.max on the virtio disk without nodeinit
+#   standin     a busybox /init doing exactly the exec scenario's work (the
+#               same modules, controllers, slices, uenv image on a loop device,
+#               readiness file: see standin-init.sh), the baseline of the
+#               boot ratio; then it proves io.max on the virtio disk
 #   exec        nodeinit (PID 1) loads the modules, mounts cgroup2, builds the
 #               slices, mounts the [boot] uenv image, signals readiness and
 #               execs the agent, which must be PID 1 and checks all of it
@@ -36,6 +38,12 @@
 #               `nodeinit reload` hands over to it (`nodeinit status` shows
 #               it, the allocation keeps its namespaces); a truncated file
 #               is refused and nothing changes
+# With both exec and standin run, one line compares them on the same kernel
+# in the same run: `vm-test: boot ratio nodeinit/standin = 0.xx` (nodeinit's
+# `Run /init` -> the agent's first uptime reading after the handoff, against
+# the standin's `Run /init` -> its "done" marker, which comes after the same
+# work). nodeinit, the plugins and the agent are release builds (what sites
+# ship), stripped by mkinitramfs.sh --strip.
 # The supervise scenario also checks PID 1 maps no plugin and that a worker
 # killed with SIGSEGV is restarted with the live allocation intact.
 # The node id is given as nodeinit.node_id= on the kernel command line; the
@@ -45,6 +53,8 @@
 # Environment: VM_CARGO_TARGET_DIR (default <repo>/target), VM_BOOT_TIMEOUT
 # (seconds per boot, default 90), VM_CACHE (kernel cache, fetch-kernel.sh),
 # VM_NO_BUILD=1 (pack the artifacts already built instead of running cargo).
+# The release profile is the workspace's [profile.release]: the same build
+# `cargo deb` and .ci/deploy-test reuse.
 # Must never touch the host beyond apt-get install and files under target/.
 set -euo pipefail
 
@@ -53,6 +63,8 @@ repo=$(cd "$here/../.." && pwd)
 work=$repo/target/vm-test
 target_dir=${VM_CARGO_TARGET_DIR:-$repo/target}
 boot_timeout=${VM_BOOT_TIMEOUT:-90}
+# Release builds: what sites ship (and what .ci/deploy-test packs).
+profile=release
 node_id=vm-node-01
 # /etc/hostname in the image names a different node: nodeinit must take the
 # id from the kernel command line first (DESIGN §5), and the readiness check
@@ -107,25 +119,25 @@ make_fixtures() {
 }
 
 build_nodeinit() {
+    local out=$target_dir/$profile v2=$target_dir/fixtures-faulty-v2/$profile
     if [[ ${VM_NO_BUILD:-0} == 1 ]]; then
-        log "VM_NO_BUILD=1: using the artifacts already in $target_dir/debug"
+        log "VM_NO_BUILD=1: using the artifacts already in $out"
     else
-        log "building nodeinit, the reference plugins and the test agent (CARGO_TARGET_DIR=$target_dir)"
-        (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q -p nodeinit \
+        log "building nodeinit, the reference plugins and the test agent ($profile, CARGO_TARGET_DIR=$target_dir)"
+        (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q --profile "$profile" -p nodeinit \
             -p nodeinit-cgroupfs -p nodeinit-squashfs -p nodeinit-unshare -p nodeinit-readiness \
             -p nodeinit-faulty -p nodeinit-vm-agent) >&2 ||
             die "cargo build of nodeinit, its plugins and tests/vm/agent failed"
         # The reload scenario's "new version" of the faulty plugin.
-        (cd "$repo" && FAULTY_VERSION=2.0.0-reload cargo build -q -p nodeinit-faulty \
+        (cd "$repo" && FAULTY_VERSION=2.0.0-reload cargo build -q --profile "$profile" -p nodeinit-faulty \
             --target-dir "$target_dir/fixtures-faulty-v2") >&2 ||
             die "cargo build of the rebuilt faulty plugin failed"
     fi
-    [[ -f $target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so ]] ||
-        die "$target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so was not built"
+    [[ -f $v2/libnodeinit_faulty.so ]] || die "$v2/libnodeinit_faulty.so was not built"
     local artifact
     for artifact in nodeinit nodeinit-vm-agent libnodeinit_cgroupfs.so libnodeinit_squashfs.so \
         libnodeinit_unshare.so libnodeinit_readiness.so libnodeinit_faulty.so; do
-        [[ -f $target_dir/debug/$artifact ]] || die "$target_dir/debug/$artifact was not built"
+        [[ -f $out/$artifact ]] || die "$out/$artifact was not built"
     done
 }
 
@@ -259,20 +271,20 @@ pack() { # scenario -> $work/SCENARIO.img
     for m in "${modules[@]}"; do args+=(--module "$m"); done
     if [[ $scenario == standin ]]; then
         args+=(--init "$here/standin-init.sh" --binary /bin/busybox --binary /bin/bash
-            --file "$work/$uenv_image:/images/test.sqfs")
+            --file "$work/$uenv_image:/images/$uenv_image")
     else
         write_config "$scenario"
         config=$work/$scenario.toml
-        args+=(--init "$target_dir/debug/nodeinit" --config "$config"
-            --binary "$target_dir/debug/nodeinit-vm-agent:$agent_path"
+        args+=(--init "$target_dir/$profile/nodeinit" --config "$config"
+            --binary "$target_dir/$profile/nodeinit-vm-agent:$agent_path"
             --file "$work/$uenv_image:/images/$uenv_image" --file "$work/hostname:/etc/hostname")
         local plugin
         for plugin in cgroupfs squashfs unshare readiness faulty; do
-            args+=(--plugin "$target_dir/debug/libnodeinit_$plugin.so")
+            args+=(--plugin "$target_dir/$profile/libnodeinit_$plugin.so")
         done
         if [[ $scenario == reload ]]; then
-            head -c 5000 "$target_dir/debug/libnodeinit_faulty.so" >"$work/faulty-broken.so"
-            args+=(--file "$target_dir/fixtures-faulty-v2/debug/libnodeinit_faulty.so:/images/faulty-v2.so"
+            head -c 5000 "$target_dir/$profile/libnodeinit_faulty.so" >"$work/faulty-broken.so"
+            args+=(--file "$target_dir/fixtures-faulty-v2/$profile/libnodeinit_faulty.so:/images/faulty-v2.so"
                 --file "$work/faulty-broken.so:/images/faulty-broken.so")
         fi
         if [[ $scenario == fault-segv ]]; then
@@ -365,6 +377,7 @@ run_standin() {
     expect standin "$console" "pact.slice has cpu io memory pids" 'STANDIN: pact.slice controllers: .*cpu.*io.*memory.*pids'
     expect standin "$console" "io.max accepted for the virtio disk" 'STANDIN: io.max: [0-9]+:0 rbps=1048576 wbps=2097152'
     expect standin "$console" "squashfs uenv mounted from a loop device" "STANDIN: uenv file: $uenv_content"
+    expect standin "$console" "readiness file holds the node id" "STANDIN: ready file: ${node_id}[[:space:]]*$"
     expect standin "$console" "dynamically linked binary runs from the initramfs" 'STANDIN: dynamic bash ok'
     expect standin "$console" "all stand-in steps passed" '^STANDIN-PASS'
 }
@@ -385,6 +398,39 @@ agent_checks() { # scenario console
     local uptime
     uptime=$(grep -m1 -oE 'VMTEST INFO handoff-uptime: [0-9.]+' "$c" | awk '{ print $4 }') || true
     summary+=("$s: handoff to the agent at kernel uptime ${uptime:-?} s")
+}
+
+# The kernel's timestamp of "Run /init" on a console, in seconds.
+run_init_at() { # console
+    grep -m1 -oE '^\[ *[0-9]+\.[0-9]+\] Run /init' "$1" 2>/dev/null | grep -oE '[0-9]+\.[0-9]+' || true
+}
+
+# nodeinit's /init -> handoff against the standin's /init -> done, same
+# kernel, same run: one line, always printed. nodeinit's end is the kernel
+# uptime in boot.json, which it writes just before it execs the agent; the
+# standin's "done" comes at the same point of the same work. The agent's own
+# first uptime reading (its exec and start on top) is shown next to it.
+boot_ratio() {
+    local n_start n_end n_agent s_start s_end
+    if [[ ! " ${scenarios[*]} " == *" exec "* || ! " ${scenarios[*]} " == *" standin "* ]]; then
+        echo "vm-test: boot ratio nodeinit/standin = n/a (needs the exec and standin scenarios in the same run)"
+        return 0
+    fi
+    n_start=$(run_init_at "$work/exec.console")
+    n_end=$(grep -m1 -oE 'kernel uptime when boot.json was written: [0-9.]+' "$work/exec.console" | awk '{ print $7 }') || true
+    n_agent=$(grep -m1 -oE 'VMTEST INFO handoff-uptime: [0-9.]+' "$work/exec.console" | awk '{ print $4 }') || true
+    s_start=$(run_init_at "$work/standin.console")
+    s_end=$(grep -m1 -oE 'STANDIN: done uptime=[0-9.]+' "$work/standin.console" | cut -d= -f2) || true
+    if [[ -z $n_start || -z $n_end || -z $s_start || -z $s_end ]]; then
+        fail "boot ratio: a time is missing (exec: Run /init ${n_start:-?} handoff ${n_end:-?}; standin: Run /init ${s_start:-?} done ${s_end:-?})"
+        echo "vm-test: boot ratio nodeinit/standin = ?"
+        return 0
+    fi
+    awk -v ns="$n_start" -v ne="$n_end" -v na="${n_agent:-0}" -v ss="$s_start" -v se="$s_end" 'BEGIN {
+        n = ne - ns; s = se - ss
+        if (s <= 0) { print "vm-test: boot ratio nodeinit/standin = ? (standin took no time)"; exit }
+        printf "vm-test: boot ratio nodeinit/standin = %.2f (nodeinit /init -> handoff %.2f s, agent running at %.2f s; standin /init -> done %.2f s)\n", n / s, n, na - ns, s
+    }'
 }
 
 # QEMU's wall time for one boot, from boot-vm.sh's closing line.
@@ -518,6 +564,7 @@ for s in "${scenarios[@]}"; do
     "run_$s"
 done
 for line in "${summary[@]}"; do log "$line"; done
+boot_ratio
 log "finished in $(($(date +%s) - started)) s"
 for f in "${failures[@]}"; do log "failed: $f"; done
 echo "vm-test: $passed passed, $failed failed"

@@ -7,6 +7,7 @@
 //! [`crate::agent`].
 
 mod backends;
+mod modules;
 mod phases;
 mod report;
 mod run;
@@ -19,11 +20,14 @@ pub use backends::{
     file_label, load_backends, load_backends_observed, Backends, Excluded, LoadedBackends,
     PluginRecord,
 };
-pub use phases::{PhaseRecord, PhaseResult, PhaseRunner, PhaseStatus};
+pub use modules::{MODULES_INCOMPLETE, MODULES_OK};
+pub use phases::{PhaseRecord, PhaseResult, PhaseRunner, PhaseSpan, PhaseStatus};
 pub use report::{write_atomic, BootReport, BOOT_REPORT_FILE};
 pub use run::{boot, failure_context, idle_as_pid1};
 pub use sequence::{prepare, server_config, BootEnv, Prepared, BOOT_ALLOCATION, WORKER_STOP_GRACE};
-pub use table::{worker_phases, worker_phases_from, PhaseSpec, Side, PHASES};
+pub use table::{
+    waits_for, worker_phases, worker_phases_from, PhaseSpec, Side, KERNEL_MODULES, PHASES,
+};
 
 use crate::config::OnFailure;
 

@@ -1,6 +1,10 @@
-//! Running the boot phases in order, timing and logging each, and stopping
-//! at the first failed required phase: the phases after it are recorded as
-//! skipped, never run on a broken base.
+//! Running the boot phases, timing and logging each, and stopping at the
+//! first failed required phase: the phases not yet started are recorded as
+//! skipped, never run on a broken base, and one still running elsewhere (the
+//! kernel-modules thread) is recorded as cut short.
+//!
+//! Each phase's start and end, in milliseconds since the runner was made
+//! (the boot's start), go to `boot.json`'s timeline: phases overlap.
 
 use std::time::Instant;
 
@@ -63,22 +67,53 @@ pub enum PhaseResult {
     },
 }
 
-/// The phase sequence of one boot.
-#[derive(Debug, Default)]
+/// When one phase ran, in milliseconds since the boot's start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSpan {
+    /// Phase name.
+    pub name: String,
+    /// Started.
+    pub start_ms: f64,
+    /// Ended.
+    pub end_ms: f64,
+    /// Stopped before its work was done because a required phase failed.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub cut_short: bool,
+}
+
+/// The phases of one boot.
+#[derive(Debug)]
 pub struct PhaseRunner {
     records: Vec<PhaseRecord>,
+    spans: Vec<PhaseSpan>,
     broken: Option<String>,
     continue_after_failure: bool,
+    boot_start: Instant,
+}
+
+impl Default for PhaseRunner {
+    fn default() -> Self {
+        Self::new(false)
+    }
 }
 
 impl PhaseRunner {
     /// A runner; with `continue_after_failure` (`on_failure = continue`) a
-    /// failed required phase does not stop the later ones.
+    /// failed required phase does not stop the later ones. The boot's
+    /// timeline starts now.
     pub fn new(continue_after_failure: bool) -> Self {
         Self {
+            records: Vec::new(),
+            spans: Vec::new(),
+            broken: None,
             continue_after_failure,
-            ..Self::default()
+            boot_start: Instant::now(),
         }
+    }
+
+    /// Milliseconds from the boot's start to `at`.
+    pub fn since_boot_ms(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.boot_start).as_secs_f64() * 1e3
     }
 
     /// Sets whether boot continues after a failure (known once the config is read).
@@ -93,7 +128,7 @@ impl PhaseRunner {
         }
         let start = Instant::now();
         let result = body();
-        self.finish(name, result, start.elapsed().as_secs_f64() * 1e3);
+        self.finish_span(name, result, start, Instant::now(), false);
     }
 
     /// Whether the base is broken; if so records `name` as not run.
@@ -106,7 +141,7 @@ impl PhaseRunner {
                 elapsed = "0ms",
                 "{detail}"
             );
-            self.records.push(PhaseRecord {
+            self.insert_record(PhaseRecord {
                 name: name.to_owned(),
                 status: PhaseStatus::Skipped,
                 elapsed_ms: 0.0,
@@ -117,9 +152,43 @@ impl PhaseRunner {
         false
     }
 
-    /// Records phase `name`, which ran elsewhere (in the worker), with its
-    /// result: logged, and a required failure breaks the base.
+    /// Records phase `name`, which ran elsewhere (in the worker) and took
+    /// `elapsed_ms` up to now, with its result: logged, and a required
+    /// failure breaks the base.
     pub fn finish(&mut self, name: &str, result: PhaseResult, elapsed_ms: f64) {
+        let end_ms = self.since_boot_ms(Instant::now());
+        self.record(name, result, (end_ms - elapsed_ms).max(0.0), end_ms, false);
+    }
+
+    /// Records phase `name`, which ran from `started` to `ended` (another
+    /// thread's phase); `cut_short`: it stopped early because the base broke.
+    pub fn finish_span(
+        &mut self,
+        name: &str,
+        result: PhaseResult,
+        started: Instant,
+        ended: Instant,
+        cut_short: bool,
+    ) {
+        let (start_ms, end_ms) = (self.since_boot_ms(started), self.since_boot_ms(ended));
+        self.record(name, result, start_ms, end_ms, cut_short);
+    }
+
+    fn record(
+        &mut self,
+        name: &str,
+        result: PhaseResult,
+        start_ms: f64,
+        end_ms: f64,
+        cut_short: bool,
+    ) {
+        let elapsed_ms = end_ms - start_ms;
+        self.spans.push(PhaseSpan {
+            name: name.to_owned(),
+            start_ms,
+            end_ms,
+            cut_short,
+        });
         let elapsed = format!("{elapsed_ms:.3}ms");
         let (status, detail) = match result {
             PhaseResult::Ok => {
@@ -148,7 +217,7 @@ impl PhaseRunner {
                 (PhaseStatus::Degraded, Some(reason))
             }
         };
-        self.records.push(PhaseRecord {
+        self.insert_record(PhaseRecord {
             name: name.to_owned(),
             status,
             elapsed_ms,
@@ -170,14 +239,38 @@ impl PhaseRunner {
             })
     }
 
+    /// What broke the base (`phase x failed`), if a required phase failed.
+    pub fn broken_by(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
     /// Whether no required phase failed and boot may go on.
     pub fn is_healthy(&self) -> bool {
         self.broken.is_none()
     }
 
-    /// The records so far.
+    /// The records so far, in table order ([`super::PHASES`]; names not in
+    /// it after those, in the order they ended), whichever ended first.
     pub fn records(&self) -> &[PhaseRecord] {
         &self.records
+    }
+
+    /// Adds `record` at its table position.
+    fn insert_record(&mut self, record: PhaseRecord) {
+        let at = super::table::position(&record.name);
+        let index = self
+            .records
+            .iter()
+            .position(|r| super::table::position(&r.name) > at)
+            .unwrap_or(self.records.len());
+        self.records.insert(index, record);
+    }
+
+    /// When each phase that ran started and ended, by start time.
+    pub fn spans(&self) -> Vec<PhaseSpan> {
+        let mut spans = self.spans.clone();
+        spans.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+        spans
     }
 }
 
@@ -218,6 +311,51 @@ mod tests {
         );
         assert_eq!(r.first_failure().as_deref(), Some("phase b failed: boom"));
         assert!(!r.is_healthy());
+    }
+
+    #[test]
+    fn spans_record_start_and_end_since_the_boot_start_and_records_sort_by_table() {
+        let mut r = PhaseRunner::new(false);
+        let t0 = r.boot_start;
+        let ms = std::time::Duration::from_millis;
+        r.finish_span(
+            "kernel_modules",
+            PhaseResult::Ok,
+            t0 + ms(5),
+            t0 + ms(50),
+            false,
+        );
+        r.finish_span("early_mounts", PhaseResult::Ok, t0, t0 + ms(5), false);
+        r.finish_span("config", PhaseResult::Ok, t0 + ms(5), t0 + ms(20), false);
+        let spans: Vec<(String, f64, f64)> = r
+            .spans()
+            .into_iter()
+            .map(|s| (s.name, s.start_ms, s.end_ms))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("early_mounts".to_owned(), 0.0, 5.0),
+                ("kernel_modules".to_owned(), 5.0, 50.0),
+                ("config".to_owned(), 5.0, 20.0),
+            ]
+        );
+        let names: Vec<&str> = r.records().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["early_mounts", "kernel_modules", "config"]);
+        assert_eq!(r.records()[1].elapsed_ms, 45.0);
+        // A phase skipped on a broken base has a record but no span.
+        r.finish(
+            "plugins",
+            PhaseResult::Failed {
+                reason: "x".into(),
+                required: true,
+            },
+            1.0,
+        );
+        assert_eq!(r.broken_by(), Some("phase plugins failed"));
+        assert!(r.skip_if_broken("cgroup_hierarchy"));
+        assert_eq!(r.spans().len(), 4);
+        assert_eq!(r.records().len(), 5);
     }
 
     #[test]

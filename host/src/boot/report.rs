@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::backends::PluginRecord;
-use super::phases::PhaseRecord;
+use super::phases::{PhaseRecord, PhaseSpan};
 
 /// File name of the report inside the run directory.
 pub const BOOT_REPORT_FILE: &str = "boot.json";
@@ -35,7 +35,14 @@ pub struct BootReport {
     pub total_ms: f64,
     /// Kernel uptime when the report was written (seconds), from /proc/uptime.
     pub uptime_secs: Option<f64>,
+    /// When each phase that ran started and ended (ms since the boot's
+    /// start), by start: phases overlap.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub timeline: Vec<PhaseSpan>,
 }
+
+/// Width of the timeline's bars, in characters.
+const TIMELINE_WIDTH: usize = 50;
 
 impl BootReport {
     /// Writes the report to `<dir>/boot.json` atomically.
@@ -90,6 +97,7 @@ impl BootReport {
             );
         }
         let _ = writeln!(out, "{:<18} {:<9} {:>8.3}ms", "total", "", self.total_ms);
+        self.render_timeline(&mut out);
         if !self.plugins.is_empty() {
             let _ = writeln!(
                 out,
@@ -122,6 +130,59 @@ impl BootReport {
             }
         }
         out
+    }
+}
+
+impl BootReport {
+    /// The timeline: one bar per phase on a common scale, so the overlap
+    /// shows; then the phases cut short.
+    fn render_timeline(&self, out: &mut String) {
+        let Some(wall) = self
+            .timeline
+            .iter()
+            .map(|s| s.end_ms)
+            .max_by(f64::total_cmp)
+            .filter(|w| *w > 0.0)
+        else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\ntimeline (ms since the boot's start, {wall:.3}ms wall; # = running)"
+        );
+        let column = |ms: f64| {
+            let at = (ms / wall * TIMELINE_WIDTH as f64).floor();
+            (at.max(0.0) as usize).min(TIMELINE_WIDTH)
+        };
+        for span in &self.timeline {
+            // At least one mark: a phase that ran is never invisible.
+            let from = column(span.start_ms).min(TIMELINE_WIDTH - 1);
+            let to = column(span.end_ms).clamp(from + 1, TIMELINE_WIDTH);
+            let bar: String = (0..TIMELINE_WIDTH)
+                .map(|i| if i >= from && i < to { '#' } else { ' ' })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<18} {:>9.3} {:>9.3}  |{bar}|{}",
+                span.name,
+                span.start_ms,
+                span.end_ms,
+                if span.cut_short { "  cut short" } else { "" }
+            );
+        }
+        let cut: Vec<&str> = self
+            .timeline
+            .iter()
+            .filter(|s| s.cut_short)
+            .map(|s| s.name.as_str())
+            .collect();
+        if !cut.is_empty() {
+            let _ = writeln!(
+                out,
+                "cut short by a failed required phase: {}",
+                cut.join(", ")
+            );
+        }
     }
 }
 
@@ -209,6 +270,65 @@ mod tests {
         );
         // No temp file left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_timeline_shows_the_overlap_and_what_was_cut_short() {
+        let span = |name: &str, start_ms: f64, end_ms: f64, cut_short: bool| PhaseSpan {
+            name: name.into(),
+            start_ms,
+            end_ms,
+            cut_short,
+        };
+        let report = BootReport {
+            timeline: vec![
+                span("early_mounts", 0.0, 10.0, false),
+                span("kernel_modules", 10.0, 60.0, true),
+                span("config", 10.0, 35.0, false),
+            ],
+            ..BootReport::default()
+        };
+        let text = report.render();
+        let bar = |hashes: std::ops::Range<usize>| -> String {
+            (0..TIMELINE_WIDTH)
+                .map(|i| if hashes.contains(&i) { '#' } else { ' ' })
+                .collect()
+        };
+        assert!(
+            text.contains("timeline (ms since the boot's start, 60.000ms wall; # = running)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "early_mounts           0.000    10.000  |{}|\n",
+                bar(0..8)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "kernel_modules        10.000    60.000  |{}|  cut short\n",
+                bar(8..50)
+            )),
+            "{text}"
+        );
+        // config overlaps kernel_modules: the same columns are marked.
+        assert!(
+            text.contains(&format!(
+                "config                10.000    35.000  |{}|\n",
+                bar(8..29)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("cut short by a failed required phase: kernel_modules\n"),
+            "{text}"
+        );
+        // Round trip keeps the spans; a report without them renders no timeline.
+        let back: BootReport =
+            serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(back.timeline, report.timeline);
+        assert!(!BootReport::default().render().contains("timeline"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The boot sequence up to the handoff, as the keeper runs it (DESIGN.md §5
-//! "Phases"): the keeper's own phases (early mounts, kernel modules,
-//! config), then one worker for the phases that call plugins, watched with
-//! deadlines, following [`PHASES`]. A worker that dies or overruns is a
+//! "Phases"): the keeper's own phases (early mounts; kernel modules in a
+//! thread of their own, [`super::modules`]; config), then one worker for the
+//! phases that call plugins, watched with deadlines, following [`PHASES`]
+//! and its dependencies: the worker waits for the modules only where the
+//! table says so, and the handoff waits for them all. A worker that dies or overruns is a
 //! failed phase naming the plugin and method; an optional backend that did
 //! it is left out and a new worker carries on from the next phase.
 //!
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use nodeinit_handoff::{AccessPolicy, HandoffListener, ServerConfig};
 
+use super::modules::ModulesInBackground;
 use super::phases::{PhaseResult, PhaseRunner, PhaseStatus};
 use super::report::{uptime_secs, BootReport};
 use super::table::worker_phases;
@@ -207,6 +210,7 @@ impl Prepared {
             pid1: placement.is_pid1(),
             total_ms: phases.iter().map(|p| p.elapsed_ms).sum(),
             phases,
+            timeline: self.phases.spans(),
             plugins: self.facts.plugins.clone(),
             errors: self
                 .phases
@@ -323,8 +327,10 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         Err(e) => tracing::error!("signal handlers not installed: {e}"),
     }
 
+    // Runs while the early mounts are made, the config is read and the
+    // worker loads its plugins (table.rs: it needs none of them).
+    let modules = ModulesInBackground::start(env, &mut p.phases);
     p.phases.run("early_mounts", || early_mounts(env));
-    p.phases.run("kernel_modules", || kernel_modules(env));
     let mut loaded = None;
     p.phases.run("config", || match load_config(env) {
         Ok((cfg, id)) => {
@@ -344,7 +350,12 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         p.node_id = Some(id);
     }
     if p.config.is_some() && p.signals.is_some() {
-        run_worker_phases(env, &mut p);
+        run_worker_phases(env, &mut p, modules.fd_for_worker());
+        // Workers started later (restarts, reloads) resume: no boot phase,
+        // no inherited pipe.
+        if let Some(start) = &mut p.worker_start {
+            start.modules_fd = None;
+        }
     } else {
         for phase in worker_phases() {
             if !p.phases.skip_if_broken(phase.name) {
@@ -359,12 +370,14 @@ pub fn prepare(env: &BootEnv) -> Prepared {
             }
         }
     }
+    // The handoff needs every module (the agent's mounts, the virtio disk).
+    modules.finish(&mut p.phases);
     p
 }
 
 /// The worker phases: one worker, and one more per optional backend that
 /// killed one.
-fn run_worker_phases(env: &BootEnv, p: &mut Prepared) {
+fn run_worker_phases(env: &BootEnv, p: &mut Prepared, modules_fd: Option<std::os::fd::RawFd>) {
     let (Some(cfg), Some(signals)) = (p.config.clone(), p.signals) else {
         return;
     };
@@ -408,6 +421,7 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared) {
             serve,
             boot_mounts: p.facts.boot_mounts.clone(),
             live_allocations: Vec::new(),
+            modules_fd,
         };
         p.worker_start = Some(start.clone());
         let worker = match WorkerProcess::spawn(&env.worker_program, &start, p.listener.as_ref()) {
@@ -589,31 +603,6 @@ fn early_mounts(env: &BootEnv) -> PhaseResult {
         }
     }
     PhaseResult::Ok
-}
-
-fn kernel_modules(env: &BootEnv) -> PhaseResult {
-    if !env.placement.is_node() {
-        return PhaseResult::NotApplicable("not the node's PID 1".into());
-    }
-    let Some(list) = crate::kernel_modules::list_path(Path::new("/")) else {
-        return PhaseResult::NotApplicable("uname failed".into());
-    };
-    match crate::kernel_modules::load_listed(&list) {
-        Ok(None) => PhaseResult::NotApplicable(format!("no {}", list.display())),
-        Ok(Some(done)) if done.failed.is_empty() => {
-            tracing::info!(loaded = ?done.loaded, already = ?done.present, "kernel modules");
-            PhaseResult::Ok
-        }
-        // Not fatal by itself: what needs the module fails later, with its own message.
-        Ok(Some(done)) => PhaseResult::Failed {
-            reason: done.failed.join("; "),
-            required: false,
-        },
-        Err(e) => PhaseResult::Failed {
-            reason: e,
-            required: false,
-        },
-    }
 }
 
 fn load_config(env: &BootEnv) -> Result<(LoadedConfig, NodeId), String> {

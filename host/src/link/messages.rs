@@ -47,6 +47,11 @@ pub struct WorkerStart {
     pub boot_mounts: Vec<MountHandle>,
     /// Allocations that may be live (an earlier worker reported them).
     pub live_allocations: Vec<String>,
+    /// The inherited read end of the keeper's kernel-modules pipe (boot
+    /// only): EOF, after one result byte, means the modules are in. The
+    /// worker's first phase that needs them waits for it.
+    #[serde(default)]
+    pub modules_fd: Option<i32>,
 }
 
 /// A plugin call the worker is about to make: the keeper's deadline runs

@@ -1,8 +1,12 @@
 //! The worker's phases: load the plugins, then each worker phase of
 //! [`crate::boot::PHASES`] the keeper asked for, every plugin call announced
 //! to the keeper first (so a call that never returns, or kills the process,
-//! is attributed to its phase, plugin and method).
+//! is attributed to its phase, plugin and method). Before the first phase
+//! that the table says needs the kernel modules, it waits for the keeper's
+//! kernel-modules pipe to close (announced too: a keeper thread that hangs
+//! is a deadline like any other).
 
+use std::io::Read as _;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +33,44 @@ pub struct WorkerState {
     gate: ReadyGate,
     pub(super) boot_mounts: Vec<MountHandle>,
     listener: Option<HandoffListener>,
+    /// The keeper's kernel-modules pipe, until its EOF was read.
+    modules_pipe: Option<OwnedFd>,
+}
+
+/// The lowest descriptor the keeper passes the modules pipe at (the keeper's
+/// `boot::modules` uses the same floor): never stdio, the link or the listener.
+const MODULES_FD_FLOOR: i32 = 10;
+
+/// Takes the inherited modules pipe named in the start message, if it is one.
+fn inherited_modules_pipe(start: &WorkerStart) -> Option<OwnedFd> {
+    let fd = start
+        .modules_fd
+        .filter(|_| start.task == WorkerTask::Boot)?;
+    if fd < MODULES_FD_FLOOR {
+        tracing::warn!(
+            fd,
+            "worker: a kernel-modules pipe below {MODULES_FD_FLOOR} is ignored"
+        );
+        return None;
+    }
+    let is_fifo = nix::sys::stat::fstat(fd)
+        .is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO);
+    if !is_fifo {
+        tracing::warn!(fd, "worker: descriptor is not the keeper's kernel-modules pipe; not waiting for the modules");
+        return None;
+    }
+    // SAFETY: the keeper created this descriptor without close-on-exec for
+    // this worker to inherit (checked open and a pipe just now); nothing
+    // else in this fresh process owns it.
+    let pipe = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The plugins' children must not hold it.
+    if let Err(e) = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    ) {
+        tracing::warn!("worker: close-on-exec on the kernel-modules pipe: {e}");
+    }
+    Some(pipe)
 }
 
 impl std::fmt::Debug for WorkerState {
@@ -64,6 +106,31 @@ impl WorkerState {
             gate: ReadyGate::new(),
             boot_mounts: start.boot_mounts.clone(),
             listener,
+            modules_pipe: inherited_modules_pipe(start),
+        }
+    }
+
+    /// Blocks until the keeper's kernel-modules thread is done (EOF on the
+    /// pipe), once; announced as a step of `phase`. Modules that failed do
+    /// not stop the phase: what needs them fails with its own message.
+    fn wait_for_modules(&mut self, reporter: &Reporter, phase: &str) {
+        let Some(pipe) = self.modules_pipe.take() else {
+            return;
+        };
+        self.step(reporter, phase, None, "wait for kernel_modules");
+        let mut bytes = Vec::new();
+        match std::fs::File::from(pipe).read_to_end(&mut bytes) {
+            Ok(_) if bytes.first() == Some(&crate::boot::MODULES_OK) => {
+                tracing::debug!("worker: kernel modules are in");
+            }
+            // An earlier worker of this boot (one an optional plugin killed) took the byte.
+            Ok(_) if bytes.is_empty() => {
+                tracing::debug!("worker: kernel modules done (result read by an earlier worker)");
+            }
+            Ok(_) => tracing::info!(
+                "worker: the kernel_modules phase did not load every module; going on"
+            ),
+            Err(e) => tracing::warn!("worker: reading the kernel-modules pipe: {e}; going on"),
         }
     }
 
@@ -145,6 +212,9 @@ impl WorkerState {
             WorkerTask::Resume => Vec::new(),
         };
         for name in &phases {
+            if crate::boot::waits_for(name, crate::boot::KERNEL_MODULES) {
+                self.wait_for_modules(reporter, name);
+            }
             let begun = Instant::now();
             let result = if name == "plugins" {
                 self.load(start, reporter, name)
@@ -476,5 +546,73 @@ impl WorkerState {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    fn start(task: WorkerTask, modules_fd: Option<i32>) -> WorkerStart {
+        WorkerStart {
+            task,
+            config_file: None,
+            plugin_dir: "/nonexistent".into(),
+            node_id: "n1".into(),
+            phases: Vec::new(),
+            excluded: Vec::new(),
+            handoff_socket: "/nonexistent.sock".into(),
+            listener_passed: false,
+            listener_error: None,
+            serve: false,
+            boot_mounts: Vec::new(),
+            live_allocations: Vec::new(),
+            modules_fd,
+        }
+    }
+
+    fn high(fd: &impl AsRawFd) -> i32 {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_DUPFD(MODULES_FD_FLOOR + 20),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_high_pipe_of_a_boot_worker_is_taken_and_made_close_on_exec() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let fd = high(&read);
+        let pipe = inherited_modules_pipe(&start(WorkerTask::Boot, Some(fd))).unwrap();
+        assert_eq!(pipe.as_raw_fd(), fd);
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_eq!(flags & nix::libc::FD_CLOEXEC, nix::libc::FD_CLOEXEC);
+        // The keeper's thread closing its end is EOF here, after the byte.
+        nix::unistd::write(&write, &[crate::boot::MODULES_OK]).unwrap();
+        drop(write);
+        let mut bytes = Vec::new();
+        std::fs::File::from(pipe).read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, [crate::boot::MODULES_OK]);
+    }
+
+    #[test]
+    fn a_resume_a_low_descriptor_or_a_non_pipe_is_ignored() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let fd = high(&read);
+        assert!(inherited_modules_pipe(&start(WorkerTask::Resume, Some(fd))).is_none());
+        // Still ours (not taken): closing it succeeds exactly once.
+        nix::unistd::close(fd).unwrap();
+        // stdin-like low numbers are never taken.
+        assert!(
+            inherited_modules_pipe(&start(WorkerTask::Boot, Some(read.as_raw_fd().min(9))))
+                .is_none()
+        );
+        let file = tempfile::tempfile().unwrap();
+        let fd = high(&file);
+        assert!(inherited_modules_pipe(&start(WorkerTask::Boot, Some(fd))).is_none());
+        nix::unistd::close(fd).unwrap();
+        assert!(inherited_modules_pipe(&start(WorkerTask::Boot, None)).is_none());
     }
 }

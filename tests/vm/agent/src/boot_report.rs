@@ -59,6 +59,23 @@ impl BootJson {
             .iter()
             .map(|(name, status, ms)| format!("{name:<17} {status:<8} {ms:>9.1} ms"))
             .collect();
+        // When each ran (ms since the boot's start): the overlap of the graph.
+        if let Some(spans) = self.0.get("timeline").and_then(Value::as_array) {
+            for span in spans {
+                let at = |key: &str| span.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+                lines.push(format!(
+                    "{:<17} from {:>7.1} to {:>7.1} ms{}",
+                    span.get("name").and_then(Value::as_str).unwrap_or("?"),
+                    at("start_ms"),
+                    at("end_ms"),
+                    if span.get("cut_short").and_then(Value::as_bool) == Some(true) {
+                        " (cut short)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
         let number = |key: &str| self.0.get(key).and_then(Value::as_f64);
         if let Some(total) = number("total_ms") {
             lines.push(format!("{:<17} {:<8} {total:>9.1} ms", "total", ""));
