@@ -8,11 +8,13 @@
 //! orchestration in [`crate::boot`] decides what a death or overrun means.
 
 mod facts;
+mod in_process;
 mod supervisor;
 mod watch;
 mod worker_process;
 
 pub use facts::{death_reason, overrun_reason, WorkerFacts};
+pub use in_process::run_workers_in_process_for_bench;
 pub use supervisor::{SupervisorSetup, WorkerStatus, WorkerSupervisor};
 pub use watch::{watch, WatchEnd};
 pub use worker_process::{describe_status, WorkerProcess};

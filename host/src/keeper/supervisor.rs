@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nodeinit_handoff::server::handover::HandoverRecord;
 use nodeinit_handoff::HandoffListener;
 
 use super::{describe_status, WorkerFacts, WorkerProcess};
@@ -121,6 +122,7 @@ impl WorkerSupervisor {
                     wake: wake_read,
                     status: thread_status,
                     stopping: false,
+                    handed_over: Vec::new(),
                 }
                 .run(worker);
             })?;
@@ -184,6 +186,9 @@ struct Keeping {
     status: Arc<Mutex<WorkerStatus>>,
     /// A stop arrived while a new worker was starting.
     stopping: bool,
+    /// Handoff connections a drained worker handed over, held (sockets
+    /// open, their clients' unread requests in them) for the next worker.
+    handed_over: Vec<(HandoverRecord, Vec<OwnedFd>)>,
 }
 
 enum Woke {
@@ -516,9 +521,16 @@ impl Keeping {
         let deadline = Instant::now() + within;
         loop {
             match self.wait(Some(child), Some(deadline)) {
-                Woke::Link => match child.channel().receive::<FromWorker>() {
-                    Ok(Receive::Message(message)) => self.setup.facts.absorb(&message),
-                    Ok(Receive::Closed) | Err(_) => return,
+                Woke::Link => match child.channel().receive_with_fds::<FromWorker>() {
+                    Ok((Receive::Message(FromWorker::HandedOver(record)), fds)) => {
+                        tracing::info!(
+                            connections = fds.len(),
+                            "reload: holding handed-over connections for the next worker"
+                        );
+                        self.handed_over.push((record, fds));
+                    }
+                    Ok((Receive::Message(message), _)) => self.setup.facts.absorb(&message),
+                    Ok((Receive::Closed, _)) | Err(_) => return,
                 },
                 Woke::Timeout => {
                     let _ = nix::sys::signal::kill(child.pid(), nix::sys::signal::Signal::SIGKILL);
@@ -582,6 +594,24 @@ impl Keeping {
         }
     }
 
+    /// Give the held handed-over connections to `worker` (serving); what
+    /// cannot be sent stays held for the next one.
+    fn pass_handover(&mut self, worker: &WorkerProcess) {
+        let mut parts = std::mem::take(&mut self.handed_over).into_iter();
+        while let Some((record, fds)) = parts.next() {
+            let message = ToWorker::Adopt(record);
+            if let Err(e) = worker.channel().send_with_fds(&message, &fds) {
+                tracing::warn!("handed-over connections kept for the next worker: {e}");
+                if let ToWorker::Adopt(record) = message {
+                    self.handed_over.push((record, fds));
+                }
+                self.handed_over.extend(parts);
+                return;
+            }
+            // Our copies close here; the worker holds its own.
+        }
+    }
+
     /// Start a worker that resumes the node; follow it until it serves.
     fn resume(&mut self, reload: bool) -> Result<WorkerProcess, String> {
         let mut start = self.setup.start.clone();
@@ -595,6 +625,7 @@ impl Keeping {
             WorkerProcess::spawn(&self.setup.program, &start, self.setup.listener.as_ref())
                 .map_err(|e| e.to_string())?;
         self.follow(&worker, Until::Serving)?;
+        self.pass_handover(&worker);
         let ms = begun.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             pid = worker.pid().as_raw(),
