@@ -280,7 +280,10 @@ impl HandoffServer {
     /// server — let the connections being served finish for at most
     /// `timeout`, then shut down. Returns whether every connection ended on
     /// its own. Allocations stay live (they belong to the provider); a client
-    /// still connected when the time is up is disconnected and reconnects.
+    /// still connected when the time is up is disconnected and reconnects,
+    /// and a request it wrote but the server had not read yet is lost: to
+    /// lose nothing, hand the connections over with
+    /// [`hand_over`](Self::hand_over) instead (what nodeinit's reload does).
     pub fn drain(mut self, timeout: Duration) -> bool {
         self.shared.draining.store(true, Ordering::Release);
         let _ = self.wake.write(1);

@@ -4,7 +4,10 @@
 //! doubling to 60 s, reset after 60 s up) that resumes the node: loads the
 //! plugins again, rebuilds state from the kernel and the live allocations,
 //! and serves the same listening handoff socket (clients wait in its
-//! backlog meanwhile).
+//! backlog meanwhile). On a reload the draining worker hands its open
+//! handoff connections over (descriptors over the link); this thread holds
+//! them until the new worker serves and then passes them on, or keeps them
+//! for the next worker if that one dies first.
 //!
 //! The keeper's main thread keeps the signal pipe and the reaping (the
 //! agent's supervision loop reaps every child); it hands each reaped status
