@@ -116,6 +116,33 @@ fn open_fds() -> usize {
     fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Run the keeper's loop for `p`'s serving worker in a thread (the test's
+/// own thread is the client); `stop` ends it, then the worker is stopped.
+fn keep_in_thread(
+    p: &mut nodeinit::boot::Prepared,
+    env: &BootEnv,
+) -> (std::os::fd::OwnedFd, std::thread::JoinHandle<()>) {
+    // This test does not reap every child: the worker machine waits for its own.
+    p.keep_worker(env, false);
+    let mut workers = p.supervisor.take().unwrap();
+    let signals = p.signals.unwrap();
+    // Close-on-exec: a worker must not hold the write end open.
+    let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let thread = std::thread::spawn(move || {
+        let end = nodeinit::keeper::KeeperLoop {
+            signals,
+            reap_all: false,
+            workers: Some(&mut workers),
+            agent: None,
+            stop: Some(std::os::fd::AsFd::as_fd(&stop_read)),
+        }
+        .run();
+        assert!(matches!(end, nodeinit::keeper::LoopEnd::Stopped), "{end:?}");
+        workers.stop(std::time::Duration::from_secs(10));
+    });
+    (stop_write, thread)
+}
+
 #[test]
 fn requests_written_during_reloads_are_answered_on_the_same_connection() {
     const ROUNDS: usize = 12;
@@ -123,8 +150,7 @@ fn requests_written_during_reloads_are_answered_on_the_same_connection() {
     let env = env(dir.path());
     let mut p = prepare(&env);
     assert!(p.phases.is_healthy(), "{:?}", p.phases.records());
-    // This test does not reap: the keeper's thread reaps its workers.
-    p.keep_worker(&env, false);
+    let (stop, keeper) = keep_in_thread(&mut p, &env);
     let control = env.run_dir.join("control.sock");
     let conn = connect_to(&env.handoff_socket);
     write_request(&conn, "held");
@@ -152,5 +178,7 @@ fn requests_written_during_reloads_are_answered_on_the_same_connection() {
     // The connection still serves, from the last worker.
     write_request(&conn, "after");
     expect_granted(&conn, "after", ROUNDS);
+    nix::unistd::write(&stop, b"stop").unwrap();
+    keeper.join().unwrap();
     p.release();
 }

@@ -10,11 +10,13 @@
 mod facts;
 mod in_process;
 mod supervisor;
+mod wait_loop;
 mod watch;
 mod worker_process;
 
 pub use facts::{death_reason, overrun_reason, WorkerFacts};
 pub use in_process::run_workers_in_process_for_bench;
-pub use supervisor::{SupervisorSetup, WorkerStatus, WorkerSupervisor};
+pub use supervisor::{SupervisorSetup, WorkerFd, WorkerStatus, WorkerSupervisor};
+pub use wait_loop::{KeeperLoop, LoopEnd};
 pub use watch::{watch, WatchEnd};
 pub use worker_process::{describe_status, WorkerProcess};

@@ -193,6 +193,11 @@ impl WorkerProcess {
         self.started.elapsed()
     }
 
+    /// Its status, if a reaper loop collected it (never waits itself).
+    pub fn reaped_status(&self) -> Option<WaitStatus> {
+        self.reaped.get()
+    }
+
     /// Records its status, collected by a reaper loop.
     pub fn note_reaped(&self, status: WaitStatus) {
         self.reaped.set(Some(status));
