@@ -132,6 +132,7 @@ fn keep_in_thread(
         let end = nodeinit::keeper::KeeperLoop {
             signals,
             reap_all: false,
+            boot: None,
             workers: Some(&mut workers),
             agent: None,
             stop: Some(std::os::fd::AsFd::as_fd(&stop_read)),

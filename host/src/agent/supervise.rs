@@ -388,6 +388,7 @@ pub fn supervise(
     let end = KeeperLoop {
         signals,
         reap_all: true,
+        boot: None,
         workers: None,
         agent: Some(&mut agent),
         stop: None,
@@ -397,6 +398,6 @@ pub fn supervise(
         LoopEnd::Agent(outcome) => Ok(outcome),
         LoopEnd::Shutdown { signal, action } => Ok(SuperviseOutcome::Shutdown { signal, action }),
         LoopEnd::PollFailed(e) => Err(SuperviseError::Poll(e)),
-        LoopEnd::Stopped => Err(SuperviseError::Poll(nix::errno::Errno::EINTR)),
+        LoopEnd::Stopped | LoopEnd::Boot => Err(SuperviseError::Poll(nix::errno::Errno::EINTR)),
     }
 }

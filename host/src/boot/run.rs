@@ -126,6 +126,7 @@ pub fn boot(env: &BootEnv) -> i32 {
             let end = KeeperLoop {
                 signals,
                 reap_all: true,
+                boot: None,
                 workers: prepared.supervisor.as_mut(),
                 agent: Some(&mut agent),
                 stop: None,
@@ -137,7 +138,9 @@ pub fn boot(env: &BootEnv) -> i32 {
                     Ok(SuperviseOutcome::Shutdown { signal, action })
                 }
                 LoopEnd::PollFailed(e) => Err(SuperviseError::Poll(e)),
-                LoopEnd::Stopped => Err(SuperviseError::Poll(nix::errno::Errno::EINTR)),
+                LoopEnd::Stopped | LoopEnd::Boot => {
+                    Err(SuperviseError::Poll(nix::errno::Errno::EINTR))
+                }
             };
             prepared.release();
             match outcome {
@@ -200,6 +203,7 @@ fn wait_for_shutdown(
     let mut keeper = KeeperLoop {
         signals,
         reap_all,
+        boot: None,
         workers,
         agent: None,
         stop: None,
@@ -211,7 +215,7 @@ fn wait_for_shutdown(
                 tracing::error!("keeper: poll failed: {e}; waiting on");
                 std::thread::sleep(Duration::from_secs(1));
             }
-            LoopEnd::Agent(_) | LoopEnd::Stopped => {}
+            LoopEnd::Agent(_) | LoopEnd::Stopped | LoopEnd::Boot => {}
         }
     }
 }

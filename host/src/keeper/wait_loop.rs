@@ -1,18 +1,21 @@
-//! The keeper's one wait loop after boot (catatonit's loop, plus a clock):
-//! one `poll` on the signal pipe, the worker's link (or the probe's), the
-//! control socket and, for tests, a stop descriptor, with one timeout — the
-//! nearest deadline of its state machines (a starting worker's or the
-//! probe's plugin call, the worker's restart backoff, a drain limit, the
-//! agent's restart or stop escalation). Read top to bottom:
+//! The keeper's one wait loop (catatonit's loop, plus a clock): one `poll`
+//! on the signal pipe, the worker's link (or the probe's), the control
+//! socket and, for tests, a stop descriptor, with one timeout — the nearest
+//! deadline of its state machines (the boot worker's plugin call, a starting
+//! worker's or the probe's, the worker's restart backoff, a drain limit, the
+//! agent's restart or stop escalation). During boot it drives the boot
+//! phases' machine ([`super::watch`]); after it, the worker's and the
+//! agent's. Read top to bottom:
 //!
 //! 1. wait;
 //! 2. signals: `SIGCHLD` → reap (here and only here when the keeper reaps
-//!    every child) and tell whose child it was — the worker machine's
-//!    (worker, probe), else the agent machine's (agent, or an orphan);
-//!    a shutdown signal → the agent is stopped (the loop ends once it is
-//!    reaped) or, with no agent, the loop ends; `SIGHUP` → reload the
+//!    every child) and tell whose child it was — the boot machine's or the
+//!    worker machine's (worker, probe), else the agent machine's (agent, or
+//!    an orphan); a shutdown signal → the boot worker is killed, or the
+//!    agent is stopped (the loop ends once it is reaped) or, with neither,
+//!    the loop ends; `SIGHUP` → reload the
 //!    plugins and pass it to the agent; any other → the agent;
-//! 3. readable descriptors → the worker machine;
+//! 3. readable descriptors → the boot or the worker machine;
 //! 4. deadlines → each machine.
 //!
 //! Owns nothing but the order of these steps; what an event means is the
@@ -26,6 +29,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use super::supervisor::WorkerFd;
+use super::watch::BootWatch;
 use super::WorkerSupervisor;
 use crate::agent::{AgentSupervision, SuperviseOutcome};
 use crate::pid1::{reap_children, shutdown_action_for, ShutdownAction, SignalPipe};
@@ -45,6 +49,8 @@ pub enum LoopEnd {
     Agent(SuperviseOutcome),
     /// The stop descriptor became readable.
     Stopped,
+    /// The boot machine ended (its [`super::WatchEnd`] is in it).
+    Boot,
     /// `poll(2)` failed.
     PollFailed(nix::Error),
 }
@@ -58,6 +64,8 @@ pub struct KeeperLoop<'a, 'b> {
     /// subreaper, or an agent to supervise. Otherwise (a test process) the
     /// worker machine waits for its own children by pid.
     pub reap_all: bool,
+    /// The worker running the boot phases.
+    pub boot: Option<&'a mut BootWatch<'b>>,
     /// The worker after boot.
     pub workers: Option<&'a mut WorkerSupervisor>,
     /// The agent (supervise mode). Requires `reap_all`.
@@ -71,6 +79,7 @@ pub struct KeeperLoop<'a, 'b> {
 enum Source {
     Signals,
     Stop,
+    Boot,
     Worker(WorkerFd),
 }
 
@@ -81,8 +90,12 @@ impl KeeperLoop<'_, '_> {
             if let Some(outcome) = self.agent.as_ref().and_then(|a| a.outcome()) {
                 return LoopEnd::Agent(outcome);
             }
+            if self.boot.as_ref().is_some_and(|b| b.ended()) {
+                return LoopEnd::Boot;
+            }
             // 1. Wait, until the nearest deadline.
             let deadline = [
+                self.boot.as_ref().map(|b| b.deadline()),
                 self.workers.as_ref().and_then(|w| w.deadline()),
                 self.agent.as_ref().and_then(|a| a.deadline()),
             ]
@@ -102,6 +115,10 @@ impl KeeperLoop<'_, '_> {
             if let Some(stop) = self.stop {
                 sources.push(Source::Stop);
                 fds.push(PollFd::new(stop, PollFlags::POLLIN));
+            }
+            if let Some(boot) = self.boot.as_deref() {
+                sources.push(Source::Boot);
+                fds.push(PollFd::new(boot.link(), PollFlags::POLLIN));
             }
             if let Some(workers) = self.workers.as_deref() {
                 for (fd, which) in workers.poll_fds() {
@@ -130,19 +147,33 @@ impl KeeperLoop<'_, '_> {
                             return end;
                         }
                     }
-                    Source::Worker(_) => {}
+                    Source::Worker(_) | Source::Boot => {}
                 }
+            }
+            if self.boot.as_ref().is_some_and(|b| b.ended()) {
+                continue;
             }
             // 3. The worker machine's descriptors.
             for source in ready {
-                if let (Source::Worker(which), Some(workers)) =
-                    (source, self.workers.as_deref_mut())
-                {
-                    workers.on_ready(which);
+                match source {
+                    Source::Boot => {
+                        if let Some(boot) = self.boot.as_deref_mut() {
+                            boot.on_link();
+                        }
+                    }
+                    Source::Worker(which) => {
+                        if let Some(workers) = self.workers.as_deref_mut() {
+                            workers.on_ready(which);
+                        }
+                    }
+                    Source::Signals | Source::Stop => {}
                 }
             }
             // 4. Deadlines.
             let now = Instant::now();
+            if let Some(boot) = self.boot.as_deref_mut() {
+                boot.on_timer(now);
+            }
             if let Some(workers) = self.workers.as_deref_mut() {
                 workers.on_timer(now);
             }
@@ -157,6 +188,10 @@ impl KeeperLoop<'_, '_> {
             if signal == Signal::SIGCHLD {
                 self.reap();
             } else if let Some(action) = shutdown_action_for(signal) {
+                if let Some(boot) = self.boot.as_deref_mut() {
+                    boot.on_shutdown(signal, action);
+                    return Some(LoopEnd::Boot);
+                }
                 match self.agent.as_deref_mut() {
                     Some(agent) => agent.on_shutdown(signal, action),
                     None => return Some(LoopEnd::Shutdown { signal, action }),
@@ -178,16 +213,22 @@ impl KeeperLoop<'_, '_> {
     /// The one place children are reaped (when the keeper reaps them all).
     fn reap(&mut self) {
         if !self.reap_all {
+            // The boot machine looks for its worker by pid each round.
             if let Some(workers) = self.workers.as_deref_mut() {
                 workers.reap_own();
             }
             return;
         }
         for reaped in reap_children() {
-            let ours = self
-                .workers
+            let boot = self
+                .boot
                 .as_deref_mut()
-                .is_some_and(|w| w.on_reaped(reaped.pid, reaped.status));
+                .is_some_and(|b| b.on_reaped(reaped.pid, reaped.status));
+            let ours = boot
+                || self
+                    .workers
+                    .as_deref_mut()
+                    .is_some_and(|w| w.on_reaped(reaped.pid, reaped.status));
             if ours {
                 continue;
             }
