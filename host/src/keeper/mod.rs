@@ -3,9 +3,13 @@
 //! plugin code runs only in the worker it starts, watches with deadlines,
 //! and — after boot, in supervise mode — restarts.
 //!
-//! Owns the worker's process (start, deadlines, death, kill) and the facts
-//! a new worker needs to take over (boot mounts, live allocations). The boot
-//! orchestration in [`crate::boot`] decides what a death or overrun means.
+//! Owns the keeper's one wait loop ([`KeeperLoop`]) and two of the state
+//! machines it drives — the boot phases' ([`watch`]) and the worker's after
+//! boot ([`WorkerSupervisor`]); the agent's is
+//! [`crate::agent::AgentSupervision`]. Also the worker's process (start,
+//! deadlines, death, kill) and the facts a new worker needs to take over
+//! (boot mounts, live allocations). The boot orchestration in
+//! [`crate::boot`] decides what a death or overrun means.
 
 mod facts;
 mod in_process;

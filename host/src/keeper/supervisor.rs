@@ -698,16 +698,27 @@ impl WorkerSupervisor {
     /// Probe the config's plugins in a child; if they load, drain the
     /// worker and start one with them. Nothing changes when the probe fails.
     fn reload(&mut self, reply: Reply) {
-        if self.probe.is_some() || matches!(self.current, Current::Draining { .. }) {
+        let reloading = self
+            .ending
+            .iter()
+            .any(|e| matches!(e.then, Then::Probed { .. } | Then::Drained { .. }));
+        if reloading || self.probe.is_some() || matches!(self.current, Current::Draining { .. }) {
             answer(
                 reply,
                 &ControlReply::Error("a reload is already running; nothing changed".into()),
             );
             return;
         }
-        if matches!(self.current, Current::Starting { .. }) || !self.ending.is_empty() {
-            // A worker is starting: reload once it serves.
-            self.reload_pending = Some(reply);
+        if matches!(self.current, Current::Starting { .. }) {
+            if self.reload_pending.is_some() {
+                answer(
+                    reply,
+                    &ControlReply::Error("a reload is already waiting; nothing changed".into()),
+                );
+            } else {
+                // A worker is starting: reload once it serves.
+                self.reload_pending = Some(reply);
+            }
             return;
         }
         tracing::info!("reload: probing the plugins in a child");
