@@ -1,14 +1,9 @@
 //! `nodeinit --sandbox` with the four reference plugins as `.so` files and
 //! a no-op agent (`/bin/date`, exec mode): time from process start to the
-//! agent's exec, the phase breakdown, peak RSS, and what the keeper/worker
-//! split costs the boot (the worker's start: spawn → its first report; the
-//! boot without it is the total minus that). Each run is a fresh process (a
-//! real boot loads every library anew). Medians of this run.
-//!
-//! Then a worker restart with one live allocation and one mounted image
-//! (supervise mode, the demo agent kills the worker with SIGSEGV, four
-//! times): the keeper's part (new worker started → serving again) and
-//! SIGSEGV → the same request answered, less the backoff delay.
+//! agent's exec, the phase breakdown and peak RSS. Each run is a fresh
+//! process (a real boot loads every library anew). Medians of this run.
+//! What the keeper/worker split and a worker restart cost is measured by
+//! `split_cost.rs`.
 //!
 //! Run as root: `cargo bench -p nodeinit --bench sandbox_boot`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -82,7 +77,6 @@ fn main() {
 fn measure(exe: &std::path::Path, config: &std::path::Path) {
     let mut to_exec = Vec::new();
     let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut worker_start = Vec::new();
     for _ in 0..RUNS {
         let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let out = Command::new(exe)
@@ -99,9 +93,6 @@ fn measure(exe: &std::path::Path, config: &std::path::Path) {
         let agent = Duration::from_nanos(u64::try_from(agent_ns).unwrap());
         to_exec.push((agent - t0).as_secs_f64() * 1e3);
         for line in String::from_utf8_lossy(&out.stderr).lines() {
-            if let Some(ms) = field(line, "worker_started=") {
-                worker_start.push(ms.trim_end_matches("ms").parse().unwrap_or(f64::NAN));
-            }
             let (Some(p), Some(e)) = (field(line, "phase="), field(line, "elapsed=")) else {
                 continue;
             };
@@ -117,66 +108,13 @@ fn measure(exe: &std::path::Path, config: &std::path::Path) {
         "nodeinit --sandbox, 4 reference plugins (.so), no-op agent; medians of {RUNS} fresh runs"
     );
     let total = median(to_exec);
-    let split = median(worker_start);
     println!("  process start -> agent exec (includes the date(1) start): {total:>7.2} ms   (target <= 3 ms)");
-    println!("  keeper/worker split: worker spawn -> first report {split:>7.3} ms; boot without it {:>7.2} ms   (target <= 1 ms)", total - split);
     for (name, v) in phases {
         println!("    phase {name:<17} {:>7.3} ms", median(v));
     }
     println!(
         "  peak RSS (largest process of the run): {:.1} MiB   (target <= 8 MiB)",
         rss_kib as f64 / 1024.0
-    );
-    restart(exe, config);
-}
-
-/// Worker restarts in supervise mode with `demo-1` live and its image mounted.
-fn restart(exe: &std::path::Path, config: &std::path::Path) {
-    const RESTARTS: u32 = 4;
-    let text = std::fs::read_to_string(config).unwrap();
-    let plugin_dir_line = text
-        .lines()
-        .find(|l| l.starts_with("plugin_dir"))
-        .unwrap()
-        .to_owned();
-    let supervised = nodeinit::demo::SANDBOX_CONFIG
-        .replacen("[host]\n", &format!("[host]\n{plugin_dir_line}\n"), 1)
-        .replace(
-            "args = [\"demo-agent\"]",
-            &format!("args = [\"demo-agent\", \"--restart-bench\", \"{RESTARTS}\"]"),
-        );
-    let path = config.with_file_name("restart.toml");
-    std::fs::write(&path, supervised).unwrap();
-    let out = Command::new(exe)
-        .args(["--sandbox", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let keeper: Vec<f64> = stderr
-        .lines()
-        .filter_map(|l| field(l, "restart_ms="))
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // The backoff: 1 s doubling (the runs are shorter than the 60 s reset).
-    let answered: Vec<f64> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("restart-bench: "))
-        .filter_map(|v| v.parse::<f64>().ok())
-        .enumerate()
-        .map(|(i, ms)| ms - 1000.0 * f64::from(1u32 << i))
-        .collect();
-    assert_eq!(keeper.len(), RESTARTS as usize, "{stderr}");
-    println!("worker restart, one live allocation + one mounted image (supervise; medians of {RESTARTS})");
-    println!(
-        "  new worker started -> serving again (keeper's log): {:>7.2} ms   (target <= 50 ms)",
-        median(keeper)
-    );
-    println!(
-        "  SIGSEGV -> the same request answered, less the backoff: {:>7.2} ms",
-        median(answered)
     );
 }
 

@@ -72,6 +72,13 @@ pub enum Command {
     },
     /// `__worker` (hidden): the worker process the keeper starts.
     Worker,
+    /// `__bench-unsplit-sandbox [--config F]` (hidden, benchmarks only):
+    /// `--sandbox` with the worker's phases run in a thread of the keeper,
+    /// as before the keeper/worker split, to measure what the split costs.
+    BenchUnsplitSandbox {
+        /// `--config`.
+        config: Option<PathBuf>,
+    },
     /// `__check [--config F] [--exclude kind=reason]...` (hidden): the probe
     /// child of `check`.
     CheckChild {
@@ -189,6 +196,14 @@ enum Sub {
     /// The worker process the keeper starts.
     #[command(name = "__worker", hide = true)]
     Worker,
+    /// `--sandbox` without the keeper/worker split (benchmarks only; never
+    /// the PID 1 path, which never parses arguments).
+    #[command(name = "__bench-unsplit-sandbox", hide = true)]
+    BenchUnsplitSandbox {
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The probe child of `check`.
     #[command(name = "__check", hide = true)]
     CheckChild {
@@ -274,6 +289,7 @@ pub fn parse(args: &[String], is_pid1: bool) -> Result<Command, clap::Error> {
                 _ => Command::DemoAgent,
             },
             Sub::Worker => Command::Worker,
+            Sub::BenchUnsplitSandbox { config } => Command::BenchUnsplitSandbox { config },
             Sub::CheckChild { config, excluded } => Command::CheckChild { config, excluded },
             Sub::InspectChild { path } => Command::InspectChild { path },
             Sub::Man { dir } => Command::Man { dir },
@@ -396,6 +412,12 @@ mod tests {
             }
         );
         assert_eq!(p(&["__worker"]).unwrap(), Command::Worker);
+        assert_eq!(
+            p(&["__bench-unsplit-sandbox", "--config", "b.toml"]).unwrap(),
+            Command::BenchUnsplitSandbox {
+                config: Some("b.toml".into())
+            }
+        );
         assert_eq!(
             p(&[
                 "__check",

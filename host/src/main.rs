@@ -26,20 +26,11 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Boot { config } => exit(run_boot(BootEnv::from_system(config))),
-        Command::Sandbox { config } => match enter_sandbox() {
-            Ok(SandboxSide::Inside) => match nodeinit::demo::prepare(config) {
-                Ok(config) => exit(run_boot(BootEnv::for_sandbox(config))),
-                Err(e) => {
-                    eprintln!("nodeinit --sandbox: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Ok(SandboxSide::Outside { exit_code }) => exit(exit_code),
-            Err(e) => {
-                eprintln!("nodeinit: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::BenchUnsplitSandbox { config } => {
+            nodeinit::keeper::run_workers_in_process_for_bench();
+            exit(sandbox(config))
+        }
+        Command::Sandbox { config } => exit(sandbox(config)),
         Command::Check { config } => {
             let (report, ok) = nodeinit::check::check(config.as_deref());
             print!("{report}");
@@ -139,6 +130,24 @@ fn verdict(ok: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `--sandbox`: the boot in a private PID and mount namespace; the exit code.
+fn sandbox(config: Option<PathBuf>) -> i32 {
+    match enter_sandbox() {
+        Ok(SandboxSide::Inside) => match nodeinit::demo::prepare(config) {
+            Ok(config) => run_boot(BootEnv::for_sandbox(config)),
+            Err(e) => {
+                eprintln!("nodeinit --sandbox: {e}");
+                1
+            }
+        },
+        Ok(SandboxSide::Outside { exit_code }) => exit_code,
+        Err(e) => {
+            eprintln!("nodeinit: {e}");
+            1
+        }
     }
 }
 

@@ -690,6 +690,34 @@ fn status_when(
     }
 }
 
+/// Run the keeper's loop for `p`'s serving worker in a thread (the test's
+/// own thread is the client); `stop` ends it, then the worker is stopped.
+fn keep_in_thread(
+    p: &mut nodeinit::boot::Prepared,
+    env: &BootEnv,
+) -> (std::os::fd::OwnedFd, std::thread::JoinHandle<()>) {
+    // This test does not reap every child: the worker machine waits for its own.
+    p.keep_worker(env, false);
+    let mut workers = p.supervisor.take().unwrap();
+    let signals = p.signals.unwrap();
+    // Close-on-exec: a worker must not hold the write end open.
+    let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let thread = std::thread::spawn(move || {
+        let end = nodeinit::keeper::KeeperLoop {
+            signals,
+            reap_all: false,
+            boot: None,
+            workers: Some(&mut workers),
+            agent: None,
+            stop: Some(std::os::fd::AsFd::as_fd(&stop_read)),
+        }
+        .run();
+        assert!(matches!(end, nodeinit::keeper::LoopEnd::Stopped), "{end:?}");
+        workers.stop(std::time::Duration::from_secs(10));
+    });
+    (stop_write, thread)
+}
+
 #[test]
 fn process_level_a_dead_worker_is_restarted_and_reload_probes_first() {
     use nodeinit::control::{ask, ControlReply, ControlRequest};
@@ -700,8 +728,7 @@ fn process_level_a_dead_worker_is_restarted_and_reload_probes_first() {
     let mut p = prepare(&env);
     assert!(p.phases.is_healthy());
     let first = p.worker.as_ref().unwrap().pid();
-    // This test's loop does not reap: the keeper's thread reaps its worker.
-    p.keep_worker(&env, false);
+    let (stop, keeper) = keep_in_thread(&mut p, &env);
     let socket = env.run_dir.join("control.sock");
     let status = status_when(&socket, |s| s.pid.is_some());
     assert_eq!(status.pid, Some(first.as_raw()));
@@ -741,6 +768,8 @@ fn process_level_a_dead_worker_is_restarted_and_reload_probes_first() {
         }
         other => panic!("reload failed: {other:?}"),
     }
+    nix::unistd::write(&stop, b"stop").unwrap();
+    keeper.join().unwrap();
     p.release();
     assert!(!socket.exists(), "control socket left behind");
 }

@@ -25,9 +25,10 @@ use nix::sys::socket::{accept4, SockFlag};
 
 use super::access::{self, Peer};
 use super::gate::GateOutcome;
+use super::handover::Handover;
 use super::limits::{AcceptBackoff, RateLimit};
 use super::listener::Listener;
-use super::registry::ConnId;
+use super::registry::{ConnId, Op};
 use super::requests::{self, error, Action, Outcome};
 use super::scope_watch::ScopeWatcher;
 use super::workers::Workers;
@@ -180,8 +181,9 @@ impl EventLoop {
         })
     }
 
-    /// Serve until the stop pipe closes.
-    pub(super) fn run(mut self) {
+    /// Serve until the stop pipe closes; then shut down, or hand the open
+    /// connections over when [`HandoffServer::hand_over`](super::HandoffServer::hand_over) asked.
+    pub(super) fn run(mut self) -> Option<Handover> {
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             let timeout = self.next_timeout(Instant::now());
@@ -208,7 +210,11 @@ impl EventLoop {
             }
             self.on_timers(Instant::now());
         }
+        if self.shared.handing_over.load(Ordering::Acquire) {
+            return Some(self.hand_over());
+        }
         self.shutdown();
+        None
     }
 
     fn next_timeout(&self, now: Instant) -> EpollTimeout {
@@ -501,6 +507,16 @@ impl EventLoop {
 
     fn on_wake(&mut self) {
         let _ = self.wake.read();
+        let adoptions = std::mem::take(
+            &mut *self
+                .shared
+                .adoptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for handover in adoptions {
+            self.adopt(handover);
+        }
         if self
             .shared
             .draining
@@ -509,6 +525,12 @@ impl EventLoop {
             // Draining for a successor: leave new clients in the backlog.
             let _ = self.epoll.delete(self.listener.fd.as_fd());
         }
+        self.deliver_events();
+        self.serve_waiting();
+    }
+
+    /// Replies of finished provider calls, and WI5 notifications.
+    fn deliver_events(&mut self) {
         while let Ok(event) = self.events_rx.try_recv() {
             match event {
                 Event::Done { conn, outcome } => {
@@ -534,7 +556,6 @@ impl EventLoop {
                 }
             }
         }
-        self.serve_waiting();
     }
 
     /// Requests queued for readiness: run them once the gate opened, answer
@@ -591,20 +612,25 @@ impl EventLoop {
             return;
         };
         for id in scopes.drain() {
-            let (shared, events, wake) = (
-                self.shared.clone(),
-                self.events_tx.clone(),
-                self.wake.clone(),
-            );
-            let job = Box::new(move || {
-                let conn = requests::serve_scope_emptied(&shared, &id);
-                if events.send(Event::ScopeEnded { conn, id }).is_ok() {
-                    let _ = wake.write(1);
-                }
-            });
-            if let Some(workers) = &self.workers {
-                workers.submit(job);
+            self.end_emptied(id);
+        }
+    }
+
+    /// Release `id`, whose scope emptied, in a worker; its connection is told.
+    fn end_emptied(&self, id: AllocationId) {
+        let (shared, events, wake) = (
+            self.shared.clone(),
+            self.events_tx.clone(),
+            self.wake.clone(),
+        );
+        let job = Box::new(move || {
+            let conn = requests::serve_scope_emptied(&shared, &id);
+            if events.send(Event::ScopeEnded { conn, id }).is_ok() {
+                let _ = wake.write(1);
             }
+        });
+        if let Some(workers) = &self.workers {
+            workers.submit(job);
         }
     }
 
@@ -669,6 +695,143 @@ impl EventLoop {
             }
             self.close(id);
         }
+    }
+
+    // ---- handing over (reload) ----
+
+    /// The loop's end on a reload: nothing more is accepted or read (a
+    /// request not read yet stays in its socket for the successor); calls in
+    /// flight finish and are answered; queued ones get `not_ready`; then the
+    /// connections leave open, with the live allocations.
+    fn hand_over(mut self) -> Handover {
+        let _ = self.epoll.delete(self.listener.fd.as_fd());
+        // Joins the pool once its jobs are done: every call in flight ends.
+        drop(self.workers.take());
+        self.deliver_events();
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(request) = self.take_waiting(id) {
+                let message = error(
+                    ErrorKind::NotReady,
+                    "the handoff server is handing over to a new one before the node became ready; retry",
+                    Some(&request.request.allocation_id),
+                );
+                if self.send(id, &message, &[]) {
+                    self.make_idle(id);
+                }
+            }
+        }
+        let live = self.shared.registry.live_entries();
+        let connections = std::mem::take(&mut self.conns)
+            .into_iter()
+            .map(|(id, conn)| {
+                let _ = self.epoll.delete(conn.fd.as_fd());
+                let peer = Arc::try_unwrap(conn.peer).unwrap_or_else(|p| (*p).clone());
+                (id, conn.fd, peer)
+            })
+            .collect();
+        let scopes = self.scopes.as_ref();
+        Handover::collect(connections, live, |id| {
+            scopes.is_some_and(|s| s.seen_populated(id))
+        })
+    }
+
+    /// Serve what a predecessor handed over (see `handover`).
+    fn adopt(&mut self, handover: Handover) {
+        let Handover {
+            connections,
+            allocations,
+        } = handover;
+        let mut ids = Vec::with_capacity(connections.len());
+        for (fd, peer) in connections {
+            ids.push(self.adopt_connection(fd, peer));
+        }
+        let adopted = ids.iter().flatten().count();
+        for allocation in allocations {
+            let conn = match allocation
+                .connection
+                .and_then(|i| ids.get(i).copied().flatten())
+            {
+                Some(conn) => conn,
+                // Its connection is gone: a number no connection will have.
+                None => {
+                    self.next_conn += 1;
+                    self.next_conn - 1
+                }
+            };
+            match self
+                .shared
+                .registry
+                .begin(&allocation.id, allocation.owner, Op::Request)
+            {
+                Ok(ticket) => ticket.created(conn, allocation.scope.clone()),
+                Err((kind, message)) => {
+                    tracing::warn!(allocation = %allocation.id, kind = kind.as_str(), %message, "handed-over allocation not registered");
+                    continue;
+                }
+            }
+            let emptied = match (
+                self.scopes.as_mut(),
+                &allocation.scope,
+                &self.shared.config.cgroup_root,
+            ) {
+                (Some(scopes), Some(scope), Some(root)) => scopes.adopt(
+                    allocation.id.clone(),
+                    scope.under(root).join("cgroup.events"),
+                    allocation.scope_seen_populated,
+                ),
+                _ => false,
+            };
+            if emptied {
+                // It emptied between the two servers: end it as the watch would have.
+                self.end_emptied(allocation.id);
+            }
+        }
+        tracing::info!(
+            connections = adopted,
+            allocations = self.shared.registry.live_count(),
+            "handed-over connections adopted"
+        );
+    }
+
+    /// One handed-over connection, polled from now on; `None` when refused.
+    fn adopt_connection(&mut self, fd: OwnedFd, peer: Peer) -> Option<ConnId> {
+        if !self.shared.config.access.allows(&peer) {
+            let message = format!(
+                "peer uid {} gid {} is no longer allowed on this socket after the reload; closing the connection",
+                peer.uid, peer.gid
+            );
+            refuse(fd, &error(ErrorKind::Unauthorized, &message, None));
+            return None;
+        }
+        if let Err(e) = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        ) {
+            tracing::error!(error = %e, "handed-over connection: cannot make it non-blocking; closing it");
+            return None;
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        // Level-triggered: a request already waiting in the socket wakes us at once.
+        if let Err(e) = self.epoll.add(
+            fd.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, FIRST_CONN + id),
+        ) {
+            tracing::error!(error = %e, "epoll_ctl(add handed-over connection) failed; closing it");
+            return None;
+        }
+        self.conns.insert(
+            id,
+            Conn {
+                fd,
+                peer: Arc::new(peer),
+                state: State::Idle,
+                last_activity: Instant::now(),
+            },
+        );
+        self.shared.connection_opened();
+        Some(id)
     }
 
     fn shutdown(mut self) {

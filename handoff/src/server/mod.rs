@@ -30,6 +30,7 @@ pub mod access;
 pub mod config;
 mod event_loop;
 pub mod gate;
+pub mod handover;
 pub(crate) mod limits;
 mod listener;
 mod registry;
@@ -62,6 +63,11 @@ pub(crate) struct Shared {
     queued: AtomicUsize,
     /// Set by [`HandoffServer::drain`]: the loop stops accepting for good.
     draining: AtomicBool,
+    /// Set by [`HandoffServer::hand_over`]: the loop ends by handing its
+    /// connections over instead of closing them.
+    handing_over: AtomicBool,
+    /// Connections handed over by a predecessor, for the loop to adopt.
+    adoptions: Mutex<Vec<handover::Handover>>,
     /// Connection counts, and a condvar signalled when they change.
     counts: (Mutex<ConnectionCounts>, Condvar),
 }
@@ -101,7 +107,8 @@ impl Shared {
 pub struct HandoffServer {
     shared: Arc<Shared>,
     stop_trigger: Option<OwnedFd>,
-    event_loop: Option<JoinHandle<()>>,
+    /// Returns the open connections when the loop ended by handing over.
+    event_loop: Option<JoinHandle<Option<handover::Handover>>>,
     /// Wakes the loop (to notice `draining`).
     wake: Arc<nix::sys::eventfd::EventFd>,
     path: PathBuf,
@@ -171,6 +178,8 @@ impl HandoffServer {
             gate,
             queued: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
+            adoptions: Mutex::new(Vec::new()),
             counts: (Mutex::new(ConnectionCounts::default()), Condvar::new()),
         });
         let event_loop = event_loop::EventLoop::new(shared.clone(), listener, stop_signal)?;
@@ -271,7 +280,10 @@ impl HandoffServer {
     /// server — let the connections being served finish for at most
     /// `timeout`, then shut down. Returns whether every connection ended on
     /// its own. Allocations stay live (they belong to the provider); a client
-    /// still connected when the time is up is disconnected and reconnects.
+    /// still connected when the time is up is disconnected and reconnects,
+    /// and a request it wrote but the server had not read yet is lost: to
+    /// lose nothing, hand the connections over with
+    /// [`hand_over`](Self::hand_over) instead (what nodeinit's reload does).
     pub fn drain(mut self, timeout: Duration) -> bool {
         self.shared.draining.store(true, Ordering::Release);
         let _ = self.wake.write(1);

@@ -231,6 +231,19 @@ impl Registry {
             .any(|e| e.live && e.conn == Some(conn))
     }
 
+    /// Every live allocation: id, owner uid, the connection told when its
+    /// scope empties, the scope (what a successor server takes over).
+    pub(crate) fn live_entries(
+        &self,
+    ) -> Vec<(AllocationId, u32, Option<ConnId>, Option<CgroupScope>)> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.live)
+            .map(|(id, e)| (id.clone(), e.owner, e.conn, e.scope.clone()))
+            .collect()
+    }
+
     /// Live allocations.
     pub(crate) fn live_count(&self) -> usize {
         self.lock().entries.values().filter(|e| e.live).count()

@@ -98,6 +98,36 @@ impl ScopeWatcher {
         tracing::debug!(allocation = %id, path = %events.display(), populated = ?now, "watching cgroup scope");
     }
 
+    /// Whether `id`'s scope was seen populated (what a successor needs to
+    /// know to end it when it empties: see [`Self::adopt`]).
+    pub(super) fn seen_populated(&self, id: &AllocationId) -> bool {
+        self.by_id
+            .get(id)
+            .and_then(|wd| self.watches.get(wd))
+            .is_some_and(|w| w.seen_populated)
+    }
+
+    /// Watch `events` for `id`, handed over by a server that had seen the
+    /// scope populated (`seen_populated`). Returns `true` when the scope has
+    /// emptied since (the event fell between the two servers): the caller
+    /// ends the allocation now, and nothing is watched.
+    pub(super) fn adopt(
+        &mut self,
+        id: AllocationId,
+        events: PathBuf,
+        seen_populated: bool,
+    ) -> bool {
+        let now = read_state(&events);
+        if seen_populated && !now.is_some_and(|s| s.populated) {
+            return true;
+        }
+        self.watch(id.clone(), events);
+        if let Some(watch) = self.by_id.get(&id).and_then(|wd| self.watches.get_mut(wd)) {
+            watch.seen_populated |= seen_populated;
+        }
+        false
+    }
+
     /// Stop watching for `id` (it ended another way).
     pub(super) fn unwatch(&mut self, id: &AllocationId) {
         let Some(wd) = self.by_id.remove(id) else {

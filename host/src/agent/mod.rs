@@ -26,7 +26,8 @@ pub use preflight::{
     LATTICE_ADVERTISE_ENV, PACT_CONFIG_ENV, PACT_DEFAULT_CONFIG,
 };
 pub use supervise::{
-    supervise, RestartPolicy, SuperviseError, SuperviseEvent, SuperviseOptions, SuperviseOutcome,
+    supervise, AgentSupervision, RestartPolicy, SuperviseError, SuperviseEvent, SuperviseOptions,
+    SuperviseOutcome,
 };
 
 #[cfg(test)]

@@ -3,25 +3,26 @@
 //! exits, reaps every orphan, forwards SIGHUP, and on a shutdown signal stops
 //! the agent (its stop signal, grace period, SIGKILL) and returns.
 //!
-//! Everything is driven by the [`SignalPipe`]: `poll` on it, with a timeout
-//! only while a restart is pending. The sockets and mount hold timers live in
-//! their own threads and keep running meanwhile. Releasing mounts and the
-//! final sync/reboot are the caller's, after this returns.
+//! [`AgentSupervision`] is one of the state machines of the keeper's one
+//! wait loop ([`crate::keeper::KeeperLoop`]): the loop reaps, reads the
+//! signal pipe and keeps the clock; this machine is told what it needs
+//! (its agent reaped, a signal to pass on, a shutdown, its deadline) and
+//! never waits. [`supervise`] runs the loop with this machine alone.
+//! Releasing mounts and the final sync/reboot are the caller's, after the
+//! loop returns.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::agent::{AgentCommand, RestartBackoff};
-use crate::pid1::{
-    reap_children, reset_signals_for_child, shutdown_action_for, ShutdownAction, SignalPipe,
-};
+use crate::keeper::{KeeperLoop, LoopEnd};
+use crate::pid1::{reset_signals_for_child, ShutdownAction, SignalPipe};
 
 /// Whether an agent that exits is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +126,24 @@ pub enum SuperviseError {
     Poll(nix::Error),
 }
 
+/// After SIGKILL only an uninterruptible sleep can delay the exit; do not hang shutdown on it.
+const AFTER_KILL: Duration = Duration::from_secs(10);
+
 enum AgentState {
-    Running { pid: Pid, since: Instant },
+    Running {
+        pid: Pid,
+        since: Instant,
+    },
     RestartAt(Instant),
+    /// A shutdown: `signal` sent, SIGKILL (or giving up, `killed`) at `until`.
+    Stopping {
+        pid: Pid,
+        until: Instant,
+        killed: bool,
+        signal: Signal,
+        action: ShutdownAction,
+    },
+    Done(SuperviseOutcome),
 }
 
 /// `exited N` / `killed by SIGX`, and the shell-style exit code.
@@ -156,25 +172,208 @@ fn spawn(command: &AgentCommand) -> std::io::Result<Pid> {
         });
     }
     let child = cmd.spawn()?;
-    // Reaped through waitpid(-1) below, never through `child`.
+    // Reaped by the keeper's loop (waitpid(-1)), never through `child`.
     Ok(Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)))
 }
 
-fn wait_for_signal(signals: &SignalPipe, timeout: Option<Duration>) -> Result<(), SuperviseError> {
-    let timeout = match timeout {
-        None => PollTimeout::NONE,
-        Some(t) => PollTimeout::try_from(t.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX),
-    };
-    let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
-    match nix::poll::poll(&mut fds, timeout) {
-        Ok(_) | Err(Errno::EINTR) => Ok(()),
-        Err(e) => Err(SuperviseError::Poll(e)),
+/// The agent, as a state machine of the keeper's loop (which must reap
+/// every child while it runs one).
+pub struct AgentSupervision<'a> {
+    command: &'a AgentCommand,
+    options: &'a mut SuperviseOptions,
+    observe: &'a mut dyn FnMut(&SuperviseEvent),
+    state: AgentState,
+    attempt: u32,
+}
+
+impl std::fmt::Debug for AgentSupervision<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSupervision").finish_non_exhaustive()
+    }
+}
+
+impl<'a> AgentSupervision<'a> {
+    /// Supervise `command` (started at the loop's first timer); `observe`
+    /// sees every event.
+    pub fn new(
+        command: &'a AgentCommand,
+        options: &'a mut SuperviseOptions,
+        observe: &'a mut dyn FnMut(&SuperviseEvent),
+    ) -> Self {
+        Self {
+            command,
+            options,
+            observe,
+            state: AgentState::RestartAt(Instant::now()),
+            attempt: 0,
+        }
+    }
+
+    /// How supervision ended, once it has.
+    pub fn outcome(&self) -> Option<SuperviseOutcome> {
+        match &self.state {
+            AgentState::Done(outcome) => Some(outcome.clone()),
+            _ => None,
+        }
+    }
+
+    /// When the loop must wake for this machine.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            AgentState::RestartAt(at) => Some(at),
+            AgentState::Stopping { until, .. } => Some(until),
+            AgentState::Running { .. } | AgentState::Done(_) => None,
+        }
+    }
+
+    /// Start the agent when due; escalate a stop when its grace ran out.
+    pub fn on_timer(&mut self, now: Instant) {
+        match self.state {
+            AgentState::RestartAt(at) if now >= at => self.start(),
+            AgentState::Stopping {
+                pid,
+                until,
+                killed,
+                signal,
+                action,
+            } if now >= until => {
+                if killed {
+                    tracing::error!(
+                        pid = pid.as_raw(),
+                        "agent survived SIGKILL (uninterruptible sleep?); continuing shutdown"
+                    );
+                    self.state = AgentState::Done(SuperviseOutcome::Shutdown { signal, action });
+                } else {
+                    self.send_stop(pid, Signal::SIGKILL);
+                    self.state = AgentState::Stopping {
+                        pid,
+                        until: Instant::now() + AFTER_KILL,
+                        killed: true,
+                        signal,
+                        action,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn start(&mut self) {
+        self.state = match spawn(self.command) {
+            Ok(pid) => {
+                (self.observe)(&SuperviseEvent::Started { pid: pid.as_raw() });
+                AgentState::Running {
+                    pid,
+                    since: Instant::now(),
+                }
+            }
+            Err(e) => {
+                (self.observe)(&SuperviseEvent::SpawnFailed {
+                    error: format!("{}: {e}", self.command.program.display()),
+                });
+                if self.options.restart == RestartPolicy::Never {
+                    AgentState::Done(SuperviseOutcome::AgentFinished { code: 127 })
+                } else {
+                    self.attempt += 1;
+                    let delay = self.options.backoff.delay_after_run(Duration::ZERO);
+                    (self.observe)(&SuperviseEvent::RestartScheduled {
+                        attempt: self.attempt,
+                        delay,
+                    });
+                    AgentState::RestartAt(Instant::now() + delay)
+                }
+            }
+        };
+    }
+
+    fn send_stop(&mut self, pid: Pid, signal: Signal) {
+        (self.observe)(&SuperviseEvent::Stopping {
+            pid: pid.as_raw(),
+            signal,
+        });
+        if kill(pid, signal) == Err(Errno::ESRCH) {
+            // Already gone (a zombie would still accept the signal): reaped next.
+        }
+    }
+
+    /// A reaped child: the agent (restart, or the end), else an orphan.
+    pub fn on_reaped(&mut self, reaped: Pid, status: &WaitStatus) {
+        let (text, code) = describe(status);
+        match self.state {
+            AgentState::Running { pid, since } if pid == reaped => {
+                (self.observe)(&SuperviseEvent::Exited {
+                    pid: pid.as_raw(),
+                    status: text,
+                });
+                if self.options.restart == RestartPolicy::Never {
+                    self.state = AgentState::Done(SuperviseOutcome::AgentFinished { code });
+                    return;
+                }
+                self.attempt += 1;
+                let delay = self.options.backoff.delay_after_run(since.elapsed());
+                (self.observe)(&SuperviseEvent::RestartScheduled {
+                    attempt: self.attempt,
+                    delay,
+                });
+                self.state = AgentState::RestartAt(Instant::now() + delay);
+            }
+            AgentState::Stopping {
+                pid,
+                signal,
+                action,
+                ..
+            } if pid == reaped => {
+                (self.observe)(&SuperviseEvent::Exited {
+                    pid: pid.as_raw(),
+                    status: text,
+                });
+                self.state = AgentState::Done(SuperviseOutcome::Shutdown { signal, action });
+            }
+            _ => (self.observe)(&SuperviseEvent::OrphanReaped {
+                pid: reaped.as_raw(),
+                status: text,
+            }),
+        }
+    }
+
+    /// A shutdown signal: stop the agent (its stop signal, the grace
+    /// period, SIGKILL); further shutdown signals change nothing.
+    pub fn on_shutdown(&mut self, signal: Signal, action: ShutdownAction) {
+        match self.state {
+            AgentState::Stopping { .. } | AgentState::Done(_) => {}
+            AgentState::Running { pid, .. } => {
+                (self.observe)(&SuperviseEvent::ShutdownRequested { signal });
+                let stop = self.options.stop_signal;
+                self.send_stop(pid, stop);
+                self.state = AgentState::Stopping {
+                    pid,
+                    until: Instant::now() + self.options.grace,
+                    killed: false,
+                    signal,
+                    action,
+                };
+            }
+            AgentState::RestartAt(_) => {
+                (self.observe)(&SuperviseEvent::ShutdownRequested { signal });
+                self.state = AgentState::Done(SuperviseOutcome::Shutdown { signal, action });
+            }
+        }
+    }
+
+    /// Any other signal (SIGHUP and the like) belongs to the agent.
+    pub fn forward(&mut self, signal: Signal) {
+        if let AgentState::Running { pid, .. } = self.state {
+            if kill(pid, signal).is_ok() {
+                (self.observe)(&SuperviseEvent::Forwarded { signal });
+            }
+        }
     }
 }
 
 /// Run and supervise `command` until a shutdown signal (or, with
-/// [`RestartPolicy::Never`], until the agent ends). `signals` must be
-/// installed before; `observe` sees every event.
+/// [`RestartPolicy::Never`], until the agent ends): the keeper's loop with
+/// this machine alone. `signals` must be installed before; `observe` sees
+/// every event.
 ///
 /// # Errors
 ///
@@ -185,128 +384,20 @@ pub fn supervise(
     signals: &SignalPipe,
     observe: &mut dyn FnMut(&SuperviseEvent),
 ) -> Result<SuperviseOutcome, SuperviseError> {
-    let mut attempt = 0u32;
-    let mut state = AgentState::RestartAt(Instant::now());
-    loop {
-        if let AgentState::RestartAt(at) = state {
-            if Instant::now() >= at {
-                state = match spawn(command) {
-                    Ok(pid) => {
-                        observe(&SuperviseEvent::Started { pid: pid.as_raw() });
-                        AgentState::Running {
-                            pid,
-                            since: Instant::now(),
-                        }
-                    }
-                    Err(e) => {
-                        observe(&SuperviseEvent::SpawnFailed {
-                            error: format!("{}: {e}", command.program.display()),
-                        });
-                        if options.restart == RestartPolicy::Never {
-                            return Ok(SuperviseOutcome::AgentFinished { code: 127 });
-                        }
-                        attempt += 1;
-                        let delay = options.backoff.delay_after_run(Duration::ZERO);
-                        observe(&SuperviseEvent::RestartScheduled { attempt, delay });
-                        AgentState::RestartAt(Instant::now() + delay)
-                    }
-                };
-            }
-        }
-        let timeout = match state {
-            AgentState::Running { .. } => None,
-            AgentState::RestartAt(at) => Some(at.saturating_duration_since(Instant::now())),
-        };
-        wait_for_signal(signals, timeout)?;
-        for signal in signals.drain() {
-            if signal == Signal::SIGCHLD {
-                for reaped in reap_children() {
-                    let (status, code) = describe(&reaped.status);
-                    match state {
-                        AgentState::Running { pid, since } if pid == reaped.pid => {
-                            observe(&SuperviseEvent::Exited {
-                                pid: pid.as_raw(),
-                                status,
-                            });
-                            if options.restart == RestartPolicy::Never {
-                                return Ok(SuperviseOutcome::AgentFinished { code });
-                            }
-                            attempt += 1;
-                            let delay = options.backoff.delay_after_run(since.elapsed());
-                            observe(&SuperviseEvent::RestartScheduled { attempt, delay });
-                            state = AgentState::RestartAt(Instant::now() + delay);
-                        }
-                        _ => observe(&SuperviseEvent::OrphanReaped {
-                            pid: reaped.pid.as_raw(),
-                            status,
-                        }),
-                    }
-                }
-            } else if let Some(action) = shutdown_action_for(signal) {
-                observe(&SuperviseEvent::ShutdownRequested { signal });
-                if let AgentState::Running { pid, .. } = state {
-                    stop_agent(pid, options, signals, observe)?;
-                }
-                return Ok(SuperviseOutcome::Shutdown { signal, action });
-            } else if let AgentState::Running { pid, .. } = state {
-                // SIGHUP and the like belong to the agent (reload conventions).
-                if kill(pid, signal).is_ok() {
-                    observe(&SuperviseEvent::Forwarded { signal });
-                }
-            }
-        }
+    let mut agent = AgentSupervision::new(command, options, observe);
+    let end = KeeperLoop {
+        signals,
+        reap_all: true,
+        boot: None,
+        workers: None,
+        agent: Some(&mut agent),
+        stop: None,
     }
-}
-
-/// The stop signal, wait up to the grace period for the agent to be
-/// reaped, then SIGKILL. Orphans reaped meanwhile are reported too.
-fn stop_agent(
-    pid: Pid,
-    options: &SuperviseOptions,
-    signals: &SignalPipe,
-    observe: &mut dyn FnMut(&SuperviseEvent),
-) -> Result<(), SuperviseError> {
-    /// After SIGKILL only an uninterruptible sleep can delay the exit; do not hang shutdown on it.
-    const AFTER_KILL: Duration = Duration::from_secs(10);
-    for (signal, wait) in [
-        (options.stop_signal, options.grace),
-        (Signal::SIGKILL, AFTER_KILL),
-    ] {
-        observe(&SuperviseEvent::Stopping {
-            pid: pid.as_raw(),
-            signal,
-        });
-        if kill(pid, signal) == Err(Errno::ESRCH) {
-            // Already gone (a zombie would still accept the signal): reap below.
-        }
-        let deadline = Instant::now() + wait;
-        loop {
-            for reaped in reap_children() {
-                let (status, _) = describe(&reaped.status);
-                if reaped.pid == pid {
-                    observe(&SuperviseEvent::Exited {
-                        pid: pid.as_raw(),
-                        status,
-                    });
-                    return Ok(());
-                }
-                observe(&SuperviseEvent::OrphanReaped {
-                    pid: reaped.pid.as_raw(),
-                    status,
-                });
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            wait_for_signal(signals, Some(left))?;
-            // Further shutdown signals while stopping change nothing.
-            signals.drain();
-        }
+    .run();
+    match end {
+        LoopEnd::Agent(outcome) => Ok(outcome),
+        LoopEnd::Shutdown { signal, action } => Ok(SuperviseOutcome::Shutdown { signal, action }),
+        LoopEnd::PollFailed(e) => Err(SuperviseError::Poll(e)),
+        LoopEnd::Stopped | LoopEnd::Boot => Err(SuperviseError::Poll(nix::errno::Errno::EINTR)),
     }
-    tracing::error!(
-        pid = pid.as_raw(),
-        "agent survived SIGKILL (uninterruptible sleep?); continuing shutdown"
-    );
-    Ok(())
 }

@@ -11,13 +11,14 @@
 use std::time::Duration;
 
 use crate::agent::{
-    exec_agent, preflight, supervise, AgentCommand, RestartBackoff, RestartPolicy,
-    SuperviseOptions, SuperviseOutcome, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY,
+    exec_agent, preflight, AgentCommand, AgentSupervision, RestartBackoff, RestartPolicy,
+    SuperviseError, SuperviseOptions, SuperviseOutcome, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY,
 };
 use crate::config::{HandoffMode, OnFailure};
+use crate::keeper::{KeeperLoop, LoopEnd};
 use crate::pid1::{
     decide_failure_outcome, finish_shutdown, perform_failure_outcome, reap_children,
-    rescue_shell_at, shutdown_action_for, FailureContext, ShutdownAction, SignalPipe,
+    rescue_shell_at, FailureContext, ShutdownAction, SignalPipe,
 };
 use crate::placement::Placement;
 
@@ -116,28 +117,31 @@ pub fn boot(env: &BootEnv) -> i32 {
                     RestartPolicy::Always
                 },
             };
-            // supervise() reaps every child: the worker's status is passed on.
+            // One loop: the agent, the worker, the control socket; it reaps every child.
             prepared.keep_worker(env, true);
-            let supervisor = prepared.supervisor.as_ref();
-            let outcome = supervise(&command, &mut options, signals, &mut |event| {
-                match event {
-                    crate::agent::SuperviseEvent::OrphanReaped { pid, status } => {
-                        if let Some(s) = supervisor {
-                            s.note_reaped(*pid, status.clone());
-                        }
-                    }
-                    // SIGHUP goes to the agent (as ever) and reloads the plugins.
-                    crate::agent::SuperviseEvent::Forwarded {
-                        signal: nix::sys::signal::Signal::SIGHUP,
-                    } => {
-                        if let Some(s) = supervisor {
-                            s.request_reload();
-                        }
-                    }
-                    _ => {}
-                }
+            let mut observe = |event: &crate::agent::SuperviseEvent| {
                 tracing::info!(?event, "supervise");
-            });
+            };
+            let mut agent = AgentSupervision::new(&command, &mut options, &mut observe);
+            let end = KeeperLoop {
+                signals,
+                reap_all: true,
+                boot: None,
+                workers: prepared.supervisor.as_mut(),
+                agent: Some(&mut agent),
+                stop: None,
+            }
+            .run();
+            let outcome = match end {
+                LoopEnd::Agent(outcome) => Ok(outcome),
+                LoopEnd::Shutdown { signal, action } => {
+                    Ok(SuperviseOutcome::Shutdown { signal, action })
+                }
+                LoopEnd::PollFailed(e) => Err(SuperviseError::Poll(e)),
+                LoopEnd::Stopped | LoopEnd::Boot => {
+                    Err(SuperviseError::Poll(nix::errno::Errno::EINTR))
+                }
+            };
             prepared.release();
             match outcome {
                 Ok(SuperviseOutcome::Shutdown { action, .. }) => {
@@ -181,57 +185,37 @@ fn serve_until_shutdown(env: &BootEnv, prepared: &mut Prepared) -> i32 {
         return fail(env, prepared, "signal handlers not installed").unwrap_or(1);
     };
     tracing::info!("no agent configured; serving until a shutdown signal");
-    prepared.keep_worker(env, env.placement.reaps_orphans());
-    let supervisor = prepared.supervisor.as_ref();
-    let action = wait_for_shutdown(signals, env.placement, &|event| {
-        let Some(s) = supervisor else {
-            return;
-        };
-        match event {
-            KeeperEvent::Reaped(pid, status) => s.note_reaped(pid, status),
-            KeeperEvent::Hangup => s.request_reload(),
-        }
-    });
+    let reap_all = env.placement.reaps_orphans();
+    prepared.keep_worker(env, reap_all);
+    let action = wait_for_shutdown(signals, reap_all, prepared.supervisor.as_mut());
     prepared.release();
     shut_down(env, action);
     0
 }
 
-/// What the keeper's idle loop passes on.
-enum KeeperEvent {
-    /// A child was reaped: pid, how it ended.
-    Reaped(i32, String),
-    /// SIGHUP: reload the plugins.
-    Hangup,
-}
-
-/// Reaps children (as PID 1) until a shutdown signal arrives, telling
-/// `events` about each reaped child and SIGHUP; returns what the signal asks.
+/// The keeper's loop with no agent: reaps (when `reap_all`) and serves the
+/// worker until a shutdown signal; returns what the signal asks.
 fn wait_for_shutdown(
     signals: &SignalPipe,
-    placement: Placement,
-    events: &dyn Fn(KeeperEvent),
+    reap_all: bool,
+    workers: Option<&mut crate::keeper::WorkerSupervisor>,
 ) -> ShutdownAction {
+    let mut keeper = KeeperLoop {
+        signals,
+        reap_all,
+        boot: None,
+        workers,
+        agent: None,
+        stop: None,
+    };
     loop {
-        let mut fds = [nix::poll::PollFd::new(
-            signals.fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
-        if placement.reaps_orphans() {
-            for r in reap_children() {
-                events(KeeperEvent::Reaped(
-                    r.pid.as_raw(),
-                    crate::keeper::describe_status(&r.status),
-                ));
+        match keeper.run() {
+            LoopEnd::Shutdown { action, .. } => return action,
+            LoopEnd::PollFailed(e) => {
+                tracing::error!("keeper: poll failed: {e}; waiting on");
+                std::thread::sleep(Duration::from_secs(1));
             }
-        }
-        for signal in signals.drain() {
-            if signal == nix::sys::signal::Signal::SIGHUP {
-                events(KeeperEvent::Hangup);
-            } else if let Some(action) = shutdown_action_for(signal) {
-                return action;
-            }
+            LoopEnd::Agent(_) | LoopEnd::Stopped | LoopEnd::Boot => {}
         }
     }
 }
@@ -241,10 +225,7 @@ fn wait_for_shutdown(
 pub fn idle_as_pid1() -> ! {
     loop {
         match SignalPipe::install() {
-            Ok(signals) => finish_shutdown(
-                wait_for_shutdown(signals, Placement::NodePid1, &|_| {}),
-                true,
-            ),
+            Ok(signals) => finish_shutdown(wait_for_shutdown(signals, true, None), true),
             Err(e) => {
                 tracing::error!("signal handlers: {e}; reaping only");
                 reap_children();

@@ -183,7 +183,7 @@ pub struct Prepared {
     pub excluded: Vec<(String, String)>,
     /// The start message of the last worker (the template of the next).
     pub worker_start: Option<WorkerStart>,
-    /// After boot: the thread that keeps a worker serving.
+    /// After boot: the state machine that keeps a worker serving.
     pub supervisor: Option<WorkerSupervisor>,
 }
 
@@ -245,11 +245,13 @@ impl Prepared {
         }
     }
 
-    /// Hand the serving worker to a keeper thread that restarts it when it
-    /// dies. `main_thread_reaps`: the caller's loop reaps every child (and
-    /// passes the statuses on with [`WorkerSupervisor::note_reaped`]).
-    pub fn keep_worker(&mut self, env: &BootEnv, main_thread_reaps: bool) {
-        let (Some(worker), Some(start)) = (self.worker.take(), self.worker_start.clone()) else {
+    /// Hand the serving worker to the state machine that restarts it when
+    /// it dies, for the keeper's loop ([`crate::keeper::KeeperLoop`]) to
+    /// drive. `loop_reaps_all`: that loop reaps every child.
+    pub fn keep_worker(&mut self, env: &BootEnv, loop_reaps_all: bool) {
+        let (Some(worker), Some(start), Some(signals)) =
+            (self.worker.take(), self.worker_start.clone(), self.signals)
+        else {
             return;
         };
         let idle_timeout_secs = self
@@ -276,7 +278,8 @@ impl Prepared {
                 DEFAULT_MAX_DELAY,
                 DEFAULT_MAX_DELAY,
             ),
-            main_thread_reaps,
+            signals,
+            loop_reaps_all,
             control: match crate::control::ControlListener::bind(
                 &env.run_dir.join(crate::control::CONTROL_SOCKET_FILE),
             ) {
@@ -287,10 +290,7 @@ impl Prepared {
                 }
             },
         };
-        match WorkerSupervisor::start(worker, setup) {
-            Ok(s) => self.supervisor = Some(s),
-            Err(e) => tracing::error!("the worker will not be restarted: {e}"),
-        }
+        self.supervisor = Some(WorkerSupervisor::start(worker, setup));
     }
 
     fn required_kind(&self, kind: BackendKind) -> bool {

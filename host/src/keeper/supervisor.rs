@@ -1,35 +1,40 @@
-//! After boot: the worker is kept alive. A thread of the keeper owns it —
-//! reads its reports (which allocations may be live), notices its death
-//! (end-of-file on the link) and starts a new one with backoff (1 s
-//! doubling to 60 s, reset after 60 s up) that resumes the node: loads the
-//! plugins again, rebuilds state from the kernel and the live allocations,
-//! and serves the same listening handoff socket (clients wait in its
-//! backlog meanwhile).
+//! After boot: the worker is kept alive — one of the state machines the
+//! keeper's one wait loop ([`super::KeeperLoop`]) drives; no thread.
 //!
-//! The keeper's main thread keeps the signal pipe and the reaping (the
-//! agent's supervision loop reaps every child); it hands each reaped status
-//! here with [`WorkerSupervisor::note_reaped`]. This thread never reads the
-//! signal pipe and never waits for a child the main thread may reap. Workers
-//! are spawned from this thread, which lives as long as the keeper, so
-//! their `PR_SET_PDEATHSIG` (and that of holders they clone with
-//! `CLONE_PARENT`) fires only when the keeper goes.
+//! It reads the worker's reports (which allocations may be live), notices
+//! its death (end-of-file on the link, then its status from the loop's
+//! reaper) and starts a new one with backoff (1 s doubling to 60 s, reset
+//! after 60 s up) that resumes the node: loads the plugins again, rebuilds
+//! state from the kernel and the live allocations, and serves the same
+//! listening handoff socket (clients wait in its backlog meanwhile). It
+//! answers the control socket (`nodeinit status`, `nodeinit reload`). A
+//! reload first probes the plugins in a child (the old worker serves on);
+//! then the old worker drains and hands its open handoff connections over
+//! (descriptors over the link), held here until the new worker serves and
+//! then passed on — or kept for the next worker if that one dies first.
+//!
+//! Every step is an event handler that returns at once: the loop polls what
+//! [`WorkerSupervisor::poll_fds`] names and wakes at
+//! [`WorkerSupervisor::deadline`]. It never reaps when the loop reaps every
+//! child (it is told with [`WorkerSupervisor::on_reaped`]); otherwise it
+//! waits for its own children only, by pid.
 
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
+use nodeinit_handoff::server::handover::HandoverRecord;
 use nodeinit_handoff::HandoffListener;
 
 use super::{describe_status, WorkerFacts, WorkerProcess};
 use crate::agent::RestartBackoff;
 use crate::boot::PluginRecord;
 use crate::control::{ControlReply, ControlRequest};
-use crate::link::{FromWorker, Receive, StepReport, ToWorker, WorkerStart, WorkerTask};
+use crate::link::{Channel, FromWorker, Receive, StepReport, ToWorker, WorkerStart, WorkerTask};
+use crate::pid1::SignalPipe;
 
 /// What `nodeinit status` shows of the worker.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -50,27 +55,7 @@ pub struct WorkerStatus {
     pub last_restart_ms: Option<f64>,
 }
 
-enum Command {
-    Stop(Duration),
-    Reload,
-}
-
-/// The handle the keeper's main thread keeps.
-pub struct WorkerSupervisor {
-    commands: Sender<Command>,
-    reaped: Sender<(i32, String)>,
-    wake: OwnedFd,
-    thread: Option<JoinHandle<()>>,
-    status: Arc<Mutex<WorkerStatus>>,
-}
-
-impl std::fmt::Debug for WorkerSupervisor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerSupervisor").finish_non_exhaustive()
-    }
-}
-
-/// What the thread needs to start the next worker.
+/// What the supervisor needs to start the next worker.
 #[derive(Debug)]
 pub struct SupervisorSetup {
     /// The nodeinit binary.
@@ -85,88 +70,161 @@ pub struct SupervisorSetup {
     pub idle_timeout_secs: u64,
     /// The restart schedule.
     pub backoff: RestartBackoff,
-    /// Whether the main thread reaps every child (then only it may).
-    pub main_thread_reaps: bool,
+    /// The keeper's signal pipe (a stop at shutdown waits on it).
+    pub signals: &'static SignalPipe,
+    /// Whether the keeper's loop reaps every child (then only it may).
+    pub loop_reaps_all: bool,
     /// The control socket (`nodeinit status`, `nodeinit reload`).
     pub control: Option<crate::control::ControlListener>,
     /// Where the fleet metrics go, and the boot's report they start from.
     pub metrics: Option<(PathBuf, crate::boot::BootReport)>,
 }
 
-impl WorkerSupervisor {
-    /// Take over `worker` (serving) in a thread of its own.
-    ///
-    /// # Errors
-    ///
-    /// The wake pipe or the thread cannot be created.
-    pub fn start(worker: WorkerProcess, setup: SupervisorSetup) -> io::Result<Self> {
-        let (wake_read, wake_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
-        let (commands, command_queue) = channel();
-        let (reaped, reaped_queue) = channel();
-        let status = Arc::new(Mutex::new(WorkerStatus {
-            pid: Some(worker.pid().as_raw()),
-            serving_since: now_secs(),
-            plugins: setup.facts.plugins.clone(),
-            ..WorkerStatus::default()
-        }));
-        let thread_status = Arc::clone(&status);
-        let thread = std::thread::Builder::new()
-            .name("nodeinit-worker-keeper".into())
-            .spawn(move || {
-                Keeping {
-                    setup,
-                    commands: command_queue,
-                    reaped: reaped_queue,
-                    wake: wake_read,
-                    status: thread_status,
-                    stopping: false,
-                }
-                .run(worker);
-            })?;
-        Ok(Self {
-            commands,
-            reaped,
-            wake: wake_write,
-            thread: Some(thread),
-            status,
-        })
-    }
+/// How long a worker or probe that closed its link may take to be reaped.
+const STATUS_WITHIN: Duration = Duration::from_secs(5);
+/// How long a draining worker may take to hand over and exit.
+const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+/// While a status is awaited and nobody else reaps: how often to look.
+const REAP_TICK: Duration = Duration::from_millis(20);
 
-    /// A child the main thread reaped (it may be the worker).
-    pub fn note_reaped(&self, pid: i32, status: String) {
-        let _ = self.reaped.send((pid, status));
-        self.poke();
-    }
+/// A child's plugin calls being followed, with the deadline of each.
+#[derive(Debug)]
+struct Follow {
+    step: Option<StepReport>,
+    since: Instant,
+    idle_timeout_secs: u64,
+}
 
-    /// What `nodeinit status` shows.
-    pub fn status(&self) -> WorkerStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Reload the plugins (SIGHUP); the outcome is logged.
-    pub fn request_reload(&self) {
-        let _ = self.commands.send(Command::Reload);
-        self.poke();
-    }
-
-    fn poke(&self) {
-        let _ = nix::unistd::write(&self.wake, b"!");
-    }
-
-    /// Stop the worker (it releases the boot mounts) and the thread.
-    pub fn stop(mut self, grace: Duration) {
-        let _ = self.commands.send(Command::Stop(grace));
-        self.poke();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the worker-keeper thread panicked");
-            }
+impl Follow {
+    fn new(idle_timeout_secs: u64) -> Self {
+        Self {
+            step: None,
+            since: Instant::now(),
+            idle_timeout_secs,
         }
     }
+
+    fn timeout_secs(&self) -> u64 {
+        self.step
+            .as_ref()
+            .map_or(self.idle_timeout_secs, |s| s.timeout_secs)
+    }
+
+    fn deadline(&self) -> Instant {
+        self.since + Duration::from_secs(self.timeout_secs())
+    }
+
+    fn progress(&mut self, step: Option<StepReport>) {
+        if step.is_some() {
+            self.step = step;
+        }
+        self.since = Instant::now();
+    }
+
+    /// `plugin X: worker killed by SIGSEGV in constructor`.
+    fn death(&self, status: &str) -> String {
+        match &self.step {
+            Some(s) => format!(
+                "plugin {}: worker {status} in {}",
+                s.plugin.as_deref().unwrap_or("?"),
+                s.method
+            ),
+            None => format!("worker {status}"),
+        }
+    }
+}
+
+/// The worker in its life cycle.
+#[derive(Debug)]
+enum Current {
+    /// Serving.
+    Serving(WorkerProcess),
+    /// Started, followed until it serves; `reload`: answer this when it does.
+    Starting {
+        worker: WorkerProcess,
+        follow: Follow,
+        begun: Instant,
+        reload: Option<Reply>,
+    },
+    /// Told to drain for a reload; the next worker starts when it is gone.
+    Draining {
+        old: WorkerProcess,
+        until: Instant,
+        reply: Reply,
+    },
+    /// None; the next one starts at this instant (`None`: not before the
+    /// child being ended is reaped).
+    RestartAt(Option<Instant>),
+}
+
+/// Whom to tell how a reload went (`None`: SIGHUP, the log is told).
+type Reply = Option<Channel>;
+
+/// The probe of a reload: `nodeinit __check` on the config, in a child.
+#[derive(Debug)]
+struct Probe {
+    child: WorkerProcess,
+    follow: Follow,
+    stdout: Option<JoinHandle<String>>,
+    reply: Reply,
+}
+
+/// A child whose link closed (or that was killed), waiting for its status.
+#[derive(Debug)]
+struct Ending {
+    child: WorkerProcess,
+    until: Instant,
+    then: Then,
+}
+
+/// What to do once an [`Ending`] child's status is known.
+#[derive(Debug)]
+enum Then {
+    /// A serving worker died: note it; the restart is already scheduled.
+    Died,
+    /// A starting worker failed: `Ok`: it died, reason from its calls;
+    /// `Err`: already known (overrun).
+    StartFailed {
+        follow: Follow,
+        known: Option<String>,
+        reload: Option<Reply>,
+    },
+    /// A drained worker: start the next.
+    Drained { reply: Reply },
+    /// A probe: judge it.
+    Probed {
+        finished: bool,
+        follow: Follow,
+        known: Option<String>,
+        stdout: Option<JoinHandle<String>>,
+        reply: Reply,
+    },
+}
+
+/// Which descriptor the loop found readable (see [`WorkerSupervisor::poll_fds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerFd {
+    /// The current (or starting, or draining) worker's link.
+    Link,
+    /// The probe's link.
+    Probe,
+    /// The control socket.
+    Control,
+}
+
+/// The worker after boot, as a state machine of the keeper's loop.
+#[derive(Debug)]
+pub struct WorkerSupervisor {
+    setup: SupervisorSetup,
+    status: WorkerStatus,
+    current: Current,
+    probe: Option<Probe>,
+    ending: Vec<Ending>,
+    /// Handoff connections a drained worker handed over, held (sockets
+    /// open, their clients' unread requests in them) for the next worker.
+    handed_over: Vec<(HandoverRecord, Vec<OwnedFd>)>,
+    /// Reload asked while a restart was under way: run it once serving.
+    reload_pending: Option<Reply>,
 }
 
 fn now_secs() -> Option<u64> {
@@ -176,35 +234,446 @@ fn now_secs() -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-struct Keeping {
-    setup: SupervisorSetup,
-    commands: Receiver<Command>,
-    reaped: Receiver<(i32, String)>,
-    wake: OwnedFd,
-    status: Arc<Mutex<WorkerStatus>>,
-    /// A stop arrived while a new worker was starting.
-    stopping: bool,
+fn answer(reply: Reply, message: &ControlReply) {
+    if let Some(client) = reply {
+        if let Err(e) = client.send(message) {
+            tracing::warn!("control reply not sent: {e}");
+        }
+    }
 }
 
-enum Woke {
-    Stop(Duration),
-    Reload,
-    Control,
-    Timeout,
-    Link,
-    Nothing,
-}
+impl WorkerSupervisor {
+    /// Take over `worker`, serving.
+    pub fn start(worker: WorkerProcess, setup: SupervisorSetup) -> Self {
+        let status = WorkerStatus {
+            pid: Some(worker.pid().as_raw()),
+            serving_since: now_secs(),
+            plugins: setup.facts.plugins.clone(),
+            ..WorkerStatus::default()
+        };
+        Self {
+            setup,
+            status,
+            current: Current::Serving(worker),
+            probe: None,
+            ending: Vec::new(),
+            handed_over: Vec::new(),
+            reload_pending: None,
+        }
+    }
 
-/// What a followed child must reach.
-#[derive(PartialEq, Eq)]
-enum Until {
-    /// A worker: serving.
-    Serving,
-    /// A probe: finished.
-    Finished,
-}
+    /// What `nodeinit status` shows.
+    pub fn status(&self) -> WorkerStatus {
+        let mut status = self.status.clone();
+        // The worker sends its records again, with file hashes, once serving.
+        status.plugins = self.setup.facts.plugins.clone();
+        status
+    }
 
-impl Keeping {
+    /// The descriptors to poll, each with what it is.
+    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, WorkerFd)> {
+        let mut fds = Vec::with_capacity(3);
+        match &self.current {
+            Current::Serving(w) | Current::Starting { worker: w, .. } => {
+                fds.push((w.channel().fd(), WorkerFd::Link));
+            }
+            Current::Draining { old, .. } => fds.push((old.channel().fd(), WorkerFd::Link)),
+            Current::RestartAt(_) => {}
+        }
+        if let Some(probe) = &self.probe {
+            fds.push((probe.child.channel().fd(), WorkerFd::Probe));
+        }
+        if let Some(control) = &self.setup.control {
+            fds.push((control.fd(), WorkerFd::Control));
+        }
+        fds
+    }
+
+    /// The nearest instant something is due: a restart, a plugin call's
+    /// deadline (starting worker, probe), a drain limit, a status awaited.
+    pub fn deadline(&self) -> Option<Instant> {
+        let current = match &self.current {
+            Current::RestartAt(at) => *at,
+            Current::Starting { follow, .. } => Some(follow.deadline()),
+            Current::Draining { until, .. } => Some(*until),
+            Current::Serving(_) => None,
+        };
+        let tick = (!self.ending.is_empty()).then(|| Instant::now() + REAP_TICK);
+        [
+            current,
+            self.probe.as_ref().map(|p| p.follow.deadline()),
+            self.ending.iter().map(|e| e.until).min(),
+            tick,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// A reaped child: `true` if it was one of ours.
+    pub fn on_reaped(&mut self, pid: nix::unistd::Pid, status: WaitStatus) -> bool {
+        if let Some(i) = self.ending.iter().position(|e| e.child.pid() == pid) {
+            let ending = self.ending.remove(i);
+            self.ended(ending, describe_status(&status));
+            return true;
+        }
+        let live = match &self.current {
+            Current::Serving(w) | Current::Starting { worker: w, .. } => Some(w),
+            Current::Draining { old, .. } => Some(old),
+            Current::RestartAt(_) => None,
+        };
+        for child in live
+            .into_iter()
+            .chain(self.probe.as_ref().map(|p| &p.child))
+        {
+            if child.pid() == pid {
+                // Its link's end-of-file follows; the status waits there.
+                child.note_reaped(status);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The loop does not reap every child: look for our own, by pid.
+    pub fn reap_own(&mut self) {
+        let mut i = 0;
+        while i < self.ending.len() {
+            if let Some(status) = self.ending[i].child.try_reap() {
+                let ending = self.ending.remove(i);
+                self.ended(ending, describe_status(&status));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A readable descriptor.
+    pub fn on_ready(&mut self, which: WorkerFd) {
+        match which {
+            WorkerFd::Link => self.on_link(),
+            WorkerFd::Probe => self.on_probe(),
+            WorkerFd::Control => self.on_control(),
+        }
+    }
+
+    /// Deadlines that passed.
+    pub fn on_timer(&mut self, now: Instant) {
+        if !self.setup.loop_reaps_all {
+            self.reap_own();
+        }
+        let mut i = 0;
+        while i < self.ending.len() {
+            if self.ending[i].until <= now {
+                let ending = self.ending.remove(i);
+                let _ = kill(ending.child.pid(), Signal::SIGKILL);
+                self.ended(ending, "ended (status unknown)".to_owned());
+            } else {
+                i += 1;
+            }
+        }
+        if self
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.follow.deadline() <= now)
+        {
+            if let Some(probe) = self.probe.take() {
+                let known =
+                    super::overrun_reason(probe.follow.step.as_ref(), probe.follow.timeout_secs());
+                let _ = kill(probe.child.pid(), Signal::SIGKILL);
+                self.end(
+                    probe.child,
+                    Then::Probed {
+                        finished: false,
+                        follow: probe.follow,
+                        known: Some(known),
+                        stdout: probe.stdout,
+                        reply: probe.reply,
+                    },
+                );
+            }
+        }
+        match std::mem::replace(&mut self.current, Current::RestartAt(None)) {
+            Current::RestartAt(Some(at)) if at <= now => self.start_worker(None),
+            Current::Starting {
+                worker,
+                follow,
+                reload,
+                ..
+            } if follow.deadline() <= now => {
+                let known = super::overrun_reason(follow.step.as_ref(), follow.timeout_secs());
+                let _ = kill(worker.pid(), Signal::SIGKILL);
+                self.end(
+                    worker,
+                    Then::StartFailed {
+                        follow,
+                        known: Some(known),
+                        reload,
+                    },
+                );
+            }
+            Current::Draining { old, until, reply } if until <= now => {
+                tracing::warn!(
+                    pid = old.pid().as_raw(),
+                    "reload: the old worker did not hand over within {} s; killed",
+                    DRAIN_WITHIN.as_secs()
+                );
+                let _ = kill(old.pid(), Signal::SIGKILL);
+                self.end(old, Then::Drained { reply });
+            }
+            other => self.current = other,
+        }
+    }
+
+    /// Reload the plugins (SIGHUP); the outcome is logged.
+    pub fn request_reload(&mut self) {
+        self.reload(None);
+    }
+
+    // ---- the current worker ----
+
+    fn on_link(&mut self) {
+        let received = match &self.current {
+            Current::Serving(w) | Current::Starting { worker: w, .. } => {
+                w.channel().receive::<FromWorker>()
+            }
+            Current::Draining { old, .. } => match old.channel().receive_with_fds::<FromWorker>() {
+                Ok((Receive::Message(FromWorker::HandedOver(record)), fds)) => {
+                    tracing::info!(
+                        connections = fds.len(),
+                        "reload: holding handed-over connections for the next worker"
+                    );
+                    self.handed_over.push((record, fds));
+                    return;
+                }
+                Ok((message, _)) => Ok(message),
+                Err(e) => Err(e),
+            },
+            Current::RestartAt(_) => return,
+        };
+        match received {
+            Ok(Receive::Message(message)) => self.on_message(message),
+            Ok(Receive::Closed) | Err(_) => self.on_link_closed(),
+        }
+    }
+
+    fn on_message(&mut self, message: FromWorker) {
+        match (&mut self.current, message) {
+            (Current::Starting { follow, .. }, FromWorker::Step(step)) => {
+                follow.progress(Some(step));
+            }
+            (Current::Starting { .. }, FromWorker::Serving) => self.now_serving(),
+            (current, message) => {
+                if let Current::Starting { follow, .. } = current {
+                    follow.progress(None);
+                }
+                self.setup.facts.absorb(&message);
+            }
+        }
+    }
+
+    fn on_link_closed(&mut self) {
+        match std::mem::replace(&mut self.current, Current::RestartAt(None)) {
+            Current::Serving(worker) => {
+                let delay = self.setup.backoff.delay_after_run(worker.uptime());
+                tracing::error!(
+                    pid = worker.pid().as_raw(),
+                    delay_ms = delay.as_millis() as u64,
+                    "worker died after boot; restarting it"
+                );
+                self.status.pid = None;
+                self.status.serving_since = None;
+                self.current = Current::RestartAt(Some(Instant::now() + delay));
+                self.end(worker, Then::Died);
+            }
+            Current::Starting {
+                worker,
+                follow,
+                reload,
+                ..
+            } => self.end(
+                worker,
+                Then::StartFailed {
+                    follow,
+                    known: None,
+                    reload,
+                },
+            ),
+            Current::Draining { old, reply, .. } => self.end(old, Then::Drained { reply }),
+            Current::RestartAt(at) => self.current = Current::RestartAt(at),
+        }
+    }
+
+    /// Wait for `child`'s status, then do `then` (at once if it is known).
+    fn end(&mut self, child: WorkerProcess, then: Then) {
+        let known = if self.setup.loop_reaps_all {
+            child.reaped_status()
+        } else {
+            child.try_reap()
+        };
+        let ending = Ending {
+            child,
+            until: Instant::now() + STATUS_WITHIN,
+            then,
+        };
+        match known {
+            Some(status) => self.ended(ending, describe_status(&status)),
+            None => self.ending.push(ending),
+        }
+    }
+
+    /// `ending`'s child is gone, `status` in words.
+    fn ended(&mut self, ending: Ending, status: String) {
+        match ending.then {
+            Then::Died => {
+                tracing::error!(pid = ending.child.pid().as_raw(), %status, "the dead worker's status");
+                self.status.last_death = Some(format!("worker {status}"));
+            }
+            Then::StartFailed {
+                follow,
+                known,
+                reload,
+            } => {
+                let why = known.unwrap_or_else(|| follow.death(&status));
+                let delay = self.setup.backoff.delay_after_run(Duration::ZERO);
+                tracing::error!(%why, delay_ms = delay.as_millis() as u64, "worker restart failed; trying again");
+                self.status.last_death = Some(why.clone());
+                self.current = Current::RestartAt(Some(Instant::now() + delay));
+                if let Some(reply) = reload {
+                    answer(
+                        reply,
+                        &ControlReply::Error(format!(
+                            "the probe passed but the new worker failed: {why}; restarting with backoff"
+                        )),
+                    );
+                }
+            }
+            Then::Drained { reply } => {
+                tracing::info!(pid = ending.child.pid().as_raw(), %status, "reload: old worker drained");
+                self.setup.start.excluded.clear();
+                self.start_worker(Some(reply));
+            }
+            Then::Probed {
+                finished,
+                follow,
+                known,
+                stdout,
+                reply,
+            } => {
+                let report = stdout.and_then(|r| r.join().ok()).unwrap_or_default();
+                let verdict = match known {
+                    Some(why) => Err(format!("the new plugins {why}; nothing changed\n{report}")),
+                    None if !finished => Err(format!(
+                        "the new plugins {} while loading; nothing changed\n{report}",
+                        follow.death(&status)
+                    )),
+                    None if report.trim_end().ends_with("check: ok") => Ok(()),
+                    None => Err(format!(
+                        "the probe refused the config ({status}); nothing changed\n{report}"
+                    )),
+                };
+                match verdict {
+                    Ok(()) => self.probe_passed(reply),
+                    Err(why) => {
+                        tracing::error!("reload: {why}");
+                        answer(reply, &ControlReply::Error(why));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start a worker that resumes the node (`reload`: after a reload).
+    fn start_worker(&mut self, reload: Option<Reply>) {
+        let mut start = self.setup.start.clone();
+        start.task = WorkerTask::Resume;
+        start.phases.clear();
+        start.boot_mounts = self.setup.facts.boot_mounts.clone();
+        start.live_allocations = self.setup.facts.live_allocations.iter().cloned().collect();
+        start.listener_passed = self.setup.listener.is_some();
+        match WorkerProcess::spawn(&self.setup.program, &start, self.setup.listener.as_ref()) {
+            Ok(worker) => {
+                self.current = Current::Starting {
+                    worker,
+                    follow: Follow::new(self.setup.idle_timeout_secs),
+                    begun: Instant::now(),
+                    reload,
+                };
+            }
+            Err(e) => {
+                let delay = self.setup.backoff.delay_after_run(Duration::ZERO);
+                tracing::error!(why = %e, delay_ms = delay.as_millis() as u64, "worker restart failed; trying again");
+                self.status.last_death = Some(e.to_string());
+                self.current = Current::RestartAt(Some(Instant::now() + delay));
+                if let Some(reply) = reload {
+                    answer(
+                        reply,
+                        &ControlReply::Error(format!(
+                            "the probe passed but the new worker failed: {e}; restarting with backoff"
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The starting worker serves: hand it the held connections, count it.
+    fn now_serving(&mut self) {
+        let Current::Starting {
+            worker,
+            begun,
+            reload,
+            ..
+        } = std::mem::replace(&mut self.current, Current::RestartAt(None))
+        else {
+            return;
+        };
+        self.pass_handover(&worker);
+        let ms = begun.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(
+            pid = worker.pid().as_raw(),
+            restart_ms = ms,
+            reload = reload.is_some(),
+            "worker restarted and serving"
+        );
+        self.status.pid = Some(worker.pid().as_raw());
+        self.status.serving_since = now_secs();
+        self.status.plugins = self.setup.facts.plugins.clone();
+        if reload.is_some() {
+            self.status.reloads += 1;
+        } else {
+            self.status.restarts += 1;
+        }
+        self.status.last_restart_ms = Some(ms);
+        self.current = Current::Serving(worker);
+        self.publish_metrics();
+        if let Some(reply) = reload {
+            tracing::info!(pid = ?self.status.pid, "reload done");
+            answer(reply, &ControlReply::Reloaded(self.status()));
+        }
+        if let Some(reply) = self.reload_pending.take() {
+            self.reload(reply);
+        }
+    }
+
+    /// Give the held handed-over connections to `worker` (serving); what
+    /// cannot be sent stays held for the next one.
+    fn pass_handover(&mut self, worker: &WorkerProcess) {
+        let mut parts = std::mem::take(&mut self.handed_over).into_iter();
+        while let Some((record, fds)) = parts.next() {
+            let message = ToWorker::Adopt(record);
+            if let Err(e) = worker.channel().send_with_fds(&message, &fds) {
+                tracing::warn!("handed-over connections kept for the next worker: {e}");
+                if let ToWorker::Adopt(record) = message {
+                    self.handed_over.push((record, fds));
+                }
+                self.handed_over.extend(parts);
+                return;
+            }
+            // Our copies close here; the worker holds its own.
+        }
+    }
+
     /// The fleet view after a restart or reload: restarts, live allocations,
     /// and the plugins now loaded.
     fn publish_metrics(&self) {
@@ -213,408 +682,188 @@ impl Keeping {
         };
         let mut report = report.clone();
         report.plugins = self.setup.facts.plugins.clone();
-        let status = self
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         crate::metrics::publish(
             path,
             &report,
             &crate::metrics::RuntimeCounts {
-                worker_restarts: u64::from(status.restarts),
+                worker_restarts: u64::from(self.status.restarts),
                 live_allocations: Some(self.setup.facts.live_allocations.len() as u64),
                 mounted_images: crate::pid1::mounted_squashfs_images(),
             },
         );
     }
 
-    fn set_status(&self, f: impl FnOnce(&mut WorkerStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    fn drain_wake(&self) {
-        let mut buf = [0u8; 64];
-        let _ = nix::unistd::read(self.wake.as_raw_fd(), &mut buf);
-    }
-
-    /// Wait for the link (if any), a command, or `until`.
-    fn wait(&self, link: Option<&WorkerProcess>, until: Option<Instant>) -> Woke {
-        let timeout = match until {
-            None => PollTimeout::NONE,
-            Some(t) => PollTimeout::try_from(
-                t.saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .max(1),
-            )
-            .unwrap_or(PollTimeout::MAX),
-        };
-        let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
-        let control_at = self.setup.control.as_ref().map(|c| {
-            fds.push(PollFd::new(c.fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let link_at = link.map(|w| {
-            fds.push(PollFd::new(w.channel().fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let ready = nix::poll::poll(&mut fds, timeout);
-        let is_ready = |at: Option<usize>| {
-            at.and_then(|i| fds.get(i))
-                .is_some_and(|f| f.any().unwrap_or(false))
-        };
-        let woke = is_ready(Some(0));
-        let control_ready = is_ready(control_at);
-        let link_ready = is_ready(link_at);
-        if woke {
-            self.drain_wake();
-            match self.commands.try_recv() {
-                Ok(Command::Stop(grace)) => return Woke::Stop(grace),
-                Ok(Command::Reload) => return Woke::Reload,
-                Err(_) => {}
-            }
-        }
-        match ready {
-            Ok(0) => Woke::Timeout,
-            _ if link_ready => Woke::Link,
-            _ if control_ready => Woke::Control,
-            _ => Woke::Nothing,
-        }
-    }
-
-    /// The status of the worker `pid`, from the main thread's reaper or
-    /// (when nobody else reaps) our own waitpid, within `within`.
-    fn death_status(&self, worker: &WorkerProcess, within: Duration) -> String {
-        self.death_status_reaping(worker, within, !self.setup.main_thread_reaps)
-    }
-
-    /// [`Self::death_status`]; `may_reap`: no other thread reaps now.
-    fn death_status_reaping(
-        &self,
-        worker: &WorkerProcess,
-        within: Duration,
-        may_reap: bool,
-    ) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            while let Ok((pid, status)) = self.reaped.try_recv() {
-                if pid == worker.pid().as_raw() {
-                    return status;
-                }
-            }
-            if may_reap {
-                if let Some(status) = worker.try_reap() {
-                    return describe_status(&status);
-                }
-            }
-            if Instant::now() >= deadline {
-                let _ = nix::sys::signal::kill(worker.pid(), nix::sys::signal::Signal::SIGKILL);
-                return "ended (status unknown)".to_owned();
-            }
-            let _ = self.wait(None, Some(Instant::now() + Duration::from_millis(20)));
-        }
-    }
-
-    fn run(mut self, first: WorkerProcess) {
-        let mut current = Some(first);
-        let mut restart_at: Option<Instant> = None;
-        loop {
-            match self.wait(current.as_ref(), restart_at) {
-                Woke::Stop(grace) => {
-                    if let Some(worker) = current.take() {
-                        self.stop_worker(&worker, grace);
-                    }
-                    self.close_sockets();
-                    return;
-                }
-                Woke::Reload => {
-                    match self.reload(&mut current) {
-                        Ok(status) => tracing::info!(pid = ?status.pid, "reload done"),
-                        Err(why) => tracing::error!("reload: {why}"),
-                    }
-                    if current.is_none() && restart_at.is_none() {
-                        restart_at = Some(
-                            Instant::now() + self.setup.backoff.delay_after_run(Duration::ZERO),
-                        );
-                    }
-                    if self.stopping {
-                        self.close_sockets();
-                        return;
-                    }
-                }
-                Woke::Control => {
-                    self.serve_control(&mut current);
-                    if current.is_none() && restart_at.is_none() {
-                        restart_at = Some(
-                            Instant::now() + self.setup.backoff.delay_after_run(Duration::ZERO),
-                        );
-                    }
-                    if self.stopping {
-                        self.close_sockets();
-                        return;
-                    }
-                }
-                Woke::Link => {
-                    let Some(worker) = current.as_ref() else {
-                        continue;
-                    };
-                    match worker.channel().receive::<FromWorker>() {
-                        Ok(Receive::Message(message)) => self.setup.facts.absorb(&message),
-                        Ok(Receive::Closed) | Err(_) => {
-                            let status = self.death_status(worker, Duration::from_secs(5));
-                            let delay = self.setup.backoff.delay_after_run(worker.uptime());
-                            tracing::error!(pid = worker.pid().as_raw(), %status, delay_ms = delay.as_millis() as u64,
-                                "worker died after boot; restarting it");
-                            self.set_status(|s| {
-                                s.pid = None;
-                                s.serving_since = None;
-                                s.last_death = Some(format!("worker {status}"));
-                            });
-                            current = None;
-                            restart_at = Some(Instant::now() + delay);
-                        }
-                    }
-                }
-                Woke::Timeout | Woke::Nothing => {
-                    if restart_at.is_some_and(|t| Instant::now() >= t) {
-                        restart_at = None;
-                        match self.resume(false) {
-                            Ok(worker) => current = Some(worker),
-                            Err(_) if self.stopping => {
-                                self.close_sockets();
-                                return;
-                            }
-                            Err(why) => {
-                                let delay = self.setup.backoff.delay_after_run(Duration::ZERO);
-                                tracing::error!(%why, delay_ms = delay.as_millis() as u64, "worker restart failed; trying again");
-                                self.set_status(|s| s.last_death = Some(why));
-                                restart_at = Some(Instant::now() + delay);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn stop_worker(&self, worker: &WorkerProcess, grace: Duration) {
-        if worker.channel().send(&ToWorker::Stop).is_ok() {
-            // The worker closes the link as it exits.
-            let deadline = Instant::now() + grace;
-            loop {
-                match self.wait(Some(worker), Some(deadline)) {
-                    Woke::Link => match worker.channel().receive::<FromWorker>() {
-                        Ok(Receive::Message(_)) => continue,
-                        Ok(Receive::Closed) | Err(_) => break,
-                    },
-                    Woke::Timeout => {
-                        tracing::warn!(
-                            "worker did not stop within {} s; killing it",
-                            grace.as_secs()
-                        );
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // The main thread is waiting for this stop, not reaping.
-        let status = self.death_status_reaping(worker, Duration::from_secs(2), true);
-        tracing::info!(%status, "worker stopped");
-    }
-
-    fn close_sockets(&mut self) {
-        if let Some(listener) = self.setup.listener.take() {
-            listener.unpublish();
-        }
-        if let Some(control) = self.setup.control.take() {
-            control.unpublish();
-        }
-    }
-
-    fn status_now(&self) -> WorkerStatus {
-        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        // The worker sends its records again, with file hashes, once serving.
-        status.plugins = self.setup.facts.plugins.clone();
-        status.clone()
-    }
-
-    /// One control request, answered.
-    fn serve_control(&mut self, current: &mut Option<WorkerProcess>) {
-        let Some(client) = self.setup.control.as_ref().and_then(|c| c.accept()) else {
-            return;
-        };
-        let reply = match client.receive::<ControlRequest>() {
-            Ok(Receive::Message(ControlRequest::Status)) => ControlReply::Status(self.status_now()),
-            Ok(Receive::Message(ControlRequest::Reload)) => match self.reload(current) {
-                Ok(status) => ControlReply::Reloaded(status),
-                Err(why) => ControlReply::Error(why),
-            },
-            Ok(Receive::Closed) => return,
-            Err(e) => ControlReply::Error(format!("bad control request: {e}")),
-        };
-        if let Err(e) = client.send(&reply) {
-            tracing::warn!("control reply not sent: {e}");
-        }
-    }
+    // ---- reload ----
 
     /// Probe the config's plugins in a child; if they load, drain the
     /// worker and start one with them. Nothing changes when the probe fails.
-    fn reload(&mut self, current: &mut Option<WorkerProcess>) -> Result<WorkerStatus, String> {
-        tracing::info!("reload: probing the plugins in a child");
-        let report = self.probe()?;
-        tracing::info!("reload: probe passed; draining worker");
-        if let Some(old) = current.take() {
-            if old.channel().send(&ToWorker::Drain).is_ok() {
-                self.follow_to_exit(&old, Duration::from_secs(30));
-            }
-            let status = self.death_status(&old, Duration::from_secs(5));
-            tracing::info!(pid = old.pid().as_raw(), %status, "reload: old worker drained");
+    fn reload(&mut self, reply: Reply) {
+        let reloading = self
+            .ending
+            .iter()
+            .any(|e| matches!(e.then, Then::Probed { .. } | Then::Drained { .. }));
+        if reloading || self.probe.is_some() || matches!(self.current, Current::Draining { .. }) {
+            answer(
+                reply,
+                &ControlReply::Error("a reload is already running; nothing changed".into()),
+            );
+            return;
         }
-        self.setup.start.excluded.clear();
-        let worker = self
-            .resume(true)
-            .map_err(|e| format!("the probe passed but the new worker failed: {e}; restarting with backoff\n{report}"))?;
-        *current = Some(worker);
-        Ok(self.status_now())
-    }
-
-    /// `nodeinit __check` on the config, in a child followed like a worker.
-    fn probe(&mut self) -> Result<String, String> {
+        if matches!(self.current, Current::Starting { .. }) {
+            if self.reload_pending.is_some() {
+                answer(
+                    reply,
+                    &ControlReply::Error("a reload is already waiting; nothing changed".into()),
+                );
+            } else {
+                // A worker is starting: reload once it serves.
+                self.reload_pending = Some(reply);
+            }
+            return;
+        }
+        tracing::info!("reload: probing the plugins in a child");
         let mut args: Vec<std::ffi::OsString> = vec!["__check".into()];
         if let Some(file) = &self.setup.start.config_file {
             args.push("--config".into());
             args.push(file.into());
         }
         let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
-        let (child, stdout) =
-            WorkerProcess::spawn_child(&self.setup.program, &args, None, true, false)
-                .map_err(|e| format!("cannot start the probe: {e}"))?;
-        let reader = stdout.map(|mut out| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = std::io::Read::read_to_string(&mut out, &mut text);
-                text
-            })
-        });
-        let followed = self.follow(&child, Until::Finished);
-        let status = self.death_status(&child, Duration::from_secs(5));
-        let report = reader.and_then(|r| r.join().ok()).unwrap_or_default();
-        match followed {
-            Err(why) => Err(format!(
-                "the new plugins {why} while loading; nothing changed\n{report}"
-            )),
-            Ok(()) if report.trim_end().ends_with("check: ok") => Ok(report),
-            Ok(()) => Err(format!(
-                "the probe refused the config ({status}); nothing changed\n{report}"
-            )),
+        match WorkerProcess::spawn_child(&self.setup.program, &args, None, true, false) {
+            Ok((child, stdout)) => {
+                // Its report is read off the loop: a pipe the probe fills.
+                let stdout = stdout.map(|mut out| {
+                    std::thread::spawn(move || {
+                        let mut text = String::new();
+                        let _ = std::io::Read::read_to_string(&mut out, &mut text);
+                        text
+                    })
+                });
+                self.probe = Some(Probe {
+                    child,
+                    follow: Follow::new(self.setup.idle_timeout_secs),
+                    stdout,
+                    reply,
+                });
+            }
+            Err(e) => answer(
+                reply,
+                &ControlReply::Error(format!("cannot start the probe: {e}")),
+            ),
         }
     }
 
-    /// Read the link until the child closes it (it exits), at most `within`.
-    fn follow_to_exit(&mut self, child: &WorkerProcess, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            match self.wait(Some(child), Some(deadline)) {
-                Woke::Link => match child.channel().receive::<FromWorker>() {
-                    Ok(Receive::Message(message)) => self.setup.facts.absorb(&message),
-                    Ok(Receive::Closed) | Err(_) => return,
+    fn on_probe(&mut self) {
+        let Some(probe) = self.probe.as_mut() else {
+            return;
+        };
+        let finished = match probe.child.channel().receive::<FromWorker>() {
+            Ok(Receive::Message(FromWorker::Step(step))) => {
+                probe.follow.progress(Some(step));
+                return;
+            }
+            Ok(Receive::Message(FromWorker::Finished)) => true,
+            Ok(Receive::Message(_)) => {
+                probe.follow.progress(None);
+                return;
+            }
+            Ok(Receive::Closed) | Err(_) => false,
+        };
+        if let Some(probe) = self.probe.take() {
+            self.end(
+                probe.child,
+                Then::Probed {
+                    finished,
+                    follow: probe.follow,
+                    known: None,
+                    stdout: probe.stdout,
+                    reply: probe.reply,
                 },
-                Woke::Timeout => {
-                    let _ = nix::sys::signal::kill(child.pid(), nix::sys::signal::Signal::SIGKILL);
-                    return;
+            );
+        }
+    }
+
+    fn probe_passed(&mut self, reply: Reply) {
+        tracing::info!("reload: probe passed; draining worker");
+        match std::mem::replace(&mut self.current, Current::RestartAt(None)) {
+            Current::Serving(old) => {
+                if old.channel().send(&ToWorker::Drain).is_ok() {
+                    self.current = Current::Draining {
+                        old,
+                        until: Instant::now() + DRAIN_WITHIN,
+                        reply,
+                    };
+                } else {
+                    self.end(old, Then::Drained { reply });
                 }
-                Woke::Stop(_) => self.stopping = true,
-                _ => {}
+            }
+            Current::RestartAt(_) => {
+                self.setup.start.excluded.clear();
+                self.start_worker(Some(reply));
+            }
+            other => {
+                self.current = other;
+                answer(
+                    reply,
+                    &ControlReply::Error("a worker is starting; try again".into()),
+                );
             }
         }
     }
 
-    /// Follow a child's reports, with each call's deadline, until it
-    /// serves or finishes. `Err`: how it died or hung.
-    fn follow(&mut self, child: &WorkerProcess, until: Until) -> Result<(), String> {
-        let mut step: Option<StepReport> = None;
-        let mut since = Instant::now();
-        loop {
-            let timeout = step
-                .as_ref()
-                .map_or(self.setup.idle_timeout_secs, |s| s.timeout_secs);
-            let deadline = since + Duration::from_secs(timeout);
-            match self.wait(Some(child), Some(deadline)) {
-                Woke::Link => match child.channel().receive::<FromWorker>() {
-                    Ok(Receive::Message(FromWorker::Serving)) if until == Until::Serving => {
-                        return Ok(())
-                    }
-                    Ok(Receive::Message(FromWorker::Finished)) if until == Until::Finished => {
-                        return Ok(())
-                    }
-                    Ok(Receive::Message(FromWorker::Step(s))) => {
-                        step = Some(s);
-                        since = Instant::now();
-                    }
-                    Ok(Receive::Message(message)) => {
-                        self.setup.facts.absorb(&message);
-                        since = Instant::now();
-                    }
-                    Ok(Receive::Closed) | Err(_) => {
-                        let status = self.death_status(child, Duration::from_secs(5));
-                        return Err(match step {
-                            Some(s) => format!(
-                                "plugin {}: worker {status} in {}",
-                                s.plugin.as_deref().unwrap_or("?"),
-                                s.method
-                            ),
-                            None => format!("worker {status}"),
-                        });
-                    }
-                },
-                Woke::Timeout => {
-                    let _ = nix::sys::signal::kill(child.pid(), nix::sys::signal::Signal::SIGKILL);
-                    return Err(crate::keeper::overrun_reason(step.as_ref(), timeout));
-                }
-                Woke::Stop(grace) => {
-                    self.stop_worker(child, grace);
-                    self.stopping = true;
-                    return Err("stopping".to_owned());
-                }
-                Woke::Reload | Woke::Control | Woke::Nothing => {}
+    // ---- control socket ----
+
+    /// One control request: a status is answered at once; a reload when done.
+    fn on_control(&mut self) {
+        let Some(client) = self.setup.control.as_ref().and_then(|c| c.accept()) else {
+            return;
+        };
+        match client.receive::<ControlRequest>() {
+            Ok(Receive::Message(ControlRequest::Status)) => {
+                answer(Some(client), &ControlReply::Status(self.status()));
             }
+            Ok(Receive::Message(ControlRequest::Reload)) => self.reload(Some(client)),
+            Ok(Receive::Closed) => {}
+            Err(e) => answer(
+                Some(client),
+                &ControlReply::Error(format!("bad control request: {e}")),
+            ),
         }
     }
 
-    /// Start a worker that resumes the node; follow it until it serves.
-    fn resume(&mut self, reload: bool) -> Result<WorkerProcess, String> {
-        let mut start = self.setup.start.clone();
-        start.task = WorkerTask::Resume;
-        start.phases.clear();
-        start.boot_mounts = self.setup.facts.boot_mounts.clone();
-        start.live_allocations = self.setup.facts.live_allocations.iter().cloned().collect();
-        start.listener_passed = self.setup.listener.is_some();
-        let begun = Instant::now();
-        let worker =
-            WorkerProcess::spawn(&self.setup.program, &start, self.setup.listener.as_ref())
-                .map_err(|e| e.to_string())?;
-        self.follow(&worker, Until::Serving)?;
-        let ms = begun.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(
-            pid = worker.pid().as_raw(),
-            restart_ms = ms,
-            reload,
-            "worker restarted and serving"
-        );
-        let plugins = self.setup.facts.plugins.clone();
-        self.set_status(|s| {
-            s.pid = Some(worker.pid().as_raw());
-            s.serving_since = now_secs();
-            s.plugins = plugins;
-            if reload {
-                s.reloads += 1;
-            } else {
-                s.restarts += 1;
+    // ---- shutdown ----
+
+    /// Stop the worker (it releases the boot mounts) and close the sockets:
+    /// the last step, after the loop.
+    pub fn stop(mut self, grace: Duration) {
+        let fd = self.setup.signals.fd();
+        if let Some(probe) = self.probe.take() {
+            probe.child.kill_and_reap(fd);
+        }
+        let worker = match std::mem::replace(&mut self.current, Current::RestartAt(None)) {
+            Current::Serving(w) | Current::Starting { worker: w, .. } => Some(w),
+            Current::Draining { old, .. } => Some(old),
+            Current::RestartAt(_) => None,
+        };
+        if let Some(worker) = worker {
+            match worker.stop(grace, fd) {
+                Some(status) => {
+                    tracing::info!(status = %describe_status(&status), "worker stopped")
+                }
+                None => tracing::warn!("worker stop: status unknown"),
             }
-            s.last_restart_ms = Some(ms);
-        });
-        self.publish_metrics();
-        Ok(worker)
+        }
+        for ending in std::mem::take(&mut self.ending) {
+            let _ = kill(ending.child.pid(), Signal::SIGKILL);
+            ending.child.wait_exit(Duration::from_secs(2), fd);
+        }
+        if let Some(reply) = self.reload_pending.take() {
+            answer(reply, &ControlReply::Error("the node shuts down".into()));
+        }
+        if let Some(listener) = self.setup.listener.take() {
+            listener.unpublish();
+        }
+        if let Some(control) = self.setup.control.take() {
+            control.unpublish();
+        }
     }
 }

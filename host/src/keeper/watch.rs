@@ -1,19 +1,19 @@
-//! The keeper's wait loop while a worker runs phases: one `poll` on the
-//! signal pipe and the link, with the deadline of the plugin call in
-//! progress as its timeout (catatonit's loop, plus a clock).
+//! The boot phases' state machine of the keeper's one wait loop
+//! ([`super::KeeperLoop`]) while a worker runs phases: its link is polled,
+//! the deadline of the plugin call in progress is the loop's timeout.
 //!
 //! Owns the deadline and the attribution of a worker's death to the call it
 //! died in. It never decides what a death means for the boot.
 
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
 
-use super::WorkerProcess;
+use super::{KeeperLoop, LoopEnd, WorkerProcess};
 use crate::link::{FromWorker, Receive, StepReport};
-use crate::pid1::{reap_children, shutdown_action_for, ShutdownAction, SignalPipe};
+use crate::pid1::{ShutdownAction, SignalPipe};
 use crate::placement::Placement;
 
 /// How watching a worker ended.
@@ -44,9 +44,158 @@ pub enum WatchEnd {
 /// How long a worker that closed its link may take to exit before it is killed.
 const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(5);
 
+/// A worker running boot phases, followed call by call.
+pub struct BootWatch<'w> {
+    worker: &'w WorkerProcess,
+    signals: &'w SignalPipe,
+    idle_timeout_secs: u64,
+    on_message: &'w mut dyn FnMut(&FromWorker),
+    step: Option<StepReport>,
+    since: Instant,
+    first_report: bool,
+    /// The link was read in this round of the loop.
+    read_this_round: bool,
+    end: Option<WatchEnd>,
+}
+
+impl std::fmt::Debug for BootWatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootWatch")
+            .field("worker", &self.worker.pid())
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w> BootWatch<'w> {
+    fn timeout_secs(&self) -> u64 {
+        self.step
+            .as_ref()
+            .map_or(self.idle_timeout_secs, |s| s.timeout_secs)
+    }
+
+    /// How watching ended, once it has.
+    pub fn take_end(&mut self) -> Option<WatchEnd> {
+        self.end.take()
+    }
+
+    /// Whether it has ended.
+    pub fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// The link, to poll.
+    pub fn link(&self) -> BorrowedFd<'_> {
+        self.worker.channel().fd()
+    }
+
+    /// The call in progress's deadline.
+    pub fn deadline(&self) -> Instant {
+        self.since + Duration::from_secs(self.timeout_secs())
+    }
+
+    /// A reaped child: `true` if it was the worker.
+    pub fn on_reaped(&mut self, pid: Pid, status: WaitStatus) -> bool {
+        if pid == self.worker.pid() {
+            self.worker.note_reaped(status);
+            return true;
+        }
+        false
+    }
+
+    /// Is the worker dead (reaped by the loop, or by pid here) and its link
+    /// silent — no end-of-file (a child of a plugin may hold descriptor 3)?
+    fn dead_and_silent(&mut self) {
+        if self.end.is_none() {
+            if let Some(status) = self.worker.try_reap() {
+                self.end = Some(WatchEnd::Died {
+                    status,
+                    step: self.step.take(),
+                });
+            }
+        }
+    }
+
+    /// A shutdown signal: the worker is killed.
+    pub fn on_shutdown(&mut self, signal: nix::sys::signal::Signal, action: ShutdownAction) {
+        tracing::warn!(
+            signal = signal.as_str(),
+            "shutdown requested during boot; killing the worker"
+        );
+        self.worker.kill_and_reap(self.signals.fd());
+        self.end = Some(WatchEnd::Shutdown(action));
+    }
+
+    /// The deadline passed: the worker is killed.
+    pub fn on_timer(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.read_this_round) {
+            self.dead_and_silent();
+        }
+        if self.end.is_some() || now < self.deadline() {
+            return;
+        }
+        let timeout_secs = self.timeout_secs();
+        tracing::error!(
+            pid = self.worker.pid().as_raw(),
+            step = ?self.step,
+            "deadline missed; killing the worker"
+        );
+        self.worker.kill_and_reap(self.signals.fd());
+        self.end = Some(WatchEnd::Overran {
+            step: self.step.take(),
+            timeout_secs,
+        });
+    }
+
+    /// The link is readable.
+    pub fn on_link(&mut self) {
+        let worker = self.worker;
+        let fd = self.signals.fd();
+        self.read_this_round = true;
+        match worker.channel().receive::<FromWorker>() {
+            Ok(Receive::Message(message)) => {
+                self.since = Instant::now();
+                if self.first_report {
+                    self.first_report = false;
+                    // What the split costs a boot: start to first report.
+                    let ms = worker.uptime().as_secs_f64() * 1e3;
+                    tracing::info!(worker_started = %format!("{ms:.3}ms"), pid = worker.pid().as_raw(), "worker up");
+                }
+                match message {
+                    FromWorker::Step(s) => self.step = Some(s),
+                    FromWorker::Serving => self.end = Some(WatchEnd::Serving),
+                    FromWorker::Finished => {
+                        let status = worker
+                            .wait_exit(EXIT_AFTER_CLOSE, fd)
+                            .or_else(|| worker.kill_and_reap(fd));
+                        self.end =
+                            Some(WatchEnd::Finished(status.unwrap_or(WaitStatus::StillAlive)));
+                    }
+                    other => {
+                        if matches!(other, FromWorker::PhaseDone { .. }) {
+                            self.step = None;
+                        }
+                        (self.on_message)(&other);
+                    }
+                }
+            }
+            Ok(Receive::Closed) | Err(_) => {
+                let status = worker
+                    .wait_exit(EXIT_AFTER_CLOSE, fd)
+                    .or_else(|| worker.kill_and_reap(fd));
+                self.end = Some(WatchEnd::Died {
+                    status: status.unwrap_or(WaitStatus::StillAlive),
+                    step: self.step.take(),
+                });
+            }
+        }
+    }
+}
+
 /// Watch `worker` until it serves, finishes, dies, overruns or a shutdown
-/// signal arrives. Every other message goes to `on_message`.
-/// `idle_timeout_secs` bounds the worker's own code between plugin calls.
+/// signal arrives: the keeper's loop with the boot machine alone. Every
+/// other message goes to `on_message`. `idle_timeout_secs` bounds the
+/// worker's own code between plugin calls.
 pub fn watch(
     worker: &WorkerProcess,
     signals: &SignalPipe,
@@ -54,103 +203,43 @@ pub fn watch(
     idle_timeout_secs: u64,
     on_message: &mut dyn FnMut(&FromWorker),
 ) -> WatchEnd {
-    let mut step: Option<StepReport> = None;
-    let mut since = Instant::now();
-    let mut first_report = true;
-    loop {
-        let timeout_secs = step.as_ref().map_or(idle_timeout_secs, |s| s.timeout_secs);
-        let deadline = since + Duration::from_secs(timeout_secs);
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            tracing::error!(
-                pid = worker.pid().as_raw(),
-                ?step,
-                "deadline missed; killing the worker"
-            );
-            worker.kill_and_reap(signals.fd());
-            return WatchEnd::Overran { step, timeout_secs };
-        }
-        let timeout = PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
-        let mut fds = [
-            PollFd::new(signals.fd(), PollFlags::POLLIN),
-            PollFd::new(worker.channel().fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, timeout) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!("keeper: poll failed: {e}; killing the worker");
-                let status = worker.kill_and_reap(signals.fd());
-                return WatchEnd::Died {
-                    status: status.unwrap_or(WaitStatus::StillAlive),
-                    step,
-                };
+    let mut boot = BootWatch {
+        worker,
+        signals,
+        idle_timeout_secs,
+        on_message,
+        step: None,
+        since: Instant::now(),
+        first_report: true,
+        read_this_round: false,
+        end: None,
+    };
+    let end = KeeperLoop {
+        signals,
+        reap_all: placement.reaps_orphans(),
+        boot: Some(&mut boot),
+        workers: None,
+        agent: None,
+        stop: None,
+    }
+    .run();
+    match end {
+        LoopEnd::Boot => boot.take_end().unwrap_or(WatchEnd::Died {
+            status: WaitStatus::StillAlive,
+            step: None,
+        }),
+        LoopEnd::PollFailed(e) => {
+            tracing::error!("keeper: poll failed: {e}; killing the worker");
+            let status = worker.kill_and_reap(signals.fd());
+            WatchEnd::Died {
+                status: status.unwrap_or(WaitStatus::StillAlive),
+                step: boot.step.take(),
             }
         }
-        let signal_ready = fds[0].any().unwrap_or(false);
-        let link_ready = fds[1].any().unwrap_or(false);
-        if signal_ready {
-            for signal in signals.drain() {
-                if signal == Signal::SIGCHLD {
-                    if placement.reaps_orphans() {
-                        for reaped in reap_children() {
-                            if reaped.pid == worker.pid() {
-                                worker.note_reaped(reaped.status);
-                            } else {
-                                tracing::debug!(pid = reaped.pid.as_raw(), "orphan reaped");
-                            }
-                        }
-                    }
-                } else if let Some(action) = shutdown_action_for(signal) {
-                    tracing::warn!(
-                        signal = signal.as_str(),
-                        "shutdown requested during boot; killing the worker"
-                    );
-                    worker.kill_and_reap(signals.fd());
-                    return WatchEnd::Shutdown(action);
-                }
-            }
-        }
-        if link_ready {
-            match worker.channel().receive::<FromWorker>() {
-                Ok(Receive::Message(message)) => {
-                    since = Instant::now();
-                    if first_report {
-                        first_report = false;
-                        // What the split costs a boot: start to first report.
-                        let ms = worker.uptime().as_secs_f64() * 1e3;
-                        tracing::info!(worker_started = %format!("{ms:.3}ms"), pid = worker.pid().as_raw(), "worker up");
-                    }
-                    match message {
-                        FromWorker::Step(s) => step = Some(s),
-                        FromWorker::Serving => return WatchEnd::Serving,
-                        FromWorker::Finished => {
-                            let status = worker.wait_exit(EXIT_AFTER_CLOSE, signals.fd());
-                            let status = status.or_else(|| worker.kill_and_reap(signals.fd()));
-                            return WatchEnd::Finished(status.unwrap_or(WaitStatus::StillAlive));
-                        }
-                        other => {
-                            if matches!(other, FromWorker::PhaseDone { .. }) {
-                                step = None;
-                            }
-                            on_message(&other);
-                        }
-                    }
-                }
-                Ok(Receive::Closed) | Err(_) => {
-                    let status = worker
-                        .wait_exit(EXIT_AFTER_CLOSE, signals.fd())
-                        .or_else(|| worker.kill_and_reap(signals.fd()));
-                    return WatchEnd::Died {
-                        status: status.unwrap_or(WaitStatus::StillAlive),
-                        step,
-                    };
-                }
-            }
-        } else if let Some(status) = worker.try_reap() {
-            // Dead, and the link's end-of-file not seen yet (or never: a
-            // plugin closed descriptor 3).
-            return WatchEnd::Died { status, step };
-        }
+        LoopEnd::Shutdown { action, .. } => WatchEnd::Shutdown(action),
+        LoopEnd::Agent(_) | LoopEnd::Stopped => WatchEnd::Died {
+            status: WaitStatus::StillAlive,
+            step: boot.step.take(),
+        },
     }
 }

@@ -36,6 +36,8 @@ pub struct WorkerProcess {
     started: Instant,
     /// Its status, when a reaper loop (PID 1's `waitpid(-1)`) collected it.
     reaped: std::cell::Cell<Option<WaitStatus>>,
+    /// Benchmarks only: the worker is this thread of the keeper, not a process.
+    in_process: std::cell::RefCell<Option<std::thread::JoinHandle<i32>>>,
 }
 
 /// How a worker ended, in words: `killed by SIGSEGV`, `exited with status 3`.
@@ -80,8 +82,11 @@ impl WorkerProcess {
         start: &WorkerStart,
         listener: Option<&nodeinit_handoff::HandoffListener>,
     ) -> io::Result<Self> {
-        let (worker, _) =
-            Self::spawn_child(program, &["__worker".as_ref()], listener, false, true)?;
+        let worker = if super::in_process::enabled() {
+            Self::start_in_process()?
+        } else {
+            Self::spawn_child(program, &["__worker".as_ref()], listener, false, true)?.0
+        };
         worker
             .channel
             .send(&ToWorker::Start(Box::new(start.clone())))
@@ -92,6 +97,20 @@ impl WorkerProcess {
                 ))
             })?;
         Ok(worker)
+    }
+
+    /// Benchmarks only ([`super::in_process`]): the worker as a thread of
+    /// this process; its "pid" is ours and it cannot be killed.
+    fn start_in_process() -> io::Result<Self> {
+        let (channel, worker_end) = Channel::pair()?;
+        let thread = super::in_process::start(worker_end)?;
+        Ok(Self {
+            pid: nix::unistd::getpid(),
+            channel,
+            started: Instant::now(),
+            reaped: std::cell::Cell::new(None),
+            in_process: std::cell::RefCell::new(Some(thread)),
+        })
     }
 
     /// Start `program args...` as a child that reports over the link on
@@ -154,6 +173,7 @@ impl WorkerProcess {
             channel,
             started: Instant::now(),
             reaped: std::cell::Cell::new(None),
+            in_process: std::cell::RefCell::new(None),
         };
         Ok((worker, stdout))
     }
@@ -173,6 +193,11 @@ impl WorkerProcess {
         self.started.elapsed()
     }
 
+    /// Its status, if a reaper loop collected it (never waits itself).
+    pub fn reaped_status(&self) -> Option<WaitStatus> {
+        self.reaped.get()
+    }
+
     /// Records its status, collected by a reaper loop.
     pub fn note_reaped(&self, status: WaitStatus) {
         self.reaped.set(Some(status));
@@ -182,6 +207,9 @@ impl WorkerProcess {
     pub fn try_reap(&self) -> Option<WaitStatus> {
         if let Some(status) = self.reaped.get() {
             return Some(status);
+        }
+        if let Some(status) = self.join_in_process() {
+            return status;
         }
         match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => None,
@@ -200,6 +228,20 @@ impl WorkerProcess {
         }
     }
 
+    /// For an in-process worker (benchmarks): `Some(None)` while its thread
+    /// runs, `Some(status)` once it returned; `None` for a real process.
+    fn join_in_process(&self) -> Option<Option<WaitStatus>> {
+        let mut slot = self.in_process.borrow_mut();
+        let thread = slot.as_ref()?;
+        if !thread.is_finished() {
+            return Some(None);
+        }
+        let code = slot.take().map_or(70, |t| t.join().unwrap_or(70));
+        let status = WaitStatus::Exited(self.pid, code);
+        self.reaped.set(Some(status));
+        Some(Some(status))
+    }
+
     /// Wait for it to end, at most `within`, polling `wake` (the signal
     /// pipe: SIGCHLD makes it readable); `None` when it is still running.
     pub fn wait_exit(
@@ -211,6 +253,14 @@ impl WorkerProcess {
         /// the same process must not make us miss the exit.
         const SLICE: Duration = Duration::from_millis(20);
         let deadline = Instant::now() + within;
+        // An in-process worker (benchmarks) sends no SIGCHLD to wake us: its
+        // thread is joined (it returns right after its last message).
+        let thread = self.in_process.borrow_mut().take();
+        if let Some(thread) = thread {
+            let status = WaitStatus::Exited(self.pid, thread.join().unwrap_or(70));
+            self.reaped.set(Some(status));
+            return Some(status);
+        }
         loop {
             if let Some(status) = self.try_reap() {
                 return Some(status);
@@ -228,6 +278,10 @@ impl WorkerProcess {
 
     /// SIGKILL and reap.
     pub fn kill_and_reap(&self, wake: std::os::fd::BorrowedFd<'_>) -> Option<WaitStatus> {
+        if self.in_process.borrow().is_some() {
+            tracing::error!("an in-process worker (benchmark mode) cannot be killed");
+            return self.wait_exit(Duration::from_secs(10), wake);
+        }
         if kill(self.pid, Signal::SIGKILL) == Err(Errno::ESRCH) {
             tracing::debug!(pid = self.pid.as_raw(), "worker already gone");
         }

@@ -105,6 +105,10 @@ pub enum FromWorker {
     Finished,
     /// The namespace backend's allocations.
     Allocation(AllocationEvent),
+    /// Draining for a reload: open handoff connections and their state,
+    /// the sockets attached (`SCM_RIGHTS`, in record order; one message per
+    /// [`crate::link::MAX_FDS`] sockets). The keeper holds them for the next worker.
+    HandedOver(nodeinit_handoff::server::handover::HandoverRecord),
 }
 
 /// Keeper → worker.
@@ -116,6 +120,10 @@ pub enum ToWorker {
     /// The node shuts down: stop serving, release the boot mounts, exit.
     Stop,
     /// Another worker takes over: stop accepting, finish in-flight requests,
-    /// exit without releasing anything.
+    /// hand the open connections over ([`FromWorker::HandedOver`]), exit
+    /// without releasing anything.
     Drain,
+    /// Serving: adopt these handed-over connections (sockets attached, in
+    /// record order).
+    Adopt(nodeinit_handoff::server::handover::HandoverRecord),
 }

@@ -10,7 +10,7 @@
 mod channel;
 mod messages;
 
-pub use channel::{Channel, Receive};
+pub use channel::{Channel, Receive, MAX_FDS};
 pub use messages::{AllocationEvent, FromWorker, StepReport, ToWorker, WorkerStart, WorkerTask};
 
 /// Set by the keeper in its worker's environment to the keeper's pid. A

@@ -1,0 +1,185 @@
+//! A reload loses nothing (process level; the keeper is this test process):
+//! a client holding a handoff connection writes a request while `nodeinit
+//! reload` runs, round after round; the old worker hands its open
+//! connections to the keeper, the keeper to the new worker, and every
+//! request is answered on the same connection. The keeper holds no
+//! descriptor afterwards. In a file of its own: the descriptor count is
+//! this process's, and no other test may open any meanwhile.
+//!
+//! Before the handover, the old worker drained for at most 1 s and closed
+//! the connection: the held connection did not survive the first reload.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use hpc_node::{NamespaceRequest, NamespaceType};
+use nix::sys::socket::{
+    connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
+};
+use nix::sys::time::TimeVal;
+use nodeinit::boot::{prepare, BootEnv};
+use nodeinit::config::KernelCmdline;
+use nodeinit::control::{ask, ControlReply, ControlRequest};
+use nodeinit::placement::Placement;
+use nodeinit_handoff::protocol::{decode, encode, Message};
+use nodeinit_handoff::transport::{receive_message, send_message, Received};
+
+const CONFIG: &str = r#"
+[host]
+plugin_dir = "@PLUGINS@"
+[plugins.cgroup]
+path = "null"
+[plugins.mount]
+path = "null"
+[plugins.namespace]
+path = "null"
+[plugins.readiness]
+path = "null"
+[handoff]
+agent = "command"
+exec = "/bin/true"
+mode = "supervise"
+"#;
+
+fn env(dir: &Path) -> BootEnv {
+    BootEnv {
+        config_arg: Some(dir.join("nodeinit.toml")),
+        default_config: None,
+        cmdline: Some(KernelCmdline::default()),
+        hostname_file: dir.join("hostname"),
+        run_dir: dir.join("run"),
+        handoff_socket: dir.join("handoff.sock"),
+        placement: Placement::Process,
+        fallback_plugin_dir: None,
+        worker_program: PathBuf::from(env!("CARGO_BIN_EXE_nodeinit")),
+    }
+}
+
+fn stage() -> tempfile::TempDir {
+    let null = nodeinit_tests::plugin_artifacts(&["nodeinit-null"])["nodeinit-null"].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dst = plugins.join("libnodeinit_null.so");
+    fs::copy(null, &dst).unwrap();
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(
+        dir.path().join("nodeinit.toml"),
+        CONFIG.replace("@PLUGINS@", plugins.to_str().unwrap()),
+    )
+    .unwrap();
+    fs::write(dir.path().join("hostname"), "node-7\n").unwrap();
+    dir
+}
+
+fn connect_to(path: &Path) -> OwnedFd {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(60, 0)).unwrap();
+    fd
+}
+
+fn write_request(conn: &OwnedFd, id: &str) {
+    let bytes = encode(&Message::NamespaceRequest(
+        NamespaceRequest {
+            allocation_id: id.into(),
+            namespaces: vec![NamespaceType::Net],
+            uenv_image: None,
+        }
+        .into(),
+    ));
+    let no_fds: [OwnedFd; 0] = [];
+    send_message(conn, &bytes, &no_fds).unwrap();
+}
+
+fn expect_granted(conn: &OwnedFd, id: &str, round: usize) {
+    match receive_message(conn) {
+        Ok(Received::Message { bytes, .. }) => match decode(&bytes).unwrap() {
+            Message::NamespaceResponse(r) => assert_eq!(r.allocation_id, id, "round {round}"),
+            other => panic!("round {round}: expected the reply to {id}, got {other:?}"),
+        },
+        other => panic!("round {round}: expected the reply to {id}, got {other:?}"),
+    }
+}
+
+fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Run the keeper's loop for `p`'s serving worker in a thread (the test's
+/// own thread is the client); `stop` ends it, then the worker is stopped.
+fn keep_in_thread(
+    p: &mut nodeinit::boot::Prepared,
+    env: &BootEnv,
+) -> (std::os::fd::OwnedFd, std::thread::JoinHandle<()>) {
+    // This test does not reap every child: the worker machine waits for its own.
+    p.keep_worker(env, false);
+    let mut workers = p.supervisor.take().unwrap();
+    let signals = p.signals.unwrap();
+    // Close-on-exec: a worker must not hold the write end open.
+    let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let thread = std::thread::spawn(move || {
+        let end = nodeinit::keeper::KeeperLoop {
+            signals,
+            reap_all: false,
+            boot: None,
+            workers: Some(&mut workers),
+            agent: None,
+            stop: Some(std::os::fd::AsFd::as_fd(&stop_read)),
+        }
+        .run();
+        assert!(matches!(end, nodeinit::keeper::LoopEnd::Stopped), "{end:?}");
+        workers.stop(std::time::Duration::from_secs(10));
+    });
+    (stop_write, thread)
+}
+
+#[test]
+fn requests_written_during_reloads_are_answered_on_the_same_connection() {
+    const ROUNDS: usize = 12;
+    let dir = stage();
+    let env = env(dir.path());
+    let mut p = prepare(&env);
+    assert!(p.phases.is_healthy(), "{:?}", p.phases.records());
+    let (stop, keeper) = keep_in_thread(&mut p, &env);
+    let control = env.run_dir.join("control.sock");
+    let conn = connect_to(&env.handoff_socket);
+    write_request(&conn, "held");
+    expect_granted(&conn, "held", 0);
+    let fds_before = open_fds();
+    for round in 0..ROUNDS {
+        let id = format!("during-reload-{round}");
+        let reply = std::thread::scope(|s| {
+            let writer = s.spawn(|| write_request(&conn, &id));
+            let reply = ask(&control, &ControlRequest::Reload).unwrap();
+            writer.join().unwrap();
+            reply
+        });
+        match reply {
+            ControlReply::Reloaded(status) => assert_eq!(status.reloads as usize, round + 1),
+            other => panic!("round {round}: reload failed: {other:?}"),
+        }
+        expect_granted(&conn, &id, round);
+    }
+    assert_eq!(
+        open_fds(),
+        fds_before,
+        "the keeper holds no descriptor after {ROUNDS} reloads"
+    );
+    // The connection still serves, from the last worker.
+    write_request(&conn, "after");
+    expect_granted(&conn, "after", ROUNDS);
+    nix::unistd::write(&stop, b"stop").unwrap();
+    keeper.join().unwrap();
+    p.release();
+}
