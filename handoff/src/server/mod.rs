@@ -239,10 +239,13 @@ impl HandoffServer {
     fn wait_counts(&self, timeout: Duration, done: impl Fn(&ConnectionCounts) -> bool) -> bool {
         let (lock, changed) = &self.shared.counts;
         let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = changed
-            .wait_timeout_while(guard, timeout, |c| !done(c))
-            .unwrap_or_else(PoisonError::into_inner);
-        done(&guard)
+        let (_guard, done) = nodeinit_sys::deadline::wait_until(
+            changed,
+            guard,
+            Some(nodeinit_sys::Deadline::after(timeout)),
+            |c| done(c),
+        );
+        done
     }
 
     /// Wait until at least `count` connections have ended since start, at

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
+use nodeinit_sys::deadline::{self, Deadline};
 
 use super::supervisor::WorkerFd;
 use super::watch::BootWatch;
@@ -102,14 +103,10 @@ impl KeeperLoop<'_, '_> {
             .into_iter()
             .flatten()
             .min();
-            let timeout = match deadline {
-                None => PollTimeout::NONE,
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    PollTimeout::try_from(left.as_micros().div_ceil(1000))
-                        .unwrap_or(PollTimeout::MAX)
-                }
-            };
+            // The one deadline rule (nodeinit_sys): rounded up, never early.
+            let timeout =
+                PollTimeout::try_from(deadline::poll_timeout_ms([deadline.map(Deadline::at)]))
+                    .unwrap_or(PollTimeout::MAX);
             let mut sources = vec![Source::Signals];
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
             if let Some(stop) = self.stop {

@@ -269,8 +269,10 @@ impl WorkerProcess {
             if left.is_zero() {
                 return None;
             }
-            let timeout = nix::poll::PollTimeout::try_from(left.min(SLICE).as_millis().max(1))
-                .unwrap_or(nix::poll::PollTimeout::MAX);
+            let timeout = nix::poll::PollTimeout::try_from(
+                nodeinit_sys::deadline::duration_to_poll_ms(left.min(SLICE)),
+            )
+            .unwrap_or(nix::poll::PollTimeout::MAX);
             let mut fds = [nix::poll::PollFd::new(wake, nix::poll::PollFlags::POLLIN)];
             let _ = nix::poll::poll(&mut fds, timeout);
         }
