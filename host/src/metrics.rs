@@ -1,6 +1,6 @@
 //! The fleet view: a Prometheus text-format file (exposition format 0.0.4)
-//! that node_exporter's textfile collector publishes, written after each
-//! boot phase and on every worker restart.
+//! that node_exporter's textfile collector publishes, written with
+//! `boot.json` at the end of the boot and on every worker restart.
 //!
 //! Owns the metric names, their help texts and label escaping. It renders
 //! from what the boot already recorded ([`BootReport`]) plus the counts the

@@ -133,7 +133,7 @@ fn phases_run_in_order_and_the_node_becomes_ready() {
             ("readiness", Some("null"))
         ]
     );
-    // The fleet view was written after each worker phase, beside boot.json.
+    // The fleet view was written after the boot phases, beside boot.json.
     let metrics_file = stage.env().run_dir.join("metrics.prom");
     let metrics = fs::read_to_string(&metrics_file).unwrap();
     for line in [

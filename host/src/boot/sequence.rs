@@ -372,7 +372,26 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     }
     // The handoff needs every module (the agent's mounts, the virtio disk).
     modules.finish(&mut p.phases);
+    publish_metrics(env, &p);
     p
+}
+
+/// The fleet view after the boot phases: once, not after every phase
+/// (nothing scrapes it before the handoff, and each write costs a mountinfo
+/// read and two fsyncs). `boot::run` writes it again with `boot.json`.
+fn publish_metrics(env: &BootEnv, p: &Prepared) {
+    let Some(config) = &p.config else {
+        return;
+    };
+    crate::metrics::publish(
+        &crate::metrics::metrics_path(config.config.host.metrics_file.as_path(), &env.run_dir),
+        &p.report(env.placement),
+        &crate::metrics::RuntimeCounts {
+            live_allocations: Some(p.facts.live_allocations.len() as u64),
+            mounted_images: crate::pid1::mounted_squashfs_images(),
+            ..Default::default()
+        },
+    );
 }
 
 /// The worker phases: one worker, and one more per optional backend that
@@ -432,9 +451,6 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared, modules_fd: Option<std::os
             }
         };
         let mut phase_began = Instant::now();
-        let metrics_file =
-            crate::metrics::metrics_path(config.host.metrics_file.as_path(), &env.run_dir);
-        let node_id = p.node_id.as_ref().map(|n| n.as_str().to_owned());
         let end = {
             let (phases, facts, pending) = (&mut p.phases, &mut p.facts, &mut pending);
             watch(
@@ -453,22 +469,8 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared, modules_fd: Option<std::os
                         phases.finish(name, result.clone(), *elapsed_ms);
                         pending.retain(|n| n != name);
                         phase_began = Instant::now();
-                        let report = BootReport {
-                            nodeinit_version: env!("CARGO_PKG_VERSION").to_owned(),
-                            node_id: node_id.clone(),
-                            phases: phases.records().to_vec(),
-                            plugins: facts.plugins.clone(),
-                            ..BootReport::default()
-                        };
-                        crate::metrics::publish(
-                            &metrics_file,
-                            &report,
-                            &crate::metrics::RuntimeCounts {
-                                live_allocations: Some(facts.live_allocations.len() as u64),
-                                mounted_images: crate::pid1::mounted_squashfs_images(),
-                                ..Default::default()
-                            },
-                        );
+                        // The metrics file is written after the phases
+                        // (`publish_metrics`), not after each one.
                     }
                 },
             )

@@ -46,7 +46,7 @@ pub const REFERENCE: &[ReferenceRow] = &[
     ReferenceRow {
         key: "`host.metrics_file`",
         default: "`/run/nodeinit/metrics.prom`",
-        meaning: "Prometheus text file written after each boot phase and each worker restart (point node_exporter's textfile collector at its directory)",
+        meaning: "Prometheus text file written after the boot phases, with boot.json, and after each worker restart (point node_exporter's textfile collector at its directory)",
     },
     ReferenceRow {
         key: "`plugins.<kind>.path`",
