@@ -160,3 +160,130 @@ pub(super) fn end(conn: &OwnedFd, allocation_id: &str) -> Result<(), NamespaceEr
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use hpc_node::NamespaceType;
+    use rustix::net::{socketpair, AddressFamily as Af, SocketFlags, SocketType};
+
+    /// A connected pair: the client's end, and a "server" thread that reads
+    /// one message and answers with `replies` (bytes, number of FDs).
+    fn server(replies: Vec<(Vec<u8>, usize)>) -> (OwnedFd, std::thread::JoinHandle<()>) {
+        let (client, server) =
+            socketpair(Af::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+        let t = std::thread::spawn(move || {
+            let _ = receive_message(&server).unwrap();
+            for (bytes, n) in replies {
+                let fds: Vec<std::fs::File> =
+                    (0..n).map(|_| tempfile::tempfile().unwrap()).collect();
+                send_message(&server, &bytes, &fds).unwrap();
+            }
+        });
+        (client, t)
+    }
+
+    fn req(id: &str) -> NamespaceRequest {
+        NamespaceRequest {
+            allocation_id: id.into(),
+            namespaces: vec![NamespaceType::Net, NamespaceType::Pid],
+            uenv_image: None,
+        }
+    }
+
+    fn response(id: &str) -> Vec<u8> {
+        encode(&Message::NamespaceResponse(NamespaceResponse {
+            allocation_id: id.into(),
+            fd_types: vec![NamespaceType::Net, NamespaceType::Pid],
+            uenv_mount_path: None,
+        }))
+    }
+
+    #[test]
+    fn a_reply_with_its_fds_is_returned_and_an_unsolicited_end_is_skipped() {
+        let ended = encode(&Message::AllocationEnded {
+            allocation_id: "other".into(),
+        });
+        let (conn, t) = server(vec![(ended, 0), (response("job-1"), 2)]);
+        let (r, fds) = request(&conn, &req("job-1")).unwrap();
+        assert_eq!(r.allocation_id, "job-1");
+        assert_eq!(fds.len(), 2);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_reply_that_does_not_match_the_request_is_refused_by_name() {
+        let (conn, t) = server(vec![(response("job-2"), 2)]);
+        let err = request(&conn, &req("job-1")).unwrap_err().to_string();
+        assert!(
+            err.contains("reply is for allocation \"job-2\", asked for \"job-1\""),
+            "{err}"
+        );
+        t.join().unwrap();
+        let (conn, t) = server(vec![(response("job-1"), 1)]);
+        let err = request(&conn, &req("job-1")).unwrap_err().to_string();
+        assert!(
+            err.contains("reply lists 2 fd_types but carries 1 FDs"),
+            "{err}"
+        );
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn error_replies_map_to_the_namespace_error_a_consumer_expects() {
+        let busy = encode(&Message::error(
+            ErrorKind::Busy,
+            "too many connections",
+            None,
+        ));
+        let (conn, t) = server(vec![(busy, 0)]);
+        let err = request(&conn, &req("job-1")).unwrap_err();
+        assert!(
+            matches!(&err, NamespaceError::SocketUnavailable { reason } if reason == "[busy] too many connections"),
+            "{err}"
+        );
+        t.join().unwrap();
+        let gone = encode(&Message::error(
+            ErrorKind::AllocationNotFound,
+            "not live",
+            Some("job-9"),
+        ));
+        let (conn, t) = server(vec![(gone, 0)]);
+        let err = end(&conn, "job-9").unwrap_err();
+        assert!(
+            matches!(&err, NamespaceError::AllocationNotFound { allocation_id } if allocation_id == "job-9"),
+            "{err}"
+        );
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_server_that_closes_without_a_reply_says_so() {
+        // The "server" reads the request, then closes without answering.
+        let (conn, t) = server(vec![]);
+        let err = end(&conn, "job-1").unwrap_err().to_string();
+        t.join().unwrap();
+        assert!(
+            err.contains("the handoff server closed the connection without a reply"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn connecting_to_no_server_is_an_error_naming_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ClientConfig {
+            socket_path: dir.path().join("handoff.sock"),
+            ..ClientConfig::default()
+        };
+        assert_eq!(
+            connect(&config).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            timeval(std::time::Duration::from_millis(1500)).tv_usec(),
+            500_000
+        );
+    }
+}

@@ -90,3 +90,74 @@ pub(super) fn create(
         local: Some(LocalNamespaces(local)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use hpc_node::NamespaceType;
+
+    fn request(uenv: Option<&str>) -> NamespaceRequest {
+        NamespaceRequest {
+            allocation_id: "local-1".into(),
+            namespaces: vec![NamespaceType::Net, NamespaceType::Mount],
+            uenv_image: uenv.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_fallback_grant_holds_real_namespaces_until_released() {
+        let grant = create(
+            &request(None),
+            &ClientConfig::default(),
+            None,
+            "test".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            grant.response.fd_types,
+            [NamespaceType::Net, NamespaceType::Mount]
+        );
+        let link = |fd: &std::os::fd::OwnedFd| {
+            std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(fd)
+            ))
+            .unwrap()
+            .display()
+            .to_string()
+        };
+        assert!(link(&grant.fds[0]).starts_with("net:["));
+        assert!(link(&grant.fds[1]).starts_with("mnt:["));
+        assert_eq!(
+            grant.source,
+            GrantSource::Fallback {
+                reason: "test".into()
+            }
+        );
+        let local = grant.local.unwrap();
+        let pid = local.holder_pid();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        local.release().unwrap();
+        // Killed and reaped: the pid is no longer a process of ours.
+        let still = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(!still.contains("nodeinit-holder"), "{still}");
+    }
+
+    #[test]
+    fn a_uenv_without_a_mount_manager_is_refused_saying_how_to_fix_it() {
+        let err = create(
+            &request(Some("base.sqfs")),
+            &ClientConfig::default(),
+            None,
+            "no socket".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("fallback (handoff socket unreachable: no socket)")
+                && err.contains("needs a mount manager; construct the client with_fallback_mounts"),
+            "{err}"
+        );
+    }
+}
