@@ -116,7 +116,9 @@ impl ControlListener {
     }
 }
 
-/// Send `request` to the keeper at `socket` and return its reply.
+/// Send `request` to the keeper at `socket` and return its reply. (The
+/// socket setup resembles the handoff client's connect; the control socket
+/// is its own protocol, so the two share no code.)
 ///
 /// # Errors
 ///

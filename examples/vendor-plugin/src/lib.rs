@@ -3,6 +3,11 @@
 //!
 //! Everything here is ordinary Rust against `hpc_node`'s traits; the one
 //! ABI-touching line is `export_plugin!` at the bottom.
+//!
+//! It resembles the in-memory readiness of the `null` fixture on purpose and
+//! shares no code with it: a vendor builds this crate outside the workspace,
+//! against the published `nodeinit-plugin-api` alone, and reads it top to
+//! bottom.
 
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -4,7 +4,10 @@
 //! namespaces for the same id, the uenv readable through the old FDs, the
 //! squashfs references unchanged).
 //!
-//! Owns finding the worker and killing it. Must never touch PID 1.
+//! Owns finding the worker and killing it. Must never touch PID 1. (Finding
+//! the worker is the same `/proc` search as the sandbox demo agent's in
+//! `host/src/demo.rs`: this binary plays an outside agent and does not link
+//! the nodeinit library, so it keeps its own copy.)
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
