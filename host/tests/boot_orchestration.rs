@@ -3,18 +3,16 @@
 //! panics, the report, and `nodeinit check`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::Stage;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use nodeinit::boot::{boot, prepare, BootEnv, BootReport, PhaseStatus};
-use nodeinit::config::KernelCmdline;
-
-struct Stage {
-    dir: tempfile::TempDir,
-}
+use nodeinit::boot::{boot, prepare, BootReport, PhaseStatus};
 
 fn built() -> &'static (PathBuf, PathBuf) {
     static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -24,38 +22,9 @@ fn built() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-impl Stage {
-    /// A private dir with plugins/ (null, panicky) and the given config.
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let plugins = dir.path().join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        for (src, name) in [(&built().0, "null"), (&built().1, "panicky")] {
-            let dst = plugins.join(format!("libnodeinit_{name}.so"));
-            fs::copy(src, &dst).unwrap();
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
-        let text = config.replace("@PLUGINS@", plugins.to_str().unwrap());
-        fs::write(dir.path().join("nodeinit.toml"), text).unwrap();
-        fs::write(dir.path().join("hostname"), "node-7\n").unwrap();
-        Self { dir }
-    }
-
-    fn env(&self) -> BootEnv {
-        let d = self.dir.path();
-        BootEnv {
-            config_arg: Some(d.join("nodeinit.toml")),
-            default_config: None,
-            cmdline: Some(KernelCmdline::default()),
-            hostname_file: d.join("hostname"),
-            run_dir: d.join("run"),
-            handoff_socket: d.join("handoff.sock"),
-            placement: nodeinit::placement::Placement::Process,
-            fallback_plugin_dir: None,
-            worker_program: PathBuf::from(env!("CARGO_BIN_EXE_nodeinit")),
-        }
-    }
+/// A stage with the `null` and `panicky` fixtures installed.
+fn new_stage(config: &str) -> Stage {
+    Stage::new(config, &[(&built().0, "null"), (&built().1, "panicky")])
 }
 
 const ALL_NULL: &str = r#"
@@ -91,7 +60,7 @@ fn s(name: &str, status: PhaseStatus) -> (String, PhaseStatus) {
 
 #[test]
 fn phases_run_in_order_and_the_node_becomes_ready() {
-    let stage = Stage::new(ALL_NULL);
+    let stage = new_stage(ALL_NULL);
     let mut p = prepare(&stage.env());
     use PhaseStatus::*;
     assert_eq!(
@@ -163,7 +132,7 @@ fn phases_run_in_order_and_the_node_becomes_ready() {
 
 #[test]
 fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
-    let stage = Stage::new(&ALL_NULL.replace(
+    let stage = new_stage(&ALL_NULL.replace(
         "[plugins.cgroup]\npath = \"null\"",
         "[plugins.cgroup]\npath = \"null\"\noptions = { fail = [\"create_hierarchy\"] }",
     ));
@@ -201,7 +170,7 @@ fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
 
 #[test]
 fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
-    let stage = Stage::new(&ALL_NULL.replace(
+    let stage = new_stage(&ALL_NULL.replace(
         "[plugins.cgroup]\npath = \"null\"",
         "[plugins.cgroup]\npath = \"null\"\nrequired = false\noptions = { fail = [\"create_hierarchy\"] }",
     ));
@@ -221,7 +190,7 @@ fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
 
 #[test]
 fn a_missing_required_plugin_is_reported_with_its_path() {
-    let stage = Stage::new(&ALL_NULL.replace(
+    let stage = new_stage(&ALL_NULL.replace(
         "[plugins.namespace]\npath = \"null\"",
         "[plugins.namespace]\npath = \"nosuch\"",
     ));
@@ -254,7 +223,7 @@ path = "null"
         ("true", PhaseStatus::Failed, false),
         ("false", PhaseStatus::Degraded, true),
     ] {
-        let stage = Stage::new(&panicky.replace("REQUIRED", required));
+        let stage = new_stage(&panicky.replace("REQUIRED", required));
         let p = prepare(&stage.env());
         let cg = &p.phases.records()[4];
         assert_eq!((cg.name.as_str(), cg.status), ("cgroup_hierarchy", status));
@@ -277,7 +246,7 @@ path = "null"
 
 #[test]
 fn on_failure_continue_runs_the_later_phases() {
-    let stage = Stage::new(
+    let stage = new_stage(
         &ALL_NULL
             .replace("[host]\n", "[host]\non_failure = \"continue\"\n")
             .replace(
@@ -299,7 +268,7 @@ fn on_failure_continue_runs_the_later_phases() {
 
 #[test]
 fn pact_signals_readiness_itself() {
-    let stage = Stage::new(&ALL_NULL.replace("agent = \"command\"", "agent = \"pact\""));
+    let stage = new_stage(&ALL_NULL.replace("agent = \"command\"", "agent = \"pact\""));
     let p = prepare(&stage.env());
     let r = p.phases.records().last().unwrap();
     assert_eq!(
@@ -315,7 +284,7 @@ fn pact_signals_readiness_itself() {
 
 #[test]
 fn check_command_reports_every_problem_and_its_verdict() {
-    let stage = Stage::new(
+    let stage = new_stage(
         &ALL_NULL
             .replace(
                 "[plugins.namespace]\npath = \"null\"",
@@ -348,7 +317,7 @@ fn check_command_reports_every_problem_and_its_verdict() {
     );
     assert!(text.trim_end().ends_with("check: FAILED"), "{text}");
     // And a good config passes, changing nothing.
-    let good = Stage::new(ALL_NULL);
+    let good = new_stage(ALL_NULL);
     let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
         .args(["check", "--config"])
         .arg(good.dir.path().join("nodeinit.toml"))
@@ -362,7 +331,7 @@ fn check_command_reports_every_problem_and_its_verdict() {
 #[test]
 fn handoff_socket_group_and_access_come_from_the_config() {
     use std::os::unix::fs::MetadataExt;
-    let stage = Stage::new(&ALL_NULL.replace(
+    let stage = new_stage(&ALL_NULL.replace(
         "mode = \"supervise\"\n",
         "mode = \"supervise\"\n[handoff.socket]\ngroup = 4242\nuids = [990]\n",
     ));

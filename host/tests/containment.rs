@@ -6,6 +6,10 @@
 //! process, `Placement::Process`) and in `nodeinit --sandbox`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::Stage;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -13,9 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use nodeinit::boot::{boot, prepare, BootEnv, BootReport, PhaseStatus};
-use nodeinit::config::KernelCmdline;
-use nodeinit::placement::Placement;
+use nodeinit::boot::{boot, prepare, BootEnv, PhaseStatus};
 
 fn built() -> &'static (PathBuf, PathBuf) {
     static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -25,45 +27,9 @@ fn built() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-struct Stage {
-    dir: tempfile::TempDir,
-}
-
-impl Stage {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let plugins = dir.path().join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        for (src, name) in [(&built().0, "null"), (&built().1, "faulty")] {
-            let dst = plugins.join(format!("libnodeinit_{name}.so"));
-            fs::copy(src, &dst).unwrap();
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
-        let text = config.replace("@PLUGINS@", plugins.to_str().unwrap());
-        fs::write(dir.path().join("nodeinit.toml"), text).unwrap();
-        fs::write(dir.path().join("hostname"), "node-7\n").unwrap();
-        Self { dir }
-    }
-
-    fn env(&self) -> BootEnv {
-        let d = self.dir.path();
-        BootEnv {
-            config_arg: Some(d.join("nodeinit.toml")),
-            default_config: None,
-            cmdline: Some(KernelCmdline::default()),
-            hostname_file: d.join("hostname"),
-            run_dir: d.join("run"),
-            handoff_socket: d.join("handoff.sock"),
-            placement: Placement::Process,
-            fallback_plugin_dir: None,
-            worker_program: PathBuf::from(env!("CARGO_BIN_EXE_nodeinit")),
-        }
-    }
-
-    fn report(&self) -> BootReport {
-        BootReport::read_from(&self.dir.path().join("run/boot.json")).unwrap()
-    }
+/// A stage with the `null` and `faulty` fixtures installed.
+fn new_stage(config: &str) -> Stage {
+    Stage::new(config, &[(&built().0, "null"), (&built().1, "faulty")])
 }
 
 /// Null backends everywhere but `kind`, which is `faulty` with `fault` at `at`.
@@ -125,7 +91,7 @@ fn assert_boot_fails(stage: &Stage, phase: &str, reason: &str) {
 
 #[test]
 fn segv_in_a_required_method_fails_the_phase_with_the_signal() {
-    let stage = Stage::new(&config("readiness", true, "segv", "signal_ready", ""));
+    let stage = new_stage(&config("readiness", true, "segv", "signal_ready", ""));
     assert_boot_fails(
         &stage,
         "readiness",
@@ -135,7 +101,7 @@ fn segv_in_a_required_method_fails_the_phase_with_the_signal() {
 
 #[test]
 fn abort_in_a_required_method_fails_the_phase_with_the_signal() {
-    let stage = Stage::new(&config("cgroup", true, "abort", "create_hierarchy", ""));
+    let stage = new_stage(&config("cgroup", true, "abort", "create_hierarchy", ""));
     assert_boot_fails(
         &stage,
         "cgroup_hierarchy",
@@ -145,7 +111,7 @@ fn abort_in_a_required_method_fails_the_phase_with_the_signal() {
 
 #[test]
 fn exit_in_a_required_method_fails_the_phase_with_the_status() {
-    let stage = Stage::new(&config("readiness", true, "exit", "signal_ready", ""));
+    let stage = new_stage(&config("readiness", true, "exit", "signal_ready", ""));
     assert_boot_fails(
         &stage,
         "readiness",
@@ -156,7 +122,7 @@ fn exit_in_a_required_method_fails_the_phase_with_the_status() {
 #[test]
 fn stack_overflow_in_a_required_method_fails_the_phase() {
     // The worker keeps SIGSEGV at its default: the guard page kills it.
-    let stage = Stage::new(&config(
+    let stage = new_stage(&config(
         "readiness",
         true,
         "stack_overflow",
@@ -172,7 +138,7 @@ fn stack_overflow_in_a_required_method_fails_the_phase() {
 
 #[test]
 fn a_hang_overruns_the_host_deadline_and_the_worker_is_killed() {
-    let stage = Stage::new(&config(
+    let stage = new_stage(&config(
         "readiness",
         true,
         "hang",
@@ -196,7 +162,7 @@ fn a_plugin_timeout_overrides_the_host_deadline() {
         "phase_timeout_secs = 600",
     )
     .replace("required = true\n", "required = true\ntimeout_secs = 1\n");
-    let stage = Stage::new(&text);
+    let stage = new_stage(&text);
     assert_boot_fails(
         &stage,
         "cgroup_hierarchy",
@@ -208,7 +174,7 @@ fn a_plugin_timeout_overrides_the_host_deadline() {
 fn alloc_forever_under_a_memory_limit_kills_only_the_worker() {
     // The worker runs under a 1 GiB address-space limit (as a site would
     // bound it): the allocation fails and Rust aborts the worker.
-    let stage = Stage::new(&config(
+    let stage = new_stage(&config(
         "readiness",
         true,
         "alloc_forever",
@@ -244,7 +210,7 @@ fn alloc_forever_under_a_memory_limit_kills_only_the_worker() {
 
 #[test]
 fn a_panic_stays_an_error_of_the_method() {
-    let stage = Stage::new(&config("readiness", true, "panic", "signal_ready", ""));
+    let stage = new_stage(&config("readiness", true, "panic", "signal_ready", ""));
     assert_boot_fails(
         &stage,
         "readiness",
@@ -254,7 +220,7 @@ fn a_panic_stays_an_error_of_the_method() {
 
 #[test]
 fn segv_in_a_required_constructor_fails_the_plugins_phase() {
-    let stage = Stage::new(&config("cgroup", true, "segv", "constructor", ""));
+    let stage = new_stage(&config("cgroup", true, "segv", "constructor", ""));
     assert_boot_fails(
         &stage,
         "plugins",
@@ -264,7 +230,7 @@ fn segv_in_a_required_constructor_fails_the_plugins_phase() {
 
 #[test]
 fn segv_in_an_optional_constructor_is_retried_without_that_backend() {
-    let stage = Stage::new(&config("readiness", false, "segv", "constructor", ""));
+    let stage = new_stage(&config("readiness", false, "segv", "constructor", ""));
     let mut p = prepare(&stage.env());
     use PhaseStatus::*;
     assert_eq!(
@@ -303,7 +269,7 @@ fn segv_in_an_optional_constructor_is_retried_without_that_backend() {
 
 #[test]
 fn a_hang_in_an_optional_method_is_cut_off_and_boot_goes_on() {
-    let stage = Stage::new(&config(
+    let stage = new_stage(&config(
         "cgroup",
         false,
         "hang",
@@ -461,7 +427,7 @@ fn sandbox_pid1_maps_no_plugin_while_the_worker_serves() {
 fn check_reports_a_crashing_constructor_and_checks_the_others() {
     let text = config("cgroup", true, "segv", "constructor", "")
         .replace("[plugins.readiness]\npath = \"null\"", "[plugins.readiness]\npath = \"faulty\"\noptions = { fault = \"hang\", at = \"constructor\" }\ntimeout_secs = 1");
-    let stage = Stage::new(&text);
+    let stage = new_stage(&text);
     let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
         .args(["check", "--config"])
         .arg(stage.dir.path().join("nodeinit.toml"))
@@ -490,7 +456,7 @@ fn check_reports_a_crashing_constructor_and_checks_the_others() {
 
 #[test]
 fn inspect_reports_a_library_that_crashes_while_loading() {
-    let stage = Stage::new("");
+    let stage = new_stage("");
     let faulty = stage.dir.path().join("plugins/libnodeinit_faulty.so");
     let null = stage.dir.path().join("plugins/libnodeinit_null.so");
     let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
@@ -723,7 +689,7 @@ fn process_level_a_dead_worker_is_restarted_and_reload_probes_first() {
     use nodeinit::control::{ask, ControlReply, ControlRequest};
     // No [handoff]: the worker serves until the keeper stops it.
     let text = ALL_NULL_SERVING;
-    let stage = Stage::new(text);
+    let stage = new_stage(text);
     let env = stage.env();
     let mut p = prepare(&env);
     assert!(p.phases.is_healthy());

@@ -1,0 +1,59 @@
+//! What the process-level boot tests share: a private stage directory with
+//! fixture plugins installed as a site would (root-owned files, 0644, in a
+//! 0755 directory), a config and a hostname file, and the `BootEnv` that
+//! runs nodeinit's boot against it as a plain process.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nodeinit::boot::{BootEnv, BootReport};
+use nodeinit::config::KernelCmdline;
+use nodeinit::placement::Placement;
+
+/// A boot's private directory.
+pub struct Stage {
+    pub dir: tempfile::TempDir,
+}
+
+impl Stage {
+    /// `plugins/` holds each `(built .so, name)` as `libnodeinit_<name>.so`;
+    /// `@PLUGINS@` in `config` becomes that directory.
+    pub fn new(config: &str, plugins: &[(&Path, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin_dir = dir.path().join("plugins");
+        fs::create_dir(&plugin_dir).unwrap();
+        for (src, name) in plugins {
+            let dst = plugin_dir.join(format!("libnodeinit_{name}.so"));
+            fs::copy(src, &dst).unwrap();
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::set_permissions(&plugin_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let text = config.replace("@PLUGINS@", plugin_dir.to_str().unwrap());
+        fs::write(dir.path().join("nodeinit.toml"), text).unwrap();
+        fs::write(dir.path().join("hostname"), "node-7\n").unwrap();
+        Self { dir }
+    }
+
+    /// The environment of a boot as a plain process in this directory.
+    pub fn env(&self) -> BootEnv {
+        let d = self.dir.path();
+        BootEnv {
+            config_arg: Some(d.join("nodeinit.toml")),
+            default_config: None,
+            cmdline: Some(KernelCmdline::default()),
+            hostname_file: d.join("hostname"),
+            run_dir: d.join("run"),
+            handoff_socket: d.join("handoff.sock"),
+            placement: Placement::Process,
+            fallback_plugin_dir: None,
+            worker_program: PathBuf::from(env!("CARGO_BIN_EXE_nodeinit")),
+        }
+    }
+
+    /// The `boot.json` it wrote.
+    pub fn report(&self) -> BootReport {
+        BootReport::read_from(&self.dir.path().join("run/boot.json")).unwrap()
+    }
+}
