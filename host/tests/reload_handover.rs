@@ -10,10 +10,13 @@
 //! the connection: the held connection did not survive the first reload.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::Stage;
+
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hpc_node::{NamespaceRequest, NamespaceType};
 use nix::sys::socket::{
@@ -21,9 +24,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use nodeinit::boot::{prepare, BootEnv};
-use nodeinit::config::KernelCmdline;
 use nodeinit::control::{ask, ControlReply, ControlRequest};
-use nodeinit::placement::Placement;
 use nodeinit_handoff::protocol::{decode, encode, Message};
 use nodeinit_handoff::transport::{receive_message, send_message, Received};
 
@@ -43,38 +44,6 @@ agent = "command"
 exec = "/bin/true"
 mode = "supervise"
 "#;
-
-fn env(dir: &Path) -> BootEnv {
-    BootEnv {
-        config_arg: Some(dir.join("nodeinit.toml")),
-        default_config: None,
-        cmdline: Some(KernelCmdline::default()),
-        hostname_file: dir.join("hostname"),
-        run_dir: dir.join("run"),
-        handoff_socket: dir.join("handoff.sock"),
-        placement: Placement::Process,
-        fallback_plugin_dir: None,
-        worker_program: PathBuf::from(env!("CARGO_BIN_EXE_nodeinit")),
-    }
-}
-
-fn stage() -> tempfile::TempDir {
-    let null = nodeinit_tests::plugin_artifacts(&["nodeinit-null"])["nodeinit-null"].clone();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    fs::create_dir(&plugins).unwrap();
-    let dst = plugins.join("libnodeinit_null.so");
-    fs::copy(null, &dst).unwrap();
-    fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).unwrap();
-    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::write(
-        dir.path().join("nodeinit.toml"),
-        CONFIG.replace("@PLUGINS@", plugins.to_str().unwrap()),
-    )
-    .unwrap();
-    fs::write(dir.path().join("hostname"), "node-7\n").unwrap();
-    dir
-}
 
 fn connect_to(path: &Path) -> OwnedFd {
     let fd = socket(
@@ -147,8 +116,9 @@ fn keep_in_thread(
 #[test]
 fn requests_written_during_reloads_are_answered_on_the_same_connection() {
     const ROUNDS: usize = 12;
-    let dir = stage();
-    let env = env(dir.path());
+    let null = nodeinit_tests::plugin_artifacts(&["nodeinit-null"])["nodeinit-null"].clone();
+    let stage = Stage::new(CONFIG, &[(&null, "null")]);
+    let env = stage.env();
     let mut p = prepare(&env);
     assert!(p.phases.is_healthy(), "{:?}", p.phases.records());
     let (stop, keeper) = keep_in_thread(&mut p, &env);
