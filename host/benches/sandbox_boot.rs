@@ -14,32 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodeinit_tests::{reference_plugin_dir, with_plugin_dir, Profile};
 
+mod common;
+
+use common::{median, CONFIG};
+
 const RUNS: usize = 31;
 const MEASURE_ENV: &str = "NODEINIT_BENCH_MEASURE_CONFIG";
-
-const CONFIG: &str = r#"
-[host]
-on_failure = "poweroff"
-node_id = "bench-node"
-[plugins.cgroup]
-path = "cgroupfs"
-[plugins.mount]
-path = "squashfs"
-[plugins.namespace]
-path = "unshare"
-[plugins.readiness]
-path = "readiness"
-[handoff]
-agent = "command"
-exec = "/bin/date"
-args = ["+%s%N"]
-mode = "exec"
-"#;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     // Benchmarks run as `--bench`; `cargo test` also runs them once with no

@@ -20,31 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodeinit_tests::{reference_plugin_dir, with_plugin_dir, Profile};
 
+mod common;
+
+use common::{median, CONFIG};
+
 const RUNS: usize = 41;
-
-const CONFIG: &str = r#"
-[host]
-on_failure = "poweroff"
-node_id = "bench-node"
-[plugins.cgroup]
-path = "cgroupfs"
-[plugins.mount]
-path = "squashfs"
-[plugins.namespace]
-path = "unshare"
-[plugins.readiness]
-path = "readiness"
-[handoff]
-agent = "command"
-exec = "/bin/date"
-args = ["+%s%N"]
-mode = "exec"
-"#;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     // Only measure under `cargo bench` (which passes --bench).
