@@ -321,15 +321,17 @@ boot() { # scenario: packs and boots it; console in $work/SCENARIO.console, QEMU
             --disk "$work/disk.raw" --timeout "$boot_timeout" \
             --append "nodeinit.node_id=$node_id" 2>"$work/$1.boot.log" || BOOT_STATUS=$?
         cat "$work/$1.boot.log" >&2
-        # Under TCG on a loaded host a vCPU thread can be descheduled while
-        # the guest holds a spinlock: the guest's own watchdog then reports a
-        # soft lockup and the boot runs into the timeout. That is the
-        # emulator starving, not nodeinit: such a boot (and only such a
-        # one) is booted once more, and the retry is reported.
+        # Under TCG the guest kernel can livelock while it patches its own
+        # text (int3-based jump-label updates when a module loads, as
+        # nodeinit's modules thread does while the worker makes cgroups):
+        # both vCPUs spin at the patched site, the guest's watchdog reports
+        # a soft lockup and the boot runs into the timeout. That is the
+        # emulator, not nodeinit: such a boot (and only such a one) is
+        # booted once more, and the retry is reported.
         if ((BOOT_STATUS == 124)) && ((attempt == 1)) &&
             grep -qE 'watchdog: BUG: soft lockup|rcu_preempt kthread starved' "$work/$1.console"; then
             cp "$work/$1.console" "$work/$1.lockup.console"
-            log "RETRY $1: the guest reported a soft lockup (TCG vCPU starvation; console kept as $1.lockup.console); booting it once more"
+            log "RETRY $1: the guest reported a soft lockup (a TCG livelock; console kept as $1.lockup.console); booting it once more"
             summary+=("$1: booted twice (soft lockup under TCG on the first boot)")
             continue
         fi
