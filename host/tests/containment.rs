@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::Stage;
+use common::{keep_in_thread, Stage};
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use nodeinit::boot::{boot, prepare, BootEnv, PhaseStatus};
+use nodeinit::boot::{boot, prepare, PhaseStatus};
 
 fn built() -> &'static (PathBuf, PathBuf) {
     static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -654,34 +654,6 @@ fn status_when(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-/// Run the keeper's loop for `p`'s serving worker in a thread (the test's
-/// own thread is the client); `stop` ends it, then the worker is stopped.
-fn keep_in_thread(
-    p: &mut nodeinit::boot::Prepared,
-    env: &BootEnv,
-) -> (std::os::fd::OwnedFd, std::thread::JoinHandle<()>) {
-    // This test does not reap every child: the worker machine waits for its own.
-    p.keep_worker(env, false);
-    let mut workers = p.supervisor.take().unwrap();
-    let signals = p.signals.unwrap();
-    // Close-on-exec: a worker must not hold the write end open.
-    let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let thread = std::thread::spawn(move || {
-        let end = nodeinit::keeper::KeeperLoop {
-            signals,
-            reap_all: false,
-            boot: None,
-            workers: Some(&mut workers),
-            agent: None,
-            stop: Some(std::os::fd::AsFd::as_fd(&stop_read)),
-        }
-        .run();
-        assert!(matches!(end, nodeinit::keeper::LoopEnd::Stopped), "{end:?}");
-        workers.stop(std::time::Duration::from_secs(10));
-    });
-    (stop_write, thread)
 }
 
 #[test]

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::Stage;
+use common::{keep_in_thread, Stage};
 
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,7 +23,7 @@ use nix::sys::socket::{
     connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
 };
 use nix::sys::time::TimeVal;
-use nodeinit::boot::{prepare, BootEnv};
+use nodeinit::boot::prepare;
 use nodeinit::control::{ask, ControlReply, ControlRequest};
 use nodeinit_handoff::protocol::{decode, encode, Message};
 use nodeinit_handoff::transport::{receive_message, send_message, Received};
@@ -83,34 +83,6 @@ fn expect_granted(conn: &OwnedFd, id: &str, round: usize) {
 
 fn open_fds() -> usize {
     fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Run the keeper's loop for `p`'s serving worker in a thread (the test's
-/// own thread is the client); `stop` ends it, then the worker is stopped.
-fn keep_in_thread(
-    p: &mut nodeinit::boot::Prepared,
-    env: &BootEnv,
-) -> (std::os::fd::OwnedFd, std::thread::JoinHandle<()>) {
-    // This test does not reap every child: the worker machine waits for its own.
-    p.keep_worker(env, false);
-    let mut workers = p.supervisor.take().unwrap();
-    let signals = p.signals.unwrap();
-    // Close-on-exec: a worker must not hold the write end open.
-    let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let thread = std::thread::spawn(move || {
-        let end = nodeinit::keeper::KeeperLoop {
-            signals,
-            reap_all: false,
-            boot: None,
-            workers: Some(&mut workers),
-            agent: None,
-            stop: Some(std::os::fd::AsFd::as_fd(&stop_read)),
-        }
-        .run();
-        assert!(matches!(end, nodeinit::keeper::LoopEnd::Stopped), "{end:?}");
-        workers.stop(std::time::Duration::from_secs(10));
-    });
-    (stop_write, thread)
 }
 
 #[test]
