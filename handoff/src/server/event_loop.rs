@@ -315,14 +315,22 @@ impl EventLoop {
             refuse(fd, &error(ErrorKind::Busy, &message, None));
             return;
         }
+        // Accepted by the kernel and admitted: polled from now on.
+        let _ = self.register(fd, peer, "connection");
+    }
+
+    /// Polls `fd` (level-triggered: a request already waiting in the socket
+    /// wakes the loop at once) as a new idle connection of `peer`; `None`
+    /// when epoll refuses it (it is then closed). `what` names it in the log.
+    fn register(&mut self, fd: OwnedFd, peer: Peer, what: &str) -> Option<ConnId> {
         let id = self.next_conn;
         self.next_conn += 1;
         if let Err(e) = self.epoll.add(
             fd.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, FIRST_CONN + id),
         ) {
-            tracing::error!(error = %e, "epoll_ctl(add connection) failed; dropping connection");
-            return;
+            tracing::error!(error = %e, "epoll_ctl(add {what}) failed; closing it");
+            return None;
         }
         self.conns.insert(
             id,
@@ -334,6 +342,7 @@ impl EventLoop {
             },
         );
         self.shared.connection_opened();
+        Some(id)
     }
 
     // ---- connections ----
@@ -811,27 +820,7 @@ impl EventLoop {
             tracing::error!(error = %e, "handed-over connection: cannot make it non-blocking; closing it");
             return None;
         }
-        let id = self.next_conn;
-        self.next_conn += 1;
-        // Level-triggered: a request already waiting in the socket wakes us at once.
-        if let Err(e) = self.epoll.add(
-            fd.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, FIRST_CONN + id),
-        ) {
-            tracing::error!(error = %e, "epoll_ctl(add handed-over connection) failed; closing it");
-            return None;
-        }
-        self.conns.insert(
-            id,
-            Conn {
-                fd,
-                peer: Arc::new(peer),
-                state: State::Idle,
-                last_activity: Instant::now(),
-            },
-        );
-        self.shared.connection_opened();
-        Some(id)
+        self.register(fd, peer, "handed-over connection")
     }
 
     fn shutdown(mut self) {
