@@ -343,18 +343,19 @@ impl ReadinessProvider for NullReadiness {
     }
     fn wait_ready_timeout(&self, timeout: Option<Duration>) -> Result<(), ReadinessError> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (state, signalled) = deadline::wait_until(
+        // The state says what happened; the "done" flag adds nothing.
+        let (state, _) = deadline::wait_until(
             &self.changed,
             state,
             timeout.map(Deadline::after),
             |state| state.is_some(),
         );
-        match (&*state, signalled) {
-            (Some(Ok(_)), _) => Ok(()),
-            (Some(Err(reason)), _) => Err(ReadinessError::BootFailed {
+        match &*state {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(reason)) => Err(ReadinessError::BootFailed {
                 reason: reason.clone(),
             }),
-            (None, _) => Err(ReadinessError::Timeout),
+            None => Err(ReadinessError::Timeout),
         }
     }
 }
