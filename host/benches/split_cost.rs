@@ -42,7 +42,7 @@ fn main() {
 
 /// One fresh boot with `first_arg` (`--sandbox` or the unsplit subcommand):
 /// ms from process start to the agent's exec, and the worker's start
-/// (spawn → first report) from the keeper's log.
+/// (start message → first report; the boot's worker is forked ahead) from the keeper's log.
 fn one_boot(exe: &std::path::Path, first_arg: &str, config: &std::path::Path) -> (f64, f64) {
     let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let out = Command::new(exe)
@@ -84,7 +84,7 @@ fn boot(exe: &std::path::Path, config: &std::path::Path) {
         "  cost of the split:                               {:>7.2} ms   (target <= 1 ms)",
         split - unsplit
     );
-    println!("  (worker spawn -> its first report, keeper's log: {spawn:>7.3} ms)");
+    println!("  (worker start message -> its first report, keeper's log:{spawn:>7.3} ms)");
 }
 
 /// Worker restarts in supervise mode with `demo-1` live and its image mounted.

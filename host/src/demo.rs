@@ -205,15 +205,15 @@ fn ns_links(granted: &nodeinit_handoff::GrantedNamespaces) -> Vec<String> {
         .collect()
 }
 
-/// The pid of the running worker: argv[1] is `__worker` and it is in our
-/// PID namespace (a namespace holder, cloned from a worker, shows the same
-/// command line but is PID 1 of a namespace of its own).
+/// The pid of the running worker: its name (`comm`) is `nodeinit-worker`
+/// (forked or re-executed alike; its command line may be the keeper's) and
+/// it is in our PID namespace (a namespace holder is PID 1 of its own).
 fn worker_pid() -> Option<i32> {
     let own_ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let is_worker = cmdline.split(|b| *b == 0).nth(1) == Some(b"__worker".as_slice());
+        let comm = std::fs::read(e.path().join("comm")).ok()?;
+        let is_worker = comm == b"nodeinit-worker\n";
         let same_ns = std::fs::read_link(e.path().join("ns/pid")).ok()? == own_ns;
         (is_worker && same_ns).then_some(pid)
     })

@@ -74,7 +74,7 @@ pub fn this_program() -> PathBuf {
 /// The child cannot be started or the signal pipe installed.
 pub fn probe(program: &Path, args: &[&OsStr]) -> io::Result<ProbeOutcome> {
     let signals = SignalPipe::install().map_err(io::Error::from)?;
-    let (child, stdout) = WorkerProcess::spawn_child(program, args, None, true, false)?;
+    let (child, stdout) = WorkerProcess::spawn_child(program, args, true, false)?;
     let reader = stdout.map(|mut out| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -91,7 +91,10 @@ pub fn probe(program: &Path, args: &[&OsStr]) -> io::Result<ProbeOutcome> {
     );
     let stdout = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     let end = match end {
-        WatchEnd::Finished(status) => ProbeEnd::Done(exit_code(&status)),
+        WatchEnd::Finished(status) => {
+            let status = status.or_else(|| child.await_exit(signals.fd()));
+            ProbeEnd::Done(exit_code(&status.unwrap_or(WaitStatus::StillAlive)))
+        }
         WatchEnd::Died {
             status: status @ WaitStatus::Exited(..),
             step: None,

@@ -397,12 +397,22 @@ fn sandbox_pid1_maps_no_plugin_while_the_worker_serves() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("nodeinit.toml");
     // The sandbox config, with an agent that looks at PID 1's mappings and
-    // at the worker's (which has the plugins).
+    // at the worker's (which has the plugins), and at what the worker —
+    // forked from the keeper before anything else — inherited from it.
+    let script = r#"echo PID1_MAPS=$(grep -c libnodeinit_ /proc/1/maps)
+for p in /proc/[0-9]*; do grep -q libnodeinit_readiness $p/maps 2>/dev/null && echo WORKER=$(cat $p/comm) && w=$p; done
+grep SigBlk $w/status
+for f in $w/fd/*; do echo WORKER_FD=$(readlink $f); done
+for f in /proc/1/fd/*; do echo KEEPER_FD=${f##*/} $(readlink $f); done
+true"#;
     let text = nodeinit_tests::with_plugin_dir(nodeinit::demo::SANDBOX_CONFIG, &plugin_dir)
-        .replace("exec = \"/run/nodeinit/demo/demo-agent\"", "exec = \"/bin/sh\"")
+        .replace(
+            "exec = \"/run/nodeinit/demo/demo-agent\"",
+            "exec = \"/bin/sh\"",
+        )
         .replace(
             "args = [\"demo-agent\"]",
-            r#"args = ["-c", "echo PID1_MAPS=$(grep -c libnodeinit_ /proc/1/maps); for p in /proc/[0-9]*; do grep -q libnodeinit_readiness $p/maps 2>/dev/null && echo WORKER=$(cat $p/cmdline | tr '\\0' ' '); done; true"]"#,
+            &format!("args = [\"-c\", {script:?}]"),
         );
     fs::write(&config, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
@@ -418,8 +428,41 @@ fn sandbox_pid1_maps_no_plugin_while_the_worker_serves() {
         .lines()
         .filter(|l| l.starts_with("WORKER="))
         .collect();
-    assert_eq!(workers.len(), 1, "{stdout}");
-    assert!(workers[0].contains("nodeinit __worker"), "{stdout}");
+    assert_eq!(workers, ["WORKER=nodeinit-worker"], "{stdout}");
+    // No signal blocked (the keeper's handlers and mask are not the worker's).
+    assert!(stdout.contains("SigBlk:\t0000000000000000\n"), "{stdout}");
+    // Of the keeper's descriptors the worker holds only sockets (the
+    // listener it was sent) and stdio's files: none of the keeper's pipes
+    // (signal pipe, the sandbox's status pipe), which a fork would copy.
+    let of = |prefix: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    let worker_fds = of("WORKER_FD=");
+    let keeper_fds: Vec<(u32, String)> = of("KEEPER_FD=")
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(fd, target)| (fd.parse().unwrap(), target.to_owned()))
+        .collect();
+    let stdio: Vec<&String> = keeper_fds
+        .iter()
+        .filter(|(fd, _)| *fd <= 2)
+        .map(|(_, t)| t)
+        .collect();
+    let keeper_pipes: Vec<&String> = keeper_fds
+        .iter()
+        .filter(|(fd, t)| *fd > 2 && t.starts_with("pipe:") && !stdio.contains(&t))
+        .map(|(_, t)| t)
+        .collect();
+    assert!(!keeper_pipes.is_empty(), "{stdout}");
+    let shared_pipes: Vec<&&String> = keeper_pipes
+        .iter()
+        .filter(|t| worker_fds.contains(t))
+        .collect();
+    assert_eq!(shared_pipes, Vec::<&&String>::new(), "{stdout}");
     assert!(Path::new(&plugin_dir).is_dir());
 }
 

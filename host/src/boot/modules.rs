@@ -4,8 +4,9 @@
 //! runs in it (only `finit_module(2)`), so it is fine in PID 1.
 //!
 //! The worker learns that the modules are in through a pipe: the read end
-//! is inherited (descriptor number in [`crate::link::WorkerStart`]), the
-//! write end belongs to the thread alone (close-on-exec, never in a child).
+//! travels with its start message ([`crate::link::WorkerStart`]), the
+//! write end belongs to the thread alone (close-on-exec, never in a child;
+//! the boot's worker is forked before the pipe exists).
 //! When the thread is done it writes one result byte and closes the write
 //! end; the worker's first phase that needs the modules blocks until EOF.
 //! A keeper that dies closes it too, so the worker never waits forever.
@@ -14,14 +15,14 @@
 //! failure means (a module that fails is reported, not fatal: what needs it
 //! fails later with its own message).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 
 use super::phases::{PhaseResult, PhaseRunner};
 use super::sequence::BootEnv;
@@ -31,10 +32,6 @@ use super::table::KERNEL_MODULES;
 pub const MODULES_OK: u8 = b'0';
 /// The result byte: some module failed or was not tried.
 pub const MODULES_INCOMPLETE: u8 = b'1';
-
-/// The lowest descriptor number the inherited read end takes: above the
-/// link (3) and the listener (4), which the worker's spawn dup2()s.
-const INHERITED_FD_FLOOR: RawFd = 10;
 
 /// What the thread hands back.
 struct Outcome {
@@ -95,15 +92,16 @@ impl ModulesInBackground {
             cancel: Arc::new(AtomicBool::new(false)),
             read_end: None,
         };
-        let (read_end, write_end) = match inheritable_pipe() {
-            Ok(p) => p,
-            Err(e) => {
-                // No pipe: load here, in line, as before the graph.
-                tracing::warn!("kernel modules load in line: {e}");
-                runner.run(KERNEL_MODULES, || load(&list, &AtomicBool::new(false)).0);
-                return idle;
-            }
-        };
+        let (read_end, write_end) =
+            match nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}")) {
+                Ok(p) => p,
+                Err(e) => {
+                    // No pipe: load here, in line, as before the graph.
+                    tracing::warn!("kernel modules load in line: {e}");
+                    runner.run(KERNEL_MODULES, || load(&list, &AtomicBool::new(false)).0);
+                    return idle;
+                }
+            };
         let cancel = Arc::clone(&idle.cancel);
         let in_line = list.clone();
         let spawned = std::thread::Builder::new()
@@ -141,9 +139,10 @@ impl ModulesInBackground {
         }
     }
 
-    /// The descriptor a worker started now inherits, to wait on.
-    pub fn fd_for_worker(&self) -> Option<RawFd> {
-        self.read_end.as_ref().map(AsRawFd::as_raw_fd)
+    /// The read end, for a worker's start message (each worker gets its own
+    /// duplicate), to wait on.
+    pub fn fd_for_worker(&self) -> Option<BorrowedFd<'_>> {
+        self.read_end.as_ref().map(AsFd::as_fd)
     }
 
     /// Waits for the thread and records the phase. When the base is broken
@@ -189,19 +188,6 @@ fn describe_result(result: &PhaseResult) -> String {
     }
 }
 
-/// A pipe: the read end without close-on-exec, at a descriptor at or above
-/// [`INHERITED_FD_FLOOR`]; the write end close-on-exec.
-fn inheritable_pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
-    // F_DUPFD (not F_DUPFD_CLOEXEC): the copy is inherited across exec.
-    let high = fcntl(read.as_raw_fd(), FcntlArg::F_DUPFD(INHERITED_FD_FLOOR))
-        .map_err(|e| format!("fcntl(F_DUPFD): {e}"))?;
-    // SAFETY: F_DUPFD returned a new descriptor that nothing else owns.
-    let high = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
-    drop(read);
-    Ok((high, write))
-}
-
 /// Loads the list: the phase result, and whether it stopped early.
 fn load(list: &Path, cancel: &AtomicBool) -> (PhaseResult, bool) {
     match crate::kernel_modules::load_listed_until(list, cancel) {
@@ -242,21 +228,10 @@ fn load(list: &Path, cancel: &AtomicBool) -> (PhaseResult, bool) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_read_end_is_inherited_and_the_write_end_is_not() {
-        let (read, write) = inheritable_pipe().unwrap();
-        assert!(read.as_raw_fd() >= INHERITED_FD_FLOOR);
-        let flags = |fd: &OwnedFd| fcntl(fd.as_raw_fd(), FcntlArg::F_GETFD).unwrap();
-        assert_eq!(flags(&read) & nix::libc::FD_CLOEXEC, 0);
-        assert_eq!(flags(&write) & nix::libc::FD_CLOEXEC, nix::libc::FD_CLOEXEC);
-    }
-
     /// What a worker does with the descriptor: read to EOF.
-    fn read_to_eof(fd: RawFd) -> Vec<u8> {
+    fn read_to_eof(fd: BorrowedFd<'_>) -> Vec<u8> {
         use std::io::Read;
-        let dup = nix::unistd::dup(fd).unwrap();
-        // SAFETY: a test-owned duplicate of the inheritable read end.
-        let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        let mut file = std::fs::File::from(fd.try_clone_to_owned().unwrap());
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).unwrap();
         bytes
@@ -302,7 +277,7 @@ mod tests {
         let env = BootEnv::for_sandbox("/nonexistent.toml".into());
         let mut runner = PhaseRunner::new(false);
         let task = ModulesInBackground::start(&env, &mut runner);
-        assert_eq!(task.fd_for_worker(), None);
+        assert!(task.fd_for_worker().is_none());
         task.finish(&mut runner);
         let r = &runner.records()[0];
         assert_eq!(

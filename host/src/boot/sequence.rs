@@ -173,6 +173,10 @@ pub struct Prepared {
     pub facts: WorkerFacts,
     /// The worker that serves (supervise mode, no agent).
     pub worker: Option<WorkerProcess>,
+    /// The worker that finished its phases and is exiting (exec mode):
+    /// reaped in [`Prepared::release`], so its teardown overlaps the
+    /// keeper's report and preflight instead of delaying them.
+    pub exiting: Option<WorkerProcess>,
     /// The listening handoff socket (supervise mode), kept for every worker.
     pub listener: Option<HandoffListener>,
     /// The signal pipe (`None` if it could not be installed).
@@ -232,6 +236,11 @@ impl Prepared {
     /// Stops the serving worker (it releases the boot mounts and the
     /// server) and closes the listener. Idempotent.
     pub fn release(&mut self) {
+        if let (Some(worker), Some(signals)) = (self.exiting.take(), self.signals) {
+            if let Some(status) = worker.await_exit(signals.fd()) {
+                tracing::debug!(status = %crate::keeper::describe_status(&status), "worker finished its phases");
+            }
+        }
         if let Some(supervisor) = self.supervisor.take() {
             supervisor.stop(WORKER_STOP_GRACE);
         }
@@ -315,6 +324,7 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         phases: PhaseRunner::new(false),
         facts: WorkerFacts::default(),
         worker: None,
+        exiting: None,
         listener: None,
         signals: None,
         shutdown_requested: None,
@@ -322,6 +332,9 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         worker_start: None,
         supervisor: None,
     };
+    // First, while the keeper is its only thread and has no signal
+    // handler: the worker's process start then overlaps all that follows.
+    let mut early_worker = WorkerProcess::fork_for_boot(env.placement);
     match SignalPipe::install() {
         Ok(s) => p.signals = Some(s),
         Err(e) => tracing::error!("signal handlers not installed: {e}"),
@@ -350,12 +363,7 @@ pub fn prepare(env: &BootEnv) -> Prepared {
         p.node_id = Some(id);
     }
     if p.config.is_some() && p.signals.is_some() {
-        run_worker_phases(env, &mut p, modules.fd_for_worker());
-        // Workers started later (restarts, reloads) resume: no boot phase,
-        // no inherited pipe.
-        if let Some(start) = &mut p.worker_start {
-            start.modules_fd = None;
-        }
+        run_worker_phases(env, &mut p, modules.fd_for_worker(), early_worker.take());
     } else {
         for phase in worker_phases() {
             if !p.phases.skip_if_broken(phase.name) {
@@ -369,6 +377,10 @@ pub fn prepare(env: &BootEnv) -> Prepared {
                 );
             }
         }
+    }
+    if let Some(unused) = early_worker {
+        // No config: it never gets a start message.
+        unused.dismiss();
     }
     // The handoff needs every module (the agent's mounts, the virtio disk).
     modules.finish(&mut p.phases);
@@ -396,7 +408,13 @@ fn publish_metrics(env: &BootEnv, p: &Prepared) {
 
 /// The worker phases: one worker, and one more per optional backend that
 /// killed one.
-fn run_worker_phases(env: &BootEnv, p: &mut Prepared, modules_fd: Option<std::os::fd::RawFd>) {
+/// `early`: the boot's worker, forked ahead ([`WorkerProcess::fork_for_boot`]).
+fn run_worker_phases(
+    env: &BootEnv,
+    p: &mut Prepared,
+    modules: Option<std::os::fd::BorrowedFd<'_>>,
+    mut early: Option<WorkerProcess>,
+) {
     let (Some(cfg), Some(signals)) = (p.config.clone(), p.signals) else {
         return;
     };
@@ -440,16 +458,26 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared, modules_fd: Option<std::os
             serve,
             boot_mounts: p.facts.boot_mounts.clone(),
             live_allocations: Vec::new(),
-            modules_fd,
+            modules_passed: false,
         };
+        // The template of later workers (restarts, reloads): they resume,
+        // and get no modules pipe.
         p.worker_start = Some(start.clone());
-        let worker = match WorkerProcess::spawn(&env.worker_program, &start, p.listener.as_ref()) {
+        let worker = match early
+            .take()
+            .map_or_else(|| WorkerProcess::launch(&env.worker_program), Ok)
+        {
             Ok(w) => w,
             Err(e) => {
                 fail_pending(p, &pending, &e.to_string());
                 return;
             }
         };
+        if let Err(e) = worker.start(&start, p.listener.as_ref(), modules) {
+            worker.kill_and_reap(signals.fd());
+            fail_pending(p, &pending, &e.to_string());
+            return;
+        }
         let mut phase_began = Instant::now();
         let end = {
             let (phases, facts, pending) = (&mut p.phases, &mut p.facts, &mut pending);
@@ -480,8 +508,8 @@ fn run_worker_phases(env: &BootEnv, p: &mut Prepared, modules_fd: Option<std::os
                 p.worker = Some(worker);
                 return;
             }
-            WatchEnd::Finished(status) => {
-                tracing::debug!(status = %crate::keeper::describe_status(&status), "worker finished its phases");
+            WatchEnd::Finished(_) => {
+                p.exiting = Some(worker);
                 skip_pending(p, &pending);
                 return;
             }

@@ -14,8 +14,8 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crate::link::{Channel, FromWorker, Receive, ToWorker};
-use crate::worker::{load_config, Reporter, WorkerState};
+use crate::link::{Channel, FromWorker};
+use crate::worker::{load_config, receive_start, Reporter, WorkerState};
 
 static IN_PROCESS: AtomicBool = AtomicBool::new(false);
 
@@ -47,10 +47,11 @@ pub(super) fn start(link: OwnedFd) -> std::io::Result<JoinHandle<i32>> {
 /// fault signals, its exit): phases, then `Finished`. A worker that would
 /// serve stops after its phases too (the bench boots in exec mode).
 fn run(channel: Channel) -> i32 {
-    let start = match channel.receive::<ToWorker>() {
-        Ok(Receive::Message(ToWorker::Start(start))) => *start,
-        other => {
-            tracing::error!("in-process worker: expected a start message, got {other:?}");
+    let (start, passed) = match receive_start(&channel) {
+        Ok(Some(started)) => started,
+        Ok(None) => return 0,
+        Err(e) => {
+            tracing::error!("in-process worker: {e}");
             return 64;
         }
     };
@@ -62,7 +63,7 @@ fn run(channel: Channel) -> i32 {
             return 1;
         }
     };
-    let mut state = WorkerState::new(&start, loaded);
+    let mut state = WorkerState::new(&start, loaded, passed);
     let healthy = state.run(&start, &reporter);
     if start.serve && healthy {
         tracing::warn!("in-process worker: serving is not benchmarked; stopping after the phases");

@@ -728,7 +728,7 @@ impl WorkerSupervisor {
             args.push(file.into());
         }
         let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
-        match WorkerProcess::spawn_child(&self.setup.program, &args, None, true, false) {
+        match WorkerProcess::spawn_child(&self.setup.program, &args, true, false) {
             Ok((child, stdout)) => {
                 // Its report is read off the loop: a pipe the probe fills.
                 let stdout = stdout.map(|mut out| {

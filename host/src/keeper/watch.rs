@@ -21,8 +21,10 @@ use crate::placement::Placement;
 pub enum WatchEnd {
     /// The worker finished its phases and serves.
     Serving,
-    /// The worker finished its phases and exited with this status.
-    Finished(WaitStatus),
+    /// The worker finished its phases and is exiting: its status when
+    /// already collected, else reap it with [`WorkerProcess::await_exit`]
+    /// (what the keeper does meanwhile overlaps the worker's teardown).
+    Finished(Option<WaitStatus>),
     /// The worker died during `step` (or between calls, when `None`).
     Died {
         /// Its status.
@@ -40,9 +42,6 @@ pub enum WatchEnd {
     /// A shutdown signal arrived; the worker was killed.
     Shutdown(ShutdownAction),
 }
-
-/// How long a worker that closed its link may take to exit before it is killed.
-const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(5);
 
 /// A worker running boot phases, followed call by call.
 pub struct BootWatch<'w> {
@@ -154,22 +153,19 @@ impl<'w> BootWatch<'w> {
         self.read_this_round = true;
         match worker.channel().receive::<FromWorker>() {
             Ok(Receive::Message(message)) => {
-                self.since = Instant::now();
                 if self.first_report {
                     self.first_report = false;
-                    // What the split costs a boot: start to first report.
-                    let ms = worker.uptime().as_secs_f64() * 1e3;
+                    // What the split costs a boot: start message (the
+                    // watch's beginning) to first report.
+                    let ms = self.since.elapsed().as_secs_f64() * 1e3;
                     tracing::info!(worker_started = %format!("{ms:.3}ms"), pid = worker.pid().as_raw(), "worker up");
                 }
+                self.since = Instant::now();
                 match message {
                     FromWorker::Step(s) => self.step = Some(s),
                     FromWorker::Serving => self.end = Some(WatchEnd::Serving),
                     FromWorker::Finished => {
-                        let status = worker
-                            .wait_exit(EXIT_AFTER_CLOSE, fd)
-                            .or_else(|| worker.kill_and_reap(fd));
-                        self.end =
-                            Some(WatchEnd::Finished(status.unwrap_or(WaitStatus::StillAlive)));
+                        self.end = Some(WatchEnd::Finished(worker.try_reap()));
                     }
                     other => {
                         if matches!(other, FromWorker::PhaseDone { .. }) {
@@ -180,9 +176,7 @@ impl<'w> BootWatch<'w> {
                 }
             }
             Ok(Receive::Closed) | Err(_) => {
-                let status = worker
-                    .wait_exit(EXIT_AFTER_CLOSE, fd)
-                    .or_else(|| worker.kill_and_reap(fd));
+                let status = worker.await_exit(fd);
                 self.end = Some(WatchEnd::Died {
                     status: status.unwrap_or(WaitStatus::StillAlive),
                     step: self.step.take(),

@@ -1,10 +1,17 @@
 //! Starting, watching and ending the worker process.
 //!
-//! The worker is `/proc/self/exe __worker` (see [`crate::worker`] for why a
-//! re-exec): its link lands on descriptor 3 and the handoff listener on 4;
-//! it dies with the keeper (`PR_SET_PDEATHSIG`, so a keeper that is only a
-//! test process leaves nothing behind) and its `oom_score_adj` is 0 whatever
-//! the keeper's. This module never interprets what the worker says.
+//! The boot's worker is forked from the keeper as the keeper's first act,
+//! while it is the only thread ([`WorkerProcess::fork_for_boot`]): its
+//! start then overlaps the keeper's early mounts and config instead of
+//! following them. Every other worker (a retry without an optional
+//! backend, a restart, a reload) is `/proc/self/exe __worker`, re-executed
+//! (see [`crate::worker`] for why), since by then the keeper may have
+//! threads. Either way the worker starts with stdio and the link on
+//! descriptor 3, nothing else; what else it needs (the handoff listener,
+//! the modules pipe) comes with its start message. It dies with the keeper
+//! (`PR_SET_PDEATHSIG`, so a keeper that is only a test process leaves
+//! nothing behind) and its `oom_score_adj` is 0 whatever the keeper's.
+//! This module never interprets what the worker says.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -20,13 +27,17 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::link::{
-    Channel, ToWorker, WorkerStart, KEEPER_PID_ENV, WORKER_LINK_FD, WORKER_LISTENER_FD,
+    Channel, StartDescriptors, ToWorker, WorkerStart, KEEPER_PID_ENV, WORKER_LINK_FD,
 };
 use crate::pid1::reset_signals_for_child;
+use crate::placement::Placement;
 
 /// Descriptors handed to the worker are first moved at or above this, so
 /// that `dup2` onto 3 and 4 in the child never overwrites one with the other.
 const HANDOVER_FD_FLOOR: RawFd = 10;
+
+/// How long a worker that is done may take to exit before it is killed.
+const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(5);
 
 /// A running worker.
 #[derive(Debug)]
@@ -56,22 +67,116 @@ fn dup_high(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
 }
 
+/// `close_range(first, ~0, flags)`: with `CLOSE_RANGE_CLOEXEC` every
+/// descriptor from `first` up closes at exec; with 0 it closes now.
+/// Async-signal-safe. Kernels before 5.9 (5.11 for the flag) refuse it:
+/// then inherited descriptors stay, as they did before this call existed.
+fn close_from(first: u32, flags: i32) {
+    // SAFETY: close_range takes integers only; closing descriptors from
+    // `first` up is what both callers (a child after fork) ask for.
+    let _ = unsafe { nix::libc::close_range(first, u32::MAX, flags) };
+}
+
 /// Runs in the child between fork and exec: only async-signal-safe calls.
-fn prepare_child(link: RawFd, listener: Option<RawFd>) -> io::Result<()> {
+fn prepare_child(link: RawFd) -> io::Result<()> {
     nix::unistd::dup2(link, WORKER_LINK_FD)?;
-    if let Some(listener) = listener {
-        nix::unistd::dup2(listener, WORKER_LISTENER_FD)?;
-    }
-    // SAFETY: prctl with integer arguments is async-signal-safe.
-    unsafe {
-        nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0);
-    }
+    close_from(
+        WORKER_LINK_FD as u32 + 1,
+        nix::libc::CLOSE_RANGE_CLOEXEC as i32,
+    );
+    die_with_the_keeper();
     crate::pid1::reset_oom_score_adj_for_child();
     reset_signals_for_child().map_err(io::Error::from)
 }
 
+/// `PR_SET_PDEATHSIG`: the child is killed when the keeper ends.
+fn die_with_the_keeper() {
+    // SAFETY: prctl with integer arguments is async-signal-safe.
+    unsafe {
+        nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0);
+    }
+}
+
+/// Whether this process has one thread, so that a fork without exec
+/// inherits no other thread's lock. No `/proc` yet is the node's PID 1
+/// before its early mounts: nothing has started a thread then.
+fn single_threaded(placement: Placement) -> bool {
+    match std::fs::read_dir("/proc/self/task") {
+        Ok(tasks) => tasks.count() == 1,
+        Err(_) => placement == Placement::NodePid1,
+    }
+}
+
+/// In the forked boot worker, before anything else: descriptors and
+/// signals as a re-executed worker has them.
+fn become_worker(link: OwnedFd, keeper: Pid) -> io::Result<Channel> {
+    die_with_the_keeper();
+    if nix::unistd::getppid() != keeper {
+        // The keeper ended before the line above took effect.
+        return Err(io::Error::other("the keeper is gone"));
+    }
+    nix::unistd::dup2(link.as_raw_fd(), WORKER_LINK_FD)?;
+    drop(link);
+    close_from(WORKER_LINK_FD as u32 + 1, 0);
+    // stdin: a pipe already closed at its other end, as a re-executed worker has.
+    let (read, write) = nix::unistd::pipe()?;
+    drop(write);
+    nix::unistd::dup2(read.as_raw_fd(), 0)?;
+    drop(read);
+    reset_signals_for_child().map_err(io::Error::from)?;
+    // SAFETY: descriptor 3 is the link, dup2()ed there just now; nothing
+    // else owns it.
+    Ok(Channel::from_fd(unsafe {
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(WORKER_LINK_FD)
+    }))
+}
+
 impl WorkerProcess {
-    /// Start `program __worker` and send it `start`.
+    /// Fork the boot's worker now, ahead of its start message ([`Self::start`]),
+    /// when the keeper is its only thread; `None` (the boot re-executes a
+    /// worker later, [`Self::launch`]) otherwise, or when the fork fails.
+    /// The child never returns from here.
+    pub fn fork_for_boot(placement: Placement) -> Option<Self> {
+        if super::in_process::enabled() || !single_threaded(placement) {
+            return None;
+        }
+        let (channel, worker_end) = match Channel::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!("no early worker: {e}");
+                return None;
+            }
+        };
+        let keeper = nix::unistd::getpid();
+        // SAFETY: this process has one thread (checked above), so the
+        // child inherits no lock another thread held; it runs the worker
+        // and exits, never returning into the keeper's code.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(channel);
+                match become_worker(worker_end, keeper) {
+                    Ok(link) => crate::worker::run_forked(link),
+                    Err(e) => {
+                        tracing::error!("worker: setting up after fork: {e}");
+                        std::process::exit(70)
+                    }
+                }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => Some(Self {
+                pid: child,
+                channel,
+                started: Instant::now(),
+                reaped: std::cell::Cell::new(None),
+                in_process: std::cell::RefCell::new(None),
+            }),
+            Err(e) => {
+                tracing::warn!("no early worker: fork: {e}");
+                None
+            }
+        }
+    }
+
+    /// Start `program __worker` and send it `start` with `listener`.
     ///
     /// # Errors
     ///
@@ -82,21 +187,50 @@ impl WorkerProcess {
         start: &WorkerStart,
         listener: Option<&nodeinit_handoff::HandoffListener>,
     ) -> io::Result<Self> {
-        let worker = if super::in_process::enabled() {
-            Self::start_in_process()?
+        let worker = Self::launch(program)?;
+        worker.start(start, listener, None)?;
+        Ok(worker)
+    }
+
+    /// Start `program __worker` (or, benchmarks only, a worker thread);
+    /// it waits for [`Self::start`].
+    ///
+    /// # Errors
+    ///
+    /// The socketpair, a dup or the spawn failing; the message names what.
+    pub fn launch(program: &Path) -> io::Result<Self> {
+        if super::in_process::enabled() {
+            Self::start_in_process()
         } else {
-            Self::spawn_child(program, &["__worker".as_ref()], listener, false, true)?.0
+            Ok(Self::spawn_child(program, &["__worker".as_ref()], false, true)?.0)
+        }
+    }
+
+    /// Send the start message, with the descriptors it names.
+    ///
+    /// # Errors
+    ///
+    /// A dup or the send failing (the worker is gone).
+    pub fn start(
+        &self,
+        start: &WorkerStart,
+        listener: Option<&nodeinit_handoff::HandoffListener>,
+        modules: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        let fds = StartDescriptors {
+            listener: listener.map(|l| l.try_clone_fd()).transpose()?,
+            modules: modules.map(|m| m.try_clone_to_owned()).transpose()?,
         };
-        worker
-            .channel
-            .send(&ToWorker::Start(Box::new(start.clone())))
+        let mut start = start.clone();
+        start.describe(&fds);
+        self.channel
+            .send_with_fds(&ToWorker::Start(Box::new(start)), &fds.into_vec())
             .map_err(|e| {
                 io::Error::other(format!(
                     "worker {} did not take its start message: {e}",
-                    worker.pid
+                    self.pid
                 ))
-            })?;
-        Ok(worker)
+            })
     }
 
     /// Benchmarks only ([`super::in_process`]): the worker as a thread of
@@ -123,19 +257,13 @@ impl WorkerProcess {
     pub fn spawn_child(
         program: &Path,
         args: &[&std::ffi::OsStr],
-        listener: Option<&nodeinit_handoff::HandoffListener>,
         capture_stdout: bool,
         is_worker: bool,
     ) -> io::Result<(Self, Option<std::process::ChildStdout>)> {
         let (channel, worker_end) = Channel::pair()?;
         let link = dup_high(worker_end.as_raw_fd())?;
         drop(worker_end);
-        let listener = match listener {
-            Some(l) => Some(dup_high(l.try_clone_fd()?.as_raw_fd())?),
-            None => None,
-        };
         let link_raw = link.as_raw_fd();
-        let listener_raw = listener.as_ref().map(AsRawFd::as_raw_fd);
         let mut command = Command::new(program);
         // A pipe whose write end is closed at once, not /dev/null: the
         // child reads EOF even where no /dev exists yet (a chroot, a first
@@ -150,9 +278,9 @@ impl WorkerProcess {
             command.env_remove(KEEPER_PID_ENV);
         }
         // SAFETY: `prepare_child` makes only async-signal-safe calls (dup2,
-        // prctl, open/write/close, sigaction, sigprocmask).
+        // close_range, prctl, open/write/close, sigaction, sigprocmask).
         unsafe {
-            command.pre_exec(move || prepare_child(link_raw, listener_raw));
+            command.pre_exec(move || prepare_child(link_raw));
         }
         let mut child = command.spawn().map_err(|e| {
             io::Error::new(
@@ -162,9 +290,8 @@ impl WorkerProcess {
         })?;
         let stdout = child.stdout.take();
         drop(child.stdin.take());
-        // Our copies close here; the child holds its own.
+        // Our copy closes here; the child holds its own.
         drop(link);
-        drop(listener);
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         // Reaped through waitpid on the pid, never through `child`.
         drop(child);
@@ -275,6 +402,26 @@ impl WorkerProcess {
             .unwrap_or(nix::poll::PollTimeout::MAX);
             let mut fds = [nix::poll::PollFd::new(wake, nix::poll::PollFlags::POLLIN)];
             let _ = nix::poll::poll(&mut fds, timeout);
+        }
+    }
+
+    /// Reap a worker that is done (it closed its link or said
+    /// [`crate::link::FromWorker::Finished`]): it may take
+    /// [`EXIT_AFTER_CLOSE`] to exit, then it is killed.
+    pub fn await_exit(&self, wake: std::os::fd::BorrowedFd<'_>) -> Option<WaitStatus> {
+        self.wait_exit(EXIT_AFTER_CLOSE, wake)
+            .or_else(|| self.kill_and_reap(wake))
+    }
+
+    /// End a worker that never got its start message (it holds nothing):
+    /// SIGKILL, and reap it.
+    pub fn dismiss(self) {
+        if self.in_process.borrow().is_some() {
+            return;
+        }
+        let _ = kill(self.pid, Signal::SIGKILL);
+        if self.reaped.get().is_none() {
+            let _ = waitpid(self.pid, None);
         }
     }
 

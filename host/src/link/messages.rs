@@ -19,7 +19,9 @@ pub enum WorkerTask {
     Resume,
 }
 
-/// The keeper's first message to a new worker.
+/// The keeper's first message to a new worker. The descriptors it names
+/// travel with it (`SCM_RIGHTS`): a worker inherits nothing but stdio and
+/// the link, whether it was re-executed or forked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerStart {
     /// Boot or resume.
@@ -35,9 +37,10 @@ pub struct WorkerStart {
     /// Backend kinds not to load, with the reason: optional backends that
     /// killed an earlier worker.
     pub excluded: Vec<(String, String)>,
-    /// The handoff socket path (the listener itself is descriptor 4 when passed).
+    /// The handoff socket path.
     pub handoff_socket: PathBuf,
-    /// Whether the listener is passed.
+    /// Whether the listening handoff socket is attached to this message
+    /// (`SCM_RIGHTS`, first).
     pub listener_passed: bool,
     /// Why the keeper could not bind the handoff socket, when it could not.
     pub listener_error: Option<String>,
@@ -47,11 +50,69 @@ pub struct WorkerStart {
     pub boot_mounts: Vec<MountHandle>,
     /// Allocations that may be live (an earlier worker reported them).
     pub live_allocations: Vec<String>,
-    /// The inherited read end of the keeper's kernel-modules pipe (boot
-    /// only): EOF, after one result byte, means the modules are in. The
+    /// Whether the read end of the keeper's kernel-modules pipe is attached
+    /// to this message (`SCM_RIGHTS`, after the listener; boot only):
+    /// end-of-file, after one result byte, means the modules are in. The
     /// worker's first phase that needs them waits for it.
     #[serde(default)]
-    pub modules_fd: Option<i32>,
+    pub modules_passed: bool,
+}
+
+/// The descriptors a [`WorkerStart`] carries, once received.
+#[derive(Debug, Default)]
+pub struct StartDescriptors {
+    /// The listening handoff socket.
+    pub listener: Option<std::os::fd::OwnedFd>,
+    /// The read end of the kernel-modules pipe.
+    pub modules: Option<std::os::fd::OwnedFd>,
+}
+
+impl StartDescriptors {
+    /// In the order [`WorkerStart`]'s flags say they travel.
+    pub fn into_vec(self) -> Vec<std::os::fd::OwnedFd> {
+        self.listener.into_iter().chain(self.modules).collect()
+    }
+}
+
+impl WorkerStart {
+    /// Sets the flags for `fds` (what the keeper attaches).
+    pub fn describe(&mut self, fds: &StartDescriptors) {
+        self.listener_passed = fds.listener.is_some();
+        self.modules_passed = fds.modules.is_some();
+    }
+
+    /// The received descriptors, by the flags.
+    ///
+    /// # Errors
+    ///
+    /// Not as many descriptors as the flags name (all of them are closed).
+    pub fn take_descriptors(
+        &self,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<StartDescriptors, String> {
+        let expected = usize::from(self.listener_passed) + usize::from(self.modules_passed);
+        if fds.len() != expected {
+            return Err(format!(
+                "the start message carried {} descriptors, its flags name {expected} \
+                 (listener {}, modules pipe {})",
+                fds.len(),
+                self.listener_passed,
+                self.modules_passed
+            ));
+        }
+        let mut fds = fds.into_iter();
+        let listener = if self.listener_passed {
+            fds.next()
+        } else {
+            None
+        };
+        let modules = if self.modules_passed {
+            fds.next()
+        } else {
+            None
+        };
+        Ok(StartDescriptors { listener, modules })
+    }
 }
 
 /// A plugin call the worker is about to make: the keeper's deadline runs
@@ -126,4 +187,89 @@ pub enum ToWorker {
     /// Serving: adopt these handed-over connections (sockets attached, in
     /// record order).
     Adopt(nodeinit_handoff::server::handover::HandoverRecord),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::link::{Channel, Receive};
+
+    fn start() -> WorkerStart {
+        WorkerStart {
+            task: WorkerTask::Boot,
+            config_file: None,
+            plugin_dir: "/nonexistent".into(),
+            node_id: "n1".into(),
+            phases: Vec::new(),
+            excluded: Vec::new(),
+            handoff_socket: "/nonexistent.sock".into(),
+            listener_passed: false,
+            listener_error: None,
+            serve: false,
+            boot_mounts: Vec::new(),
+            live_allocations: Vec::new(),
+            modules_passed: false,
+        }
+    }
+
+    fn file_type(fd: &impl AsRawFd) -> u32 {
+        nix::sys::stat::fstat(fd.as_raw_fd()).unwrap().st_mode & nix::libc::S_IFMT
+    }
+
+    #[test]
+    fn the_start_message_carries_the_listener_then_the_modules_pipe() {
+        let (keeper, worker_end) = Channel::pair().unwrap();
+        let worker = Channel::from_fd(worker_end);
+        let (listener, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let fds = StartDescriptors {
+            listener: Some(listener.into()),
+            modules: Some(read),
+        };
+        let mut message = start();
+        message.describe(&fds);
+        assert!(message.listener_passed && message.modules_passed);
+        keeper
+            .send_with_fds(&ToWorker::Start(Box::new(message)), &fds.into_vec())
+            .unwrap();
+        let (Receive::Message(ToWorker::Start(got)), received) =
+            worker.receive_with_fds::<ToWorker>().unwrap()
+        else {
+            panic!("no start message");
+        };
+        let passed = got.take_descriptors(received).unwrap();
+        let (listener, modules) = (passed.listener.unwrap(), passed.modules.unwrap());
+        assert_eq!(file_type(&listener), nix::libc::S_IFSOCK);
+        assert_eq!(file_type(&modules), nix::libc::S_IFIFO);
+        // The keeper's thread closing its end is end-of-file here, after the byte.
+        nix::unistd::write(&write, &[crate::boot::MODULES_OK]).unwrap();
+        drop(write);
+        let mut bytes = Vec::new();
+        std::fs::File::from(modules)
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(bytes, [crate::boot::MODULES_OK]);
+    }
+
+    #[test]
+    fn descriptors_that_do_not_match_the_flags_are_refused() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let mut message = start();
+        message.modules_passed = true;
+        message.listener_passed = true;
+        let err = message.take_descriptors(vec![read]).unwrap_err();
+        assert_eq!(
+            err,
+            "the start message carried 1 descriptors, its flags name 2 \
+             (listener true, modules pipe true)"
+        );
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let none = start().take_descriptors(vec![read]).unwrap_err();
+        assert!(none.starts_with("the start message carried 1 descriptors, its flags name 0"));
+        let empty = start().take_descriptors(Vec::new()).unwrap();
+        assert!(empty.listener.is_none() && empty.modules.is_none());
+    }
 }

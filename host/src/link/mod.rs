@@ -11,7 +11,9 @@ mod channel;
 mod messages;
 
 pub use channel::{Channel, Receive, MAX_FDS};
-pub use messages::{AllocationEvent, FromWorker, StepReport, ToWorker, WorkerStart, WorkerTask};
+pub use messages::{
+    AllocationEvent, FromWorker, StartDescriptors, StepReport, ToWorker, WorkerStart, WorkerTask,
+};
 
 /// Set by the keeper in its worker's environment to the keeper's pid. A
 /// namespace backend that sees it (and that it names the worker's parent)
@@ -19,7 +21,6 @@ pub use messages::{AllocationEvent, FromWorker, StepReport, ToWorker, WorkerStar
 /// clones them with `CLONE_PARENT`, so they are the keeper's children).
 pub const KEEPER_PID_ENV: &str = "NODEINIT_KEEPER_PID";
 
-/// The descriptor number of the link in the worker (the keeper `dup2`s it there).
+/// The descriptor number of the link in the worker (the keeper `dup2`s it
+/// there); the worker starts with nothing else open above stdio.
 pub const WORKER_LINK_FD: i32 = 3;
-/// The descriptor number of the inherited handoff listener in the worker, when passed.
-pub const WORKER_LISTENER_FD: i32 = 4;

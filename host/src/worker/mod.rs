@@ -1,13 +1,21 @@
 //! The worker: the only nodeinit process that loads plugin code.
 //!
-//! The keeper (PID 1) starts it by re-executing its own binary
-//! (`/proc/self/exe __worker`) with the link on descriptor 3 and, in
-//! supervise mode, the listening handoff socket on descriptor 4. A re-exec
-//! rather than a bare `fork`: the worker gets a fresh address space (the
-//! keeper's `/proc/1/maps` never sees a plugin, and the worker inherits no
-//! lock or allocator state of a multi-threaded parent), default signal
-//! dispositions, and its own `oom_score_adj` (0; the keeper's is -1000), so
-//! the OOM killer may take a leaking plugin instead of anything else.
+//! The boot's worker is forked from the keeper as the keeper's very first
+//! act, while the keeper is single-threaded and has installed no signal
+//! handler ([`crate::keeper::WorkerProcess::fork_for_boot`]): its process
+//! start (page tables, runtime, nothing to link) then runs beside the
+//! keeper's early mounts and config instead of after them, and it waits
+//! for its start message. Every later worker (a retry without an optional
+//! backend, a restart, a reload) is re-executed (`/proc/self/exe
+//! __worker`): the keeper may have threads by then, and a fork of a
+//! multi-threaded process inherits other threads' locks. Either way the
+//! worker's address space holds nothing of a plugin before it starts (the
+//! keeper's `/proc/1/maps` never sees one); it gets default signal
+//! dispositions, stdio and the link on descriptor 3 and nothing else (the
+//! handoff listener and the modules pipe come with its start message),
+//! its own `oom_score_adj` (0; the keeper's is -1000), so the OOM killer
+//! may take a leaking plugin instead of anything else, and its own name,
+//! `nodeinit-worker`.
 //!
 //! It reads the config the keeper names, loads and constructs the plugins,
 //! runs the worker phases of [`crate::boot::PHASES`] and reports, over the
@@ -29,8 +37,13 @@ use std::sync::Arc;
 
 use crate::config::{self, AbsolutePath, LoadedConfig, NodeConfig};
 use crate::link::{
-    Channel, FromWorker, Receive, StepReport, ToWorker, WorkerStart, WORKER_LINK_FD,
+    Channel, FromWorker, Receive, StartDescriptors, StepReport, ToWorker, WorkerStart,
+    KEEPER_PID_ENV, WORKER_LINK_FD,
 };
+
+/// The worker's process name (`/proc/<pid>/comm`, at most 15 bytes): how
+/// `ps`, the demo agent and the tests tell it from the keeper and the holders.
+pub const WORKER_COMM: &std::ffi::CStr = c"nodeinit-worker";
 
 pub use phases::WorkerState;
 
@@ -120,21 +133,63 @@ fn default_fault_signals() {
 
 /// `nodeinit __worker`: the worker's whole life. Returns the exit code.
 pub fn run() -> i32 {
-    default_fault_signals();
     // SAFETY: the keeper dup2()ed the link onto this descriptor before exec
     // and nothing else in this fresh process owns it.
     let channel = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(WORKER_LINK_FD) });
-    let start = match channel.receive::<ToWorker>() {
-        Ok(Receive::Message(ToWorker::Start(start))) => *start,
-        Ok(other) => {
-            tracing::error!("worker: expected a start message from the keeper, got {other:?}");
-            return 64;
+    run_on(channel)
+}
+
+/// The boot worker the keeper forked ([`crate::keeper::WorkerProcess::fork_for_boot`]):
+/// the same life as [`run`], on `link`; never returns.
+pub fn run_forked(link: Channel) -> ! {
+    // The environment a re-executed worker gets from the keeper's command.
+    std::env::set_var(KEEPER_PID_ENV, nix::unistd::getppid().as_raw().to_string());
+    std::process::exit(run_on(link))
+}
+
+/// Names this process for `ps` and `/proc/<pid>/comm`, re-executed or
+/// forked alike (a forked worker keeps the keeper's command line).
+fn name_this_process() {
+    if let Err(e) = nix::sys::prctl::set_name(WORKER_COMM) {
+        tracing::debug!("worker: cannot set its name: {e}");
+    }
+}
+
+/// The keeper's start message and the descriptors it carried; `None` when
+/// the keeper said stop (or went away) instead.
+///
+/// # Errors
+///
+/// Another message, an unreadable one, or descriptors that do not match it.
+pub fn receive_start(channel: &Channel) -> Result<Option<(WorkerStart, StartDescriptors)>, String> {
+    match channel.receive_with_fds::<ToWorker>() {
+        Ok((Receive::Message(ToWorker::Start(start)), fds)) => {
+            let passed = start.take_descriptors(fds)?;
+            Ok(Some((*start, passed)))
         }
+        Ok((Receive::Message(ToWorker::Stop) | Receive::Closed, _)) => Ok(None),
+        Ok((other, _)) => Err(format!(
+            "expected a start message from the keeper, got {other:?}"
+        )),
+        Err(e) => Err(format!("reading the start message: {e}")),
+    }
+}
+
+fn run_on(channel: Channel) -> i32 {
+    default_fault_signals();
+    name_this_process();
+    let (start, passed) = match receive_start(&channel) {
+        Ok(Some(started)) => started,
+        // Started ahead and not needed after all (the config did not load).
+        Ok(None) => return 0,
         Err(e) => {
-            tracing::error!("worker: reading the start message: {e}");
+            tracing::error!("worker: {e}");
             return 64;
         }
     };
+    // A forked worker could not do this before /proc was mounted; a
+    // re-executed one has it done already (writing 0 again is harmless).
+    crate::pid1::reset_oom_score_adj_for_child();
     let reporter = Reporter::new(channel);
     let loaded = match load_config(&start) {
         Ok(l) => l,
@@ -150,7 +205,7 @@ pub fn run() -> i32 {
             return 1;
         }
     };
-    let mut state = WorkerState::new(&start, loaded);
+    let mut state = WorkerState::new(&start, loaded, passed);
     let healthy = state.run(&start, &reporter);
     if !start.serve || !healthy {
         reporter.send(&FromWorker::Finished);

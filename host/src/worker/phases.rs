@@ -7,7 +7,7 @@
 //! is a deadline like any other).
 
 use std::io::Read as _;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::boot::{
     load_backends_observed, Backends, Excluded, PhaseResult, PluginRecord, BOOT_ALLOCATION,
 };
 use crate::config::{AgentKind, BackendKind, HandoffMode, LoadedConfig, OnFailure};
-use crate::link::{FromWorker, StepReport, WorkerStart, WorkerTask, WORKER_LISTENER_FD};
+use crate::link::{FromWorker, StartDescriptors, StepReport, WorkerStart, WorkerTask};
 
 /// What the worker holds.
 pub struct WorkerState {
@@ -35,42 +35,6 @@ pub struct WorkerState {
     listener: Option<HandoffListener>,
     /// The keeper's kernel-modules pipe, until its EOF was read.
     modules_pipe: Option<OwnedFd>,
-}
-
-/// The lowest descriptor the keeper passes the modules pipe at (the keeper's
-/// `boot::modules` uses the same floor): never stdio, the link or the listener.
-const MODULES_FD_FLOOR: i32 = 10;
-
-/// Takes the inherited modules pipe named in the start message, if it is one.
-fn inherited_modules_pipe(start: &WorkerStart) -> Option<OwnedFd> {
-    let fd = start
-        .modules_fd
-        .filter(|_| start.task == WorkerTask::Boot)?;
-    if fd < MODULES_FD_FLOOR {
-        tracing::warn!(
-            fd,
-            "worker: a kernel-modules pipe below {MODULES_FD_FLOOR} is ignored"
-        );
-        return None;
-    }
-    let is_fifo = nix::sys::stat::fstat(fd)
-        .is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO);
-    if !is_fifo {
-        tracing::warn!(fd, "worker: descriptor is not the keeper's kernel-modules pipe; not waiting for the modules");
-        return None;
-    }
-    // SAFETY: the keeper created this descriptor without close-on-exec for
-    // this worker to inherit (checked open and a pipe just now); nothing
-    // else in this fresh process owns it.
-    let pipe = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The plugins' children must not hold it.
-    if let Err(e) = nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    ) {
-        tracing::warn!("worker: close-on-exec on the kernel-modules pipe: {e}");
-    }
-    Some(pipe)
 }
 
 impl std::fmt::Debug for WorkerState {
@@ -88,13 +52,13 @@ fn kind_by_name(name: &str) -> Option<BackendKind> {
 
 impl WorkerState {
     /// The state before any phase.
-    pub fn new(start: &WorkerStart, config: LoadedConfig) -> Self {
-        let listener = start.listener_passed.then(|| {
-            // SAFETY: the keeper dup2()ed its listening socket onto this
-            // descriptor before exec; nothing else in this process owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(WORKER_LISTENER_FD) };
-            HandoffListener::inherited(fd, start.handoff_socket.clone())
-        });
+    /// `passed`: the descriptors that came with the start message.
+    pub fn new(start: &WorkerStart, config: LoadedConfig, passed: StartDescriptors) -> Self {
+        let listener = passed
+            .listener
+            .map(|fd| HandoffListener::inherited(fd, start.handoff_socket.clone()));
+        // Only a boot waits for the modules.
+        let modules_pipe = passed.modules.filter(|_| start.task == WorkerTask::Boot);
         crate::boot::set_on_failure(config.config.host.on_failure);
         Self {
             config,
@@ -106,7 +70,7 @@ impl WorkerState {
             gate: ReadyGate::new(),
             boot_mounts: start.boot_mounts.clone(),
             listener,
-            modules_pipe: inherited_modules_pipe(start),
+            modules_pipe,
         }
     }
 
@@ -546,73 +510,5 @@ impl WorkerState {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::fd::AsRawFd;
-
-    use super::*;
-
-    fn start(task: WorkerTask, modules_fd: Option<i32>) -> WorkerStart {
-        WorkerStart {
-            task,
-            config_file: None,
-            plugin_dir: "/nonexistent".into(),
-            node_id: "n1".into(),
-            phases: Vec::new(),
-            excluded: Vec::new(),
-            handoff_socket: "/nonexistent.sock".into(),
-            listener_passed: false,
-            listener_error: None,
-            serve: false,
-            boot_mounts: Vec::new(),
-            live_allocations: Vec::new(),
-            modules_fd,
-        }
-    }
-
-    fn high(fd: &impl AsRawFd) -> i32 {
-        nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_DUPFD(MODULES_FD_FLOOR + 20),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn only_a_high_pipe_of_a_boot_worker_is_taken_and_made_close_on_exec() {
-        let (read, write) = nix::unistd::pipe().unwrap();
-        let fd = high(&read);
-        let pipe = inherited_modules_pipe(&start(WorkerTask::Boot, Some(fd))).unwrap();
-        assert_eq!(pipe.as_raw_fd(), fd);
-        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
-        assert_eq!(flags & nix::libc::FD_CLOEXEC, nix::libc::FD_CLOEXEC);
-        // The keeper's thread closing its end is EOF here, after the byte.
-        nix::unistd::write(&write, &[crate::boot::MODULES_OK]).unwrap();
-        drop(write);
-        let mut bytes = Vec::new();
-        std::fs::File::from(pipe).read_to_end(&mut bytes).unwrap();
-        assert_eq!(bytes, [crate::boot::MODULES_OK]);
-    }
-
-    #[test]
-    fn a_resume_a_low_descriptor_or_a_non_pipe_is_ignored() {
-        let (read, _write) = nix::unistd::pipe().unwrap();
-        let fd = high(&read);
-        assert!(inherited_modules_pipe(&start(WorkerTask::Resume, Some(fd))).is_none());
-        // Still ours (not taken): closing it succeeds exactly once.
-        nix::unistd::close(fd).unwrap();
-        // stdin-like low numbers are never taken.
-        assert!(
-            inherited_modules_pipe(&start(WorkerTask::Boot, Some(read.as_raw_fd().min(9))))
-                .is_none()
-        );
-        let file = tempfile::tempfile().unwrap();
-        let fd = high(&file);
-        assert!(inherited_modules_pipe(&start(WorkerTask::Boot, Some(fd))).is_none());
-        nix::unistd::close(fd).unwrap();
-        assert!(inherited_modules_pipe(&start(WorkerTask::Boot, None)).is_none());
     }
 }

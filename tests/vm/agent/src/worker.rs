@@ -1,5 +1,5 @@
 //! nodeinit's keeper/worker split as the agent sees it: PID 1 maps no
-//! plugin, a `nodeinit __worker` child does; and a worker killed with
+//! plugin, the worker (`nodeinit-worker`) does; and a worker killed with
 //! SIGSEGV is restarted by PID 1 and the live allocation survives it (same
 //! namespaces for the same id, the uenv readable through the old FDs, the
 //! squashfs references unchanged).
@@ -18,15 +18,15 @@ use crate::namespaces;
 /// The squashfs backend's record of which allocation holds which image.
 const MOUNT_STATE: &str = "/run/nodeinit/squashfs-mounts.json";
 
-/// The pid of the running worker: argv[1] is `__worker` and it is in our
-/// PID namespace (a namespace holder, cloned from a worker, shows the same
-/// command line but is PID 1 of a namespace of its own).
+/// The pid of the running worker: its name (`comm`) is `nodeinit-worker`
+/// (forked or re-executed alike; its command line may be the keeper's) and
+/// it is in our PID namespace (a namespace holder is PID 1 of its own).
 pub fn worker_pid() -> Option<i32> {
     let own_ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let is_worker = cmdline.split(|b| *b == 0).nth(1) == Some(b"__worker".as_slice());
+        let comm = std::fs::read(e.path().join("comm")).ok()?;
+        let is_worker = comm == b"nodeinit-worker\n";
         let same_ns = std::fs::read_link(e.path().join("ns/pid")).ok()? == own_ns;
         (is_worker && same_ns).then_some(pid)
     })
@@ -41,7 +41,7 @@ fn plugin_mappings(pid: &str) -> Result<usize, String> {
 /// PID 1 maps no `libnodeinit_*.so`; the worker does.
 pub fn pid1_maps_no_plugin() -> Result<String, String> {
     let in_pid1 = plugin_mappings("1")?;
-    let worker = worker_pid().ok_or("no nodeinit __worker process")?;
+    let worker = worker_pid().ok_or("no nodeinit-worker process")?;
     let in_worker = plugin_mappings(&worker.to_string())?;
     match (in_pid1, in_worker) {
         (0, n) if n > 0 => Ok(format!(
@@ -95,7 +95,7 @@ pub fn survives_worker_restart(
 ) -> Result<String, String> {
     let before = ns_inodes(granted)?;
     let mounts_before = std::fs::read_to_string(MOUNT_STATE).unwrap_or_default();
-    let worker = worker_pid().ok_or("no nodeinit __worker process")?;
+    let worker = worker_pid().ok_or("no nodeinit-worker process")?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(worker),
         nix::sys::signal::Signal::SIGSEGV,
