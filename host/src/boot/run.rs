@@ -22,7 +22,7 @@ use crate::pid1::{
 };
 use crate::placement::Placement;
 
-use super::phases::{PhaseResult, PhaseStatus};
+use super::phases::PhaseResult;
 use super::sequence::{prepare, BootEnv, Prepared};
 
 /// How long an agent must run before its restart delay resets.
@@ -33,7 +33,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 pub fn boot(env: &BootEnv) -> i32 {
     let mut prepared = prepare(env);
     if let Some(action) = prepared.shutdown_requested {
-        write_report(env, &prepared);
+        prepared.write_report(env);
         prepared.release();
         shut_down(env, action);
         return 0;
@@ -51,7 +51,7 @@ pub fn boot(env: &BootEnv) -> i32 {
         prepared.phases.run("handoff", || {
             PhaseResult::NotApplicable("no [handoff] agent configured".into())
         });
-        write_report(env, &prepared);
+        prepared.write_report(env);
         return serve_until_shutdown(env, &mut prepared);
     };
     let node_id = prepared.node_id.clone();
@@ -74,7 +74,7 @@ pub fn boot(env: &BootEnv) -> i32 {
             }
         }
     });
-    write_report(env, &prepared);
+    prepared.write_report(env);
     let command = match verdict {
         Ok(command) => command,
         Err(reason) => {
@@ -158,7 +158,7 @@ pub fn boot(env: &BootEnv) -> i32 {
 /// Applies `on_failure`; returns the exit code when the process should exit,
 /// `None` when boot goes on (`continue`).
 fn fail(env: &BootEnv, prepared: &mut Prepared, reason: &str) -> Option<i32> {
-    write_report(env, prepared);
+    prepared.write_report(env);
     let on_failure = prepared
         .config
         .as_ref()
@@ -246,30 +246,4 @@ fn shut_down(env: &BootEnv, action: ShutdownAction) {
         return;
     }
     finish_shutdown(action, true);
-}
-
-fn write_report(env: &BootEnv, prepared: &Prepared) {
-    let report = prepared.report(env.placement);
-    match report.write_to(&env.run_dir) {
-        Ok(path) => tracing::debug!(path = %path.display(), "boot report written"),
-        Err(e) => tracing::warn!("boot report not written: {e}"),
-    }
-    if let Some(config) = &prepared.config {
-        crate::metrics::publish(
-            &crate::metrics::metrics_path(config.config.host.metrics_file.as_path(), &env.run_dir),
-            &report,
-            &crate::metrics::RuntimeCounts {
-                live_allocations: Some(prepared.facts.live_allocations.len() as u64),
-                mounted_images: crate::pid1::mounted_squashfs_images(),
-                ..Default::default()
-            },
-        );
-    }
-    if report
-        .phases
-        .iter()
-        .any(|p| p.status == PhaseStatus::Failed)
-    {
-        tracing::error!("boot failed; see `nodeinit report`");
-    }
 }

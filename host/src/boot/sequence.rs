@@ -233,6 +233,38 @@ impl Prepared {
         }
     }
 
+    /// Writes `boot.json` and the metrics file (the fleet view: once per
+    /// boot, not after every phase — nothing scrapes it before the handoff,
+    /// and each write costs a mountinfo read and two fsyncs).
+    pub fn write_report(&self, env: &BootEnv) {
+        let report = self.report(env.placement);
+        match report.write_to(&env.run_dir) {
+            Ok(path) => tracing::debug!(path = %path.display(), "boot report written"),
+            Err(e) => tracing::warn!("boot report not written: {e}"),
+        }
+        if let Some(config) = &self.config {
+            crate::metrics::publish(
+                &crate::metrics::metrics_path(
+                    config.config.host.metrics_file.as_path(),
+                    &env.run_dir,
+                ),
+                &report,
+                &crate::metrics::RuntimeCounts {
+                    live_allocations: Some(self.facts.live_allocations.len() as u64),
+                    mounted_images: crate::pid1::mounted_squashfs_images(),
+                    ..Default::default()
+                },
+            );
+        }
+        if report
+            .phases
+            .iter()
+            .any(|p| p.status == PhaseStatus::Failed)
+        {
+            tracing::error!("boot failed; see `nodeinit report`");
+        }
+    }
+
     /// Stops the serving worker (it releases the boot mounts and the
     /// server) and closes the listener. Idempotent.
     pub fn release(&mut self) {
@@ -384,26 +416,9 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     }
     // The handoff needs every module (the agent's mounts, the virtio disk).
     modules.finish(&mut p.phases);
-    publish_metrics(env, &p);
+    // The metrics file is written once, with boot.json, by every path that
+    // follows ([`Prepared::write_report`]): nothing scrapes it before.
     p
-}
-
-/// The fleet view after the boot phases: once, not after every phase
-/// (nothing scrapes it before the handoff, and each write costs a mountinfo
-/// read and two fsyncs). `boot::run` writes it again with `boot.json`.
-fn publish_metrics(env: &BootEnv, p: &Prepared) {
-    let Some(config) = &p.config else {
-        return;
-    };
-    crate::metrics::publish(
-        &crate::metrics::metrics_path(config.config.host.metrics_file.as_path(), &env.run_dir),
-        &p.report(env.placement),
-        &crate::metrics::RuntimeCounts {
-            live_allocations: Some(p.facts.live_allocations.len() as u64),
-            mounted_images: crate::pid1::mounted_squashfs_images(),
-            ..Default::default()
-        },
-    );
 }
 
 /// The worker phases: one worker, and one more per optional backend that
@@ -497,8 +512,8 @@ fn run_worker_phases(
                         phases.finish(name, result.clone(), *elapsed_ms);
                         pending.retain(|n| n != name);
                         phase_began = Instant::now();
-                        // The metrics file is written after the phases
-                        // (`publish_metrics`), not after each one.
+                        // The metrics file is written with boot.json,
+                        // not after each phase.
                     }
                 },
             )
