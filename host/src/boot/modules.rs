@@ -85,6 +85,13 @@ impl ModulesInBackground {
         Self::spawn(list, runner)
     }
 
+    /// Whether [`Self::start`] will start a thread: the node's PID 1 with
+    /// a module list for the running kernel.
+    pub fn will_load(env: &BootEnv) -> bool {
+        env.placement.is_node()
+            && crate::kernel_modules::list_path(Path::new("/")).is_some_and(|list| list.is_file())
+    }
+
     /// Starts the thread loading `list`.
     fn spawn(list: std::path::PathBuf, runner: &mut PhaseRunner) -> Self {
         let idle = Self {

@@ -366,7 +366,15 @@ pub fn prepare(env: &BootEnv) -> Prepared {
     };
     // First, while the keeper is its only thread and has no signal
     // handler: the worker's process start then overlaps all that follows.
-    let mut early_worker = WorkerProcess::fork_for_boot(env.placement);
+    // Not when the node's PID 1 has modules to load: their thread must
+    // start first (they are the boot's critical path, and a fork after it
+    // would copy a multi-threaded process), and a worker re-executed
+    // after the config starts beside them anyway.
+    let mut early_worker = if ModulesInBackground::will_load(env) {
+        None
+    } else {
+        WorkerProcess::fork_for_boot(env.placement)
+    };
     match SignalPipe::install() {
         Ok(s) => p.signals = Some(s),
         Err(e) => tracing::error!("signal handlers not installed: {e}"),

@@ -3,7 +3,8 @@
 //! The boot's worker is forked from the keeper as the keeper's first act,
 //! while it is the only thread ([`WorkerProcess::fork_for_boot`]): its
 //! start then overlaps the keeper's early mounts and config instead of
-//! following them. Every other worker (a retry without an optional
+//! following them (the boot decides when not to: a node's kernel-modules
+//! thread goes first). Every other worker (a retry without an optional
 //! backend, a restart, a reload) is `/proc/self/exe __worker`, re-executed
 //! (see [`crate::worker`] for why), since by then the keeper may have
 //! threads. Either way the worker starts with stdio and the link on

@@ -5,7 +5,9 @@
 //! handler ([`crate::keeper::WorkerProcess::fork_for_boot`]): its process
 //! start (page tables, runtime, nothing to link) then runs beside the
 //! keeper's early mounts and config instead of after them, and it waits
-//! for its start message. Every later worker (a retry without an optional
+//! for its start message (unless the node's PID 1 has kernel modules to
+//! load: their thread starts first, and the worker is re-executed after
+//! the config, beside it). Every later worker (a retry without an optional
 //! backend, a restart, a reload) is re-executed (`/proc/self/exe
 //! __worker`): the keeper may have threads by then, and a fork of a
 //! multi-threaded process inherits other threads' locks. Either way the
