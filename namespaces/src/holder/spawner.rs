@@ -109,7 +109,7 @@ pub(crate) fn spawn_holder(
 }
 
 /// `mount(2)` flags that give a mount namespace `propagation` recursively.
-fn propagation_flags(propagation: Propagation) -> libc::c_ulong {
+pub(crate) fn propagation_flags(propagation: Propagation) -> libc::c_ulong {
     (MsFlags::MS_REC
         | match propagation {
             Propagation::Slave => MsFlags::MS_SLAVE,

@@ -1,0 +1,803 @@
+//! Persistent holders cloned by a small single-threaded spawner process,
+//! not by the multi-threaded server.
+//!
+//! Why: a holder that must outlive its creator (the unshare backend's
+//! holders under nodeinit's keeper) cannot share the creator's memory (a
+//! dead worker's address space would stay alive, and a core dump before
+//! Linux 5.16 or the OOM killer choosing it would kill every holder sharing
+//! it), so it is a fork-style copy-on-write clone. Cloned from the
+//! multi-threaded server, every page a server thread writes afterwards
+//! took a copy-on-write fault with a TLB shootdown to the other CPUs, and
+//! the page tables were copied per holder: 0.41–0.70 × the floor under
+//! load. A spawner has one thread, so its copy-on-write faults flush only
+//! its own CPU, and it writes almost nothing between two clones.
+//!
+//! How it starts: forked (`clone` with `CLONE_PARENT`: its parent is the
+//! keeper, like the holders') from the worker, lazily, by the first request
+//! that needs a persistent holder, and again after it died. Not an exec of
+//! an entry point: the unshare backend is a plugin (`.so`) and owns no
+//! executable or `main` to re-enter, and the worker's start belongs to the
+//! host; and not a fork before the worker makes threads, for the same
+//! reason. A fork of a multi-threaded process is safe here because the
+//! child never returns to Rust code that allocates or locks: it runs
+//! [`spawner_main`] on a stack mapped for it before the fork, makes only
+//! async-signal-safe libc syscall wrappers on plain integers and buffers on
+//! that stack, and first closes every FD it inherited but its socket (a
+//! copied client socket or namespace FD would keep a connection or an
+//! allocation alive). It runs no plugin code: it clones holders and nothing
+//! else.
+//!
+//! Lifetime: it exits when its socket's other end closes (the worker died
+//! or dropped it), and is killed with its parent (`PR_SET_PDEATHSIG`). A
+//! spawner that dies, or does not answer within [`ANSWER_TIMEOUT_SECS`],
+//! fails the request in flight with an error naming it, and the next
+//! request starts a new one; an idle spawner found dead is replaced
+//! silently (with a warning). There are [`SPAWNERS`] of them, so two
+//! allocations' clones (most of a millisecond of kernel time each, for
+//! the network namespace) run in parallel.
+//!
+//! The handover: the spawner sends the holder's pid, its pidfd and the
+//! write end of a *commit* pipe back over `SCM_RIGHTS`. The holder waits on
+//! the commit pipe after it reported ready, and exits by itself if that
+//! pipe closes unwritten — the spawner or the worker died before the
+//! holder was recorded — so no holder outlives a failed handover
+//! unrecorded. [`SpawnedHolder::commit`] releases it.
+//!
+//! Owns the spawner process, its wire format (fixed-size structs on a
+//! `SOCK_SEQPACKET` pair) and the code spawner and holder run. Never
+//! records holders (the unshare backend does).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::mount_namespace::Propagation;
+
+/// Spawner processes per worker.
+pub const SPAWNERS: usize = 2;
+/// How long a spawner may take to answer one request (a holder's clone and
+/// its ready report; the holder itself has 10 s of that).
+pub const ANSWER_TIMEOUT_SECS: i64 = 15;
+/// How long the spawner waits for a new holder's ready report.
+const READY_TIMEOUT_MS: libc::c_int = 10_000;
+/// The spawner's stack (it makes syscalls in a few small frames).
+const SPAWNER_STACK_BYTES: usize = 256 * 1024;
+/// The stack a holder starts on (its copy of the spawner's mapping).
+const HOLDER_STACK_BYTES: usize = 64 * 1024;
+/// The spawner's process name (`comm`, at most 15 bytes).
+pub const SPAWNER_NAME: &str = "nodeinit-spawn";
+
+/// Where a failed request failed, in the spawner.
+#[repr(u32)]
+#[derive(Clone, Copy)]
+enum Step {
+    Done = 0,
+    BadRequest = 1,
+    Pipe = 2,
+    Clone = 3,
+    ReadyTimeout = 4,
+    HolderExited = 5,
+    Remount = 6,
+    Poll = 7,
+}
+
+impl Step {
+    fn describe(code: u32) -> &'static str {
+        match code {
+            1 => "the request was malformed",
+            2 => "pipe2 for the new holder",
+            3 => "clone",
+            4 => "the holder did not report ready within 10 s",
+            5 => "the holder exited before reporting ready",
+            6 => "making / of the new mount namespace",
+            7 => "poll for the holder's ready report",
+            _ => "an unknown step",
+        }
+    }
+}
+
+/// A request: clone a holder with `flags`, remount `/` with `remount`
+/// (`mount(2)` flags, 0: none) in it first.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Request {
+    flags: u64,
+    remount: u64,
+}
+
+/// The answer; on success it carries the pidfd and the commit pipe's write
+/// end, in that order.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Answer {
+    step: u32,
+    errno: i32,
+    pid: i32,
+    _pad: i32,
+}
+
+/// A holder cloned by a spawner, not yet released to live on its own.
+#[derive(Debug)]
+pub struct SpawnedHolder {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its pidfd.
+    pub pidfd: OwnedFd,
+    /// What releases it.
+    pub commit: HolderCommit,
+}
+
+/// The write end of a new holder's commit pipe. Until [`Self::commit`] the
+/// holder exits as soon as this is dropped: commit once the holder is
+/// recorded, so a crash in between leaves no unrecorded holder behind.
+#[derive(Debug)]
+pub struct HolderCommit {
+    pid: Pid,
+    fd: Mutex<Option<OwnedFd>>,
+}
+
+impl HolderCommit {
+    /// Let the holder live on by itself (a second call does nothing).
+    ///
+    /// # Errors
+    ///
+    /// The write failing (`EPIPE`: the holder is gone).
+    pub fn commit(&self) -> io::Result<()> {
+        let Some(fd) = self
+            .fd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Ok(());
+        };
+        match nix::unistd::write(&fd, &[1u8]) {
+            Ok(1) => Ok(()),
+            Ok(n) => Err(io::Error::other(format!(
+                "committing holder {}: wrote {n} bytes",
+                self.pid
+            ))),
+            Err(e) => Err(io::Error::other(format!(
+                "committing holder {}: {e}",
+                self.pid
+            ))),
+        }
+    }
+}
+
+/// One live spawner process.
+#[derive(Debug)]
+struct Spawner {
+    pid: i32,
+    pidfd: OwnedFd,
+    socket: OwnedFd,
+}
+
+static POOL: [Mutex<Option<Spawner>>; SPAWNERS] = [const { Mutex::new(None) }; SPAWNERS];
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// The pids of the live spawners of this process (diagnostics and tests).
+pub fn spawner_pids() -> Vec<i32> {
+    POOL.iter()
+        .filter_map(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|s| s.pid)
+        })
+        .collect()
+}
+
+/// Clone a holder in new namespaces `flags` through a spawner process, its
+/// mount namespace given `propagation` first when set. With
+/// `CLONE_PARENT` in `flags`, the spawner and the holder are children of
+/// this process's parent (the keeper); without, the spawner is this
+/// process's child and the holder the spawner's (and dies with it).
+///
+/// # Errors
+///
+/// Starting the spawner, the spawner dying or not answering (named, with
+/// its pid; the next call starts a new one), or the step that failed in it
+/// with the kernel's reason.
+pub fn clone_persistent_holder(
+    flags: CloneFlags,
+    propagation: Option<Propagation>,
+) -> io::Result<SpawnedHolder> {
+    let request = Request {
+        flags: flags.bits() as u64,
+        remount: propagation.map_or(0, super::spawner::propagation_flags) as u64,
+    };
+    let parent = flags.contains(CloneFlags::CLONE_PARENT);
+    // A free spawner if there is one, else wait for one in turn.
+    let start = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut guard = None;
+    for i in 0..SPAWNERS {
+        if let Ok(g) = POOL[(start + i) % SPAWNERS].try_lock() {
+            guard = Some(g);
+            break;
+        }
+    }
+    let mut guard = match guard {
+        Some(g) => g,
+        None => POOL[start % SPAWNERS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    };
+    let spawner = match guard.take() {
+        Some(s) if s.alive() => s,
+        Some(s) => {
+            tracing::warn!(
+                spawner = s.pid,
+                "holder spawner exited while idle; starting a new one"
+            );
+            Spawner::start(parent)?
+        }
+        None => Spawner::start(parent)?,
+    };
+    match spawner.ask(&request) {
+        Ok(outcome) => {
+            *guard = Some(spawner);
+            outcome
+        }
+        // The spawner itself failed: it is gone (or killed), not put back.
+        Err(e) => {
+            spawner.kill();
+            Err(e)
+        }
+    }
+}
+
+impl Spawner {
+    /// Fork a spawner (see the module docs for why a fork is safe here).
+    fn start(parent: bool) -> io::Result<Self> {
+        let mut pair = [0 as RawFd; 2];
+        // SAFETY: socketpair writes two FDs into `pair`.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(os_error("socketpair for a holder spawner"));
+        }
+        // SAFETY: both FDs were just created and are owned here alone.
+        let (ours, theirs) =
+            unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        let stacks = Mapping::new(SPAWNER_STACK_BYTES + HOLDER_STACK_BYTES)?;
+        let args = SpawnerArgs {
+            socket: theirs.as_raw_fd(),
+            holder_stack_top: stacks.at(HOLDER_STACK_BYTES),
+        };
+        let mut pidfd: libc::c_int = -1;
+        let mut flags = libc::CLONE_PIDFD | libc::SIGCHLD;
+        if parent {
+            flags |= libc::CLONE_PARENT;
+        }
+        // SAFETY: a fork-style clone (no CLONE_VM): the child gets its own
+        // copy of this address space, runs `spawner_main` on its copy of
+        // `stacks` with its copy of `args`, and never returns into code
+        // that allocates or locks (module docs). The kernel writes the
+        // pidfd into `pidfd`.
+        let pid = unsafe {
+            libc::clone(
+                spawner_main,
+                stacks.at(SPAWNER_STACK_BYTES + HOLDER_STACK_BYTES),
+                flags,
+                (&raw const args).cast_mut().cast(),
+                &raw mut pidfd,
+            )
+        };
+        if pid < 0 {
+            return Err(os_error("clone of a holder spawner"));
+        }
+        // The child has its copies; ours are not needed.
+        drop(stacks);
+        drop(theirs);
+        // SAFETY: CLONE_PIDFD gave us this FD.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let timeout = libc::timeval {
+            tv_sec: ANSWER_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
+        // SAFETY: a timeval of the size passed.
+        if unsafe {
+            libc::setsockopt(
+                ours.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const timeout).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        } != 0
+        {
+            let e = os_error("SO_RCVTIMEO on the holder spawner's socket");
+            let spawner = Self {
+                pid,
+                pidfd,
+                socket: ours,
+            };
+            spawner.kill();
+            return Err(e);
+        }
+        tracing::debug!(spawner = pid, "holder spawner started");
+        Ok(Self {
+            pid,
+            pidfd,
+            socket: ours,
+        })
+    }
+
+    /// Whether it still runs (its pidfd is not readable yet).
+    fn alive(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            self.pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(0)
+        )
+    }
+
+    fn kill(self) {
+        let _ = nodeinit_sys::pidfd::kill(self.pidfd.as_fd());
+    }
+
+    /// Send `request`, read the answer. `Err`: the spawner failed (dead,
+    /// silent, or it broke the wire format); `Ok(Err)`: it answered that
+    /// the clone failed.
+    fn ask(&self, request: &Request) -> io::Result<io::Result<SpawnedHolder>> {
+        let dead = |what: &str| {
+            io::Error::other(format!(
+                "the holder spawner (pid {}) {what}; a new one is started for the next request",
+                self.pid
+            ))
+        };
+        // SAFETY: `request` is a plain struct of the size passed.
+        let sent = unsafe {
+            libc::send(
+                self.socket.as_raw_fd(),
+                (request as *const Request).cast(),
+                std::mem::size_of::<Request>(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent != std::mem::size_of::<Request>() as isize {
+            return Err(dead(&format!(
+                "cannot be asked ({})",
+                io::Error::last_os_error()
+            )));
+        }
+        let mut answer = Answer::default();
+        let (n, fds) = loop {
+            match recv_with_fds(self.socket.as_fd(), &mut answer) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        }
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EAGAIN) => dead(&format!(
+                "did not answer within {ANSWER_TIMEOUT_SECS} s and was killed"
+            )),
+            _ => dead(&format!("could not be read from ({e})")),
+        })?;
+        if n == 0 {
+            return Err(dead("exited before answering (was it killed?)"));
+        }
+        if n != std::mem::size_of::<Answer>() {
+            return Err(dead(&format!("sent a {n}-byte answer")));
+        }
+        if answer.step != Step::Done as u32 {
+            let reason = nix::errno::Errno::from_raw(answer.errno);
+            let what = Step::describe(answer.step);
+            return Ok(Err(io::Error::other(format!(
+                "holder spawner (pid {}): {what}: {reason}",
+                self.pid
+            ))));
+        }
+        let mut fds = fds.into_iter();
+        match (fds.next(), fds.next(), fds.next()) {
+            (Some(pidfd), Some(commit), None) => Ok(Ok(SpawnedHolder {
+                pid: Pid::from_raw(answer.pid),
+                pidfd,
+                commit: HolderCommit {
+                    pid: Pid::from_raw(answer.pid),
+                    fd: Mutex::new(Some(commit)),
+                },
+            })),
+            _ => Err(dead("answered without the holder's pidfd and commit pipe")),
+        }
+    }
+}
+
+/// `recvmsg` of one answer and up to two FDs (close-on-exec).
+fn recv_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    answer: &mut Answer,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: (answer as *mut Answer).cast(),
+        iov_len: std::mem::size_of::<Answer>(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; the pointers set point at live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` describes live buffers of the sizes given.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking the control buffer the kernel filled, with libc's
+    // CMSG macros; every FD found is new and owned here alone.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("answer's FDs were truncated"));
+    }
+    Ok((n as usize, fds))
+}
+
+fn os_error(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// An anonymous private mapping, unmapped on drop.
+struct Mapping {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: an anonymous private mapping at an address the kernel picks.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(os_error("mapping a holder spawner's stacks"));
+        }
+        Ok(Self { base, len })
+    }
+
+    /// The address `offset` bytes into it (a stack top when `offset` is a
+    /// region's end: 16-byte aligned, as the mapping is page-aligned).
+    fn at(&self, offset: usize) -> *mut libc::c_void {
+        debug_assert!(offset <= self.len);
+        // SAFETY: within, or one past the end of, the mapping.
+        unsafe { self.base.cast::<u8>().add(offset).cast() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; in this process nothing runs on
+        // it (the spawner runs on its own copy).
+        unsafe {
+            libc::munmap(self.base, self.len);
+        }
+    }
+}
+
+/// What the spawner is given (copied into it by the fork).
+#[repr(C)]
+struct SpawnerArgs {
+    socket: RawFd,
+    holder_stack_top: *mut libc::c_void,
+}
+
+/// What a holder is given (copied into it by the fork).
+#[repr(C)]
+struct HolderArgs {
+    ready: RawFd,
+    commit_read: RawFd,
+    commit_write: RawFd,
+    socket: RawFd,
+    remount: libc::c_ulong,
+}
+
+fn errno() -> i32 {
+    // SAFETY: this thread's errno location.
+    unsafe { *libc::__errno_location() }
+}
+
+/// The spawner: one thread, a copy of the worker's memory it never
+/// allocates from. Serves requests until its socket closes.
+extern "C" fn spawner_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the SpawnerArgs copied into this process.
+    let args = unsafe { &*arg.cast::<SpawnerArgs>() };
+    let socket = args.socket;
+    // SAFETY: plain syscalls on integers and static C strings.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"nodeinit-spawn".as_ptr(), 0, 0, 0);
+        // Every inherited FD but the socket goes.
+        if socket > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (socket - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (socket + 1) as u32, u32::MAX, 0u32);
+    }
+    loop {
+        // Holders of a spawner without CLONE_PARENT are its children.
+        // SAFETY: waitpid with a null status pointer.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        let mut request = Request::default();
+        // SAFETY: `request` is a plain struct of the size passed.
+        let n = unsafe {
+            libc::recv(
+                socket,
+                (&raw mut request).cast(),
+                std::mem::size_of::<Request>(),
+                0,
+            )
+        };
+        if n == 0 {
+            // SAFETY: exit without running anything of the worker's.
+            unsafe { libc::_exit(0) };
+        }
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) };
+        }
+        let mut answer = Answer::default();
+        let mut handover = [-1 as RawFd; 2];
+        let served = if n as usize == std::mem::size_of::<Request>() {
+            serve(socket, &request, args.holder_stack_top)
+        } else {
+            Err((Step::BadRequest, libc::EINVAL))
+        };
+        match served {
+            Ok((pid, fds)) => {
+                answer.pid = pid;
+                handover = fds;
+            }
+            Err((step, e)) => {
+                answer.step = step as u32;
+                answer.errno = e;
+            }
+        }
+        send_answer(socket, &answer, &handover);
+        for fd in handover {
+            if fd >= 0 {
+                // SAFETY: FDs made by `serve`, sent (or not) already.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+/// Clone one holder: its pid, and its pidfd and the commit pipe's write
+/// end to hand over; or the failed step and errno.
+fn serve(
+    socket: RawFd,
+    request: &Request,
+    holder_stack_top: *mut libc::c_void,
+) -> Result<(i32, [RawFd; 2]), (Step, i32)> {
+    let mut ready = [-1 as RawFd; 2];
+    let mut commit = [-1 as RawFd; 2];
+    // SAFETY: pipe2 writes two FDs into each array.
+    unsafe {
+        if libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err((Step::Pipe, errno()));
+        }
+        if libc::pipe2(commit.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            let e = errno();
+            libc::close(ready[0]);
+            libc::close(ready[1]);
+            return Err((Step::Pipe, e));
+        }
+    }
+    let args = HolderArgs {
+        ready: ready[1],
+        commit_read: commit[0],
+        commit_write: commit[1],
+        socket,
+        remount: request.remount as libc::c_ulong,
+    };
+    // Only namespace flags and CLONE_PARENT are taken from the request.
+    let allowed = libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::CLONE_PARENT;
+    let flags = (request.flags as libc::c_int & allowed) | libc::CLONE_PIDFD | libc::SIGCHLD;
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: a fork-style clone of this single-threaded process: the
+    // holder runs `holder_main` on its copy of the holder stack with its
+    // copy of `args`; the kernel writes the pidfd.
+    let pid = unsafe {
+        libc::clone(
+            holder_main,
+            holder_stack_top,
+            flags,
+            (&raw const args).cast_mut().cast(),
+            &raw mut pidfd,
+        )
+    };
+    let clone_errno = errno();
+    // SAFETY: closing our copies of the holder's ends.
+    unsafe {
+        libc::close(ready[1]);
+        libc::close(commit[0]);
+    }
+    if pid < 0 {
+        // SAFETY: the remaining pipe ends are ours.
+        unsafe {
+            libc::close(ready[0]);
+            libc::close(commit[1]);
+        }
+        return Err((Step::Clone, clone_errno));
+    }
+    let outcome = wait_ready(ready[0], pidfd);
+    // SAFETY: ours.
+    unsafe { libc::close(ready[0]) };
+    match outcome {
+        Ok(()) => Ok((pid, [pidfd, commit[1]])),
+        Err(failed) => {
+            // SAFETY: the holder's pidfd, then our FDs.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd,
+                    libc::SIGKILL,
+                    0usize,
+                    0u32,
+                );
+                libc::close(pidfd);
+                libc::close(commit[1]);
+            }
+            Err(failed)
+        }
+    }
+}
+
+/// The holder's ready report on `ready`: `Err((step, errno))` unless 0.
+fn wait_ready(ready: RawFd, pidfd: RawFd) -> Result<(), (Step, i32)> {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: ready,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two pollfds, as passed.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, READY_TIMEOUT_MS) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err((Step::Poll, errno()));
+        }
+        if n == 0 {
+            return Err((Step::ReadyTimeout, libc::ETIMEDOUT));
+        }
+        if fds[0].revents & libc::POLLIN == 0 {
+            return Err((Step::HolderExited, libc::ESRCH));
+        }
+        let mut status: i32 = 0;
+        // SAFETY: four bytes into `status`.
+        let read = unsafe { libc::read(ready, (&raw mut status).cast(), 4) };
+        return match (read, status) {
+            (4, 0) => Ok(()),
+            (4, e) => Err((Step::Remount, e)),
+            _ => Err((Step::HolderExited, libc::ESRCH)),
+        };
+    }
+}
+
+/// Send `answer`, with the two `handover` FDs when the clone succeeded.
+fn send_answer(socket: RawFd, answer: &Answer, handover: &[RawFd; 2]) {
+    let mut iov = libc::iovec {
+        iov_base: (answer as *const Answer).cast_mut().cast(),
+        iov_len: std::mem::size_of::<Answer>(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; pointers set below point at live
+    // buffers; the CMSG macros stay within `control` (room for two FDs).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        if handover[0] >= 0 {
+            let payload = std::mem::size_of::<[RawFd; 2]>() as u32;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(payload) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+            libc::CMSG_DATA(cmsg)
+                .cast::<[RawFd; 2]>()
+                .write_unaligned(*handover);
+        }
+        while libc::sendmsg(socket, &raw const msg, libc::MSG_NOSIGNAL) < 0
+            && errno() == libc::EINTR
+        {}
+    }
+}
+
+/// A persistent holder: drop what it inherited, die with its parent,
+/// prepare its mount namespace's propagation, report ready, wait to be
+/// committed (exit if never), then reap its PID namespace for ever.
+extern "C" fn holder_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the HolderArgs copied into this process.
+    let args = unsafe { &*arg.cast::<HolderArgs>() };
+    // SAFETY: plain syscalls on integers, static C strings and a local.
+    unsafe {
+        // Its copy of the commit write end would keep the pipe open.
+        libc::close(args.commit_write);
+        libc::close(args.socket);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"nodeinit-holder".as_ptr(), 0, 0, 0);
+        let mut status: i32 = 0;
+        if args.remount != 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                args.remount,
+                std::ptr::null(),
+            ) != 0
+        {
+            status = errno();
+        }
+        libc::write(args.ready, (&raw const status).cast(), 4);
+        libc::close(args.ready);
+        if status != 0 {
+            libc::_exit(1);
+        }
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(args.commit_read, (&raw mut byte).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            // Nobody recorded it: it must not live on.
+            libc::_exit(0);
+        }
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        loop {
+            if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0 && errno() == libc::ECHILD {
+                libc::pause();
+            }
+        }
+    }
+}
