@@ -28,7 +28,9 @@
 //! else.
 //!
 //! Lifetime: it exits when its socket's other end closes (the worker died
-//! or dropped it), and is killed with its parent (`PR_SET_PDEATHSIG`). A
+//! or dropped it), and is killed with its parent, the keeper
+//! (`PR_SET_PDEATHSIG`, only then: without `CLONE_PARENT` its "parent" is
+//! the worker *thread* that forked it, which may end first). A
 //! spawner that dies, or does not answer within [`ANSWER_TIMEOUT_SECS`],
 //! fails the request in flight with an error naming it, and the next
 //! request starts a new one; an idle spawner found dead is replaced
@@ -273,6 +275,7 @@ impl Spawner {
         let stacks = Mapping::new(SPAWNER_STACK_BYTES + HOLDER_STACK_BYTES)?;
         let args = SpawnerArgs {
             socket: theirs.as_raw_fd(),
+            die_with_parent: parent,
             holder_stack_top: stacks.at(HOLDER_STACK_BYTES),
         };
         let mut pidfd: libc::c_int = -1;
@@ -346,8 +349,11 @@ impl Spawner {
         )
     }
 
+    /// Kill it and, when it is this process's child (no `CLONE_PARENT`),
+    /// reap it; the keeper reaps its own.
     fn kill(self) {
         let _ = nodeinit_sys::pidfd::kill(self.pidfd.as_fd());
+        let _ = nodeinit_sys::pidfd::reap(self.pidfd.as_fd());
     }
 
     /// Send `request`, read the answer. `Err`: the spawner failed (dead,
@@ -386,6 +392,8 @@ impl Spawner {
             Some(libc::EAGAIN) => dead(&format!(
                 "did not answer within {ANSWER_TIMEOUT_SECS} s and was killed"
             )),
+            // A peer that died with the request unread resets the connection.
+            Some(libc::ECONNRESET) => dead("exited before answering (was it killed?)"),
             _ => dead(&format!("could not be read from ({e})")),
         })?;
         if n == 0 {
@@ -513,6 +521,10 @@ impl Drop for Mapping {
 #[repr(C)]
 struct SpawnerArgs {
     socket: RawFd,
+    /// Die with the parent (the keeper): only with CLONE_PARENT. Without,
+    /// the parent is the *thread* that forked it, which may end any time;
+    /// the socket's EOF ends the spawner with its process.
+    die_with_parent: bool,
     holder_stack_top: *mut libc::c_void,
 }
 
@@ -520,6 +532,7 @@ struct SpawnerArgs {
 #[repr(C)]
 struct HolderArgs {
     ready: RawFd,
+    ready_read: RawFd,
     commit_read: RawFd,
     commit_write: RawFd,
     socket: RawFd,
@@ -539,7 +552,9 @@ extern "C" fn spawner_main(arg: *mut libc::c_void) -> libc::c_int {
     let socket = args.socket;
     // SAFETY: plain syscalls on integers and static C strings.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if args.die_with_parent {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
         libc::prctl(libc::PR_SET_NAME, c"nodeinit-spawn".as_ptr(), 0, 0, 0);
         // Every inherited FD but the socket goes.
         if socket > 0 {
@@ -622,6 +637,7 @@ fn serve(
     }
     let args = HolderArgs {
         ready: ready[1],
+        ready_read: ready[0],
         commit_read: commit[0],
         commit_write: commit[1],
         socket,
@@ -761,6 +777,7 @@ extern "C" fn holder_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         // Its copy of the commit write end would keep the pipe open.
         libc::close(args.commit_write);
+        libc::close(args.ready_read);
         libc::close(args.socket);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::prctl(libc::PR_SET_NAME, c"nodeinit-holder".as_ptr(), 0, 0, 0);
@@ -799,5 +816,235 @@ extern "C" fn holder_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::pause();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// These tests kill and stop the spawners of this process: one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn net_and_mount() -> CloneFlags {
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS
+    }
+
+    fn stat_field(pid: i32, index_after_comm: usize) -> String {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split_whitespace()
+            .nth(index_after_comm)
+            .unwrap()
+            .to_owned()
+    }
+
+    fn ppid(pid: i32) -> i32 {
+        stat_field(pid, 1).parse().unwrap()
+    }
+
+    fn comm(pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim_end()
+            .to_owned()
+    }
+
+    fn fds_of(pid: i32) -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    }
+
+    /// Wait (10 s at most) until `pidfd`'s process has exited.
+    fn exits(pidfd: &OwnedFd) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)),
+            Ok(1)
+        )
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn kill_and_reap(pid: i32) {
+        let pid = Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+
+    /// Both spawners running (sequential requests take the slots in turn).
+    fn both_spawners() -> Vec<i32> {
+        for _ in 0..SPAWNERS {
+            let h = clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
+            nodeinit_sys::pidfd::kill(h.pidfd.as_fd()).unwrap();
+        }
+        let pids = spawner_pids();
+        assert_eq!(pids.len(), SPAWNERS, "{pids:?}");
+        pids
+    }
+
+    /// A holder comes from a spawner, not from this (multi-threaded)
+    /// process: it is the spawner's child here (no CLONE_PARENT), in new
+    /// namespaces, holds only the commit pipe until committed and nothing
+    /// after; the spawner keeps nothing of this process's FDs but its
+    /// socket.
+    #[test]
+    fn a_holder_is_cloned_by_a_spawner_and_holds_nothing_once_committed() {
+        let _serial = serial();
+        let many: Vec<std::fs::File> = (0..200)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let holder = clone_persistent_holder(net_and_mount(), Some(Propagation::Slave)).unwrap();
+        let pid = holder.pid.as_raw();
+        let spawner = ppid(pid);
+        assert!(
+            spawner_pids().contains(&spawner),
+            "{spawner} {:?}",
+            spawner_pids()
+        );
+        assert_eq!(comm(spawner), SPAWNER_NAME);
+        assert_eq!(ppid(spawner), std::process::id() as i32);
+        assert_eq!(fds_of(spawner), 1, "the spawner keeps its socket only");
+        assert_eq!(comm(pid), "nodeinit-holder");
+        for ns in ["net", "mnt"] {
+            assert_ne!(
+                std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap(),
+                std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+                "{ns}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+            std::fs::read_link("/proc/self/ns/pid").unwrap(),
+        );
+        assert_eq!(fds_of(pid), 1, "the commit pipe only, before the commit");
+        holder.commit.commit().unwrap();
+        holder.commit.commit().unwrap();
+        wait_until("the committed holder closed every FD", || fds_of(pid) == 0);
+        assert!(!exits_now(&holder.pidfd), "a committed holder lives on");
+        nodeinit_sys::pidfd::kill(holder.pidfd.as_fd()).unwrap();
+        assert!(exits(&holder.pidfd));
+        drop(many);
+    }
+
+    fn exits_now(pidfd: &OwnedFd) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(1)
+        )
+    }
+
+    /// A holder whose handover fails (its commit pipe closes unwritten,
+    /// as when the worker dies before recording it) exits by itself.
+    #[test]
+    fn an_uncommitted_holder_exits_by_itself() {
+        let _serial = serial();
+        let SpawnedHolder { pid, pidfd, commit } =
+            clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
+        assert_eq!(comm(pid.as_raw()), "nodeinit-holder");
+        drop(commit);
+        assert!(exits(&pidfd), "holder {pid} still runs uncommitted");
+    }
+
+    /// A spawner killed while idle is replaced at the next request, which
+    /// succeeds.
+    #[test]
+    fn a_spawner_that_died_idle_is_replaced() {
+        let _serial = serial();
+        let before = both_spawners();
+        for pid in &before {
+            kill_and_reap(*pid);
+        }
+        let holder = clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
+        let spawner = ppid(holder.pid.as_raw());
+        assert!(!before.contains(&spawner), "{spawner} in {before:?}");
+        assert_eq!(comm(spawner), SPAWNER_NAME);
+        nodeinit_sys::pidfd::kill(holder.pidfd.as_fd()).unwrap();
+    }
+
+    /// A spawner killed while a request waits for it: that request fails
+    /// naming the spawner, and the next one gets a new spawner and works.
+    /// Without the EOF check the request hung for the 15 s timeout; with a
+    /// wedged lock every later request would.
+    #[test]
+    fn a_spawner_killed_mid_request_fails_that_request_only() {
+        let _serial = serial();
+        let spawners = both_spawners();
+        for pid in &spawners {
+            nix::sys::signal::kill(Pid::from_raw(*pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        }
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let asking = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            clone_persistent_holder(CloneFlags::CLONE_NEWNET, None)
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Asked, and waiting for the answer on the spawner's socket.
+        wait_until("the request waits for a stopped spawner", || {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+                .is_ok_and(|w| w == "__skb_wait_for_more_packets")
+        });
+        for pid in &spawners {
+            kill_and_reap(*pid);
+        }
+        let err = asking.join().unwrap().unwrap_err().to_string();
+        assert!(
+            spawners
+                .iter()
+                .any(|pid| err == format!("the holder spawner (pid {pid}) exited before answering (was it killed?); a new one is started for the next request")),
+            "{err}"
+        );
+        let holder = clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
+        let spawner = ppid(holder.pid.as_raw());
+        assert!(!spawners.contains(&spawner), "{spawner} in {spawners:?}");
+        nodeinit_sys::pidfd::kill(holder.pidfd.as_fd()).unwrap();
+        assert!(exits(&holder.pidfd));
+    }
+
+    /// A failure inside the spawner is reported with its step and errno,
+    /// and the spawner stays (it answered).
+    #[test]
+    fn a_failed_clone_is_reported_with_its_step() {
+        let _serial = serial();
+        let spawners = both_spawners();
+        // Two propagation types at once: mount(2) in the holder's new
+        // mount namespace fails with EINVAL.
+        let request = Request {
+            flags: CloneFlags::CLONE_NEWNS.bits() as u64,
+            remount: libc::MS_REC | libc::MS_SLAVE | libc::MS_PRIVATE,
+        };
+        let mut guard = POOL[0].lock().unwrap_or_else(PoisonError::into_inner);
+        let spawner = guard.take().unwrap();
+        let answer = spawner.ask(&request).unwrap().unwrap_err().to_string();
+        assert_eq!(
+            answer,
+            format!(
+                "holder spawner (pid {}): making / of the new mount namespace: EINVAL: Invalid argument",
+                spawner.pid
+            )
+        );
+        assert!(spawners.contains(&spawner.pid));
+        assert!(spawner.alive());
+        *guard = Some(spawner);
     }
 }
