@@ -36,7 +36,9 @@
 //! request starts a new one; an idle spawner found dead is replaced
 //! silently (with a warning). There are [`SPAWNERS`] of them, so two
 //! allocations' clones (most of a millisecond of kernel time each, for
-//! the network namespace) run in parallel.
+//! the network namespace) run in parallel; a request takes the longest
+//! idle one (FIFO) or waits for whichever comes back first, never for one
+//! particular spawner's lock.
 //!
 //! The handover: the spawner sends the holder's pid, its pidfd and the
 //! write end of a *commit* pipe back over `SCM_RIGHTS`. The holder waits on
@@ -51,8 +53,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -179,19 +180,87 @@ struct Spawner {
     socket: OwnedFd,
 }
 
-static POOL: [Mutex<Option<Spawner>>; SPAWNERS] = [const { Mutex::new(None) }; SPAWNERS];
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// The spawners of this process: the idle ones in FIFO order, and how many
+/// exist (idle or serving a request).
+struct Pool {
+    idle: std::collections::VecDeque<Spawner>,
+    pids: Vec<i32>,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    idle: std::collections::VecDeque::new(),
+    pids: Vec::new(),
+});
+/// Signalled when a spawner becomes idle or a place for one frees up.
+static IDLE: Condvar = Condvar::new();
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The pids of the live spawners of this process (diagnostics and tests).
 pub fn spawner_pids() -> Vec<i32> {
-    POOL.iter()
-        .filter_map(|slot| {
-            slot.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .map(|s| s.pid)
-        })
-        .collect()
+    pool().pids.clone()
+}
+
+/// What a request got from the pool.
+enum Lease {
+    /// An idle spawner, the longest idle first.
+    Idle(Spawner),
+    /// Room for a new one: the caller starts it (outside the lock: a fork
+    /// of this process takes a while).
+    Start,
+}
+
+/// A spawner for one request: a new one while there are fewer than
+/// [`SPAWNERS`] (so two exist as soon as two requests were made), else the
+/// longest idle, else wait until one is given back. Requests never wait on
+/// a particular spawner's lock, so one slow clone does not hold up a
+/// request another spawner could serve.
+fn lease() -> Lease {
+    let mut pool = pool();
+    loop {
+        if pool.pids.len() < SPAWNERS {
+            // Reserved; the pid is filled in (or the place freed) by `started`.
+            pool.pids.push(0);
+            return Lease::Start;
+        }
+        if let Some(spawner) = pool.idle.pop_front() {
+            return Lease::Idle(spawner);
+        }
+        pool = IDLE.wait(pool).unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// A reserved place got its spawner (`Some(pid)`) or stays empty.
+fn started(pid: Option<i32>) {
+    let mut pool = pool();
+    if let Some(at) = pool.pids.iter().position(|p| *p == 0) {
+        match pid {
+            Some(pid) => pool.pids[at] = pid,
+            None => {
+                pool.pids.remove(at);
+                IDLE.notify_one();
+            }
+        }
+    }
+}
+
+/// Give a spawner back after a request (`Some`), or drop its place (it
+/// died or was killed).
+fn give_back(pid: i32, spawner: Option<Spawner>) {
+    let mut pool = pool();
+    match spawner {
+        Some(spawner) => pool.idle.push_back(spawner),
+        None => pool.pids.retain(|p| *p != pid),
+    }
+    IDLE.notify_one();
+}
+
+fn start_leased(parent: bool) -> io::Result<Spawner> {
+    let spawner = Spawner::start(parent);
+    started(spawner.as_ref().ok().map(|s| s.pid));
+    spawner
 }
 
 /// Clone a holder in new namespaces `flags` through a spawner process, its
@@ -214,40 +283,31 @@ pub fn clone_persistent_holder(
         remount: propagation.map_or(0, super::spawner::propagation_flags) as u64,
     };
     let parent = flags.contains(CloneFlags::CLONE_PARENT);
-    // A free spawner if there is one, else wait for one in turn.
-    let start = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut guard = None;
-    for i in 0..SPAWNERS {
-        if let Ok(g) = POOL[(start + i) % SPAWNERS].try_lock() {
-            guard = Some(g);
-            break;
+    let spawner = loop {
+        match lease() {
+            Lease::Idle(s) if s.alive() => break s,
+            Lease::Idle(s) => {
+                tracing::warn!(
+                    spawner = s.pid,
+                    "holder spawner exited while idle; starting a new one"
+                );
+                let pid = s.pid;
+                s.kill();
+                give_back(pid, None);
+            }
+            Lease::Start => break start_leased(parent)?,
         }
-    }
-    let mut guard = match guard {
-        Some(g) => g,
-        None => POOL[start % SPAWNERS]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
     };
-    let spawner = match guard.take() {
-        Some(s) if s.alive() => s,
-        Some(s) => {
-            tracing::warn!(
-                spawner = s.pid,
-                "holder spawner exited while idle; starting a new one"
-            );
-            Spawner::start(parent)?
-        }
-        None => Spawner::start(parent)?,
-    };
+    let pid = spawner.pid;
     match spawner.ask(&request) {
         Ok(outcome) => {
-            *guard = Some(spawner);
+            give_back(pid, Some(spawner));
             outcome
         }
         // The spawner itself failed: it is gone (or killed), not put back.
         Err(e) => {
             spawner.kill();
+            give_back(pid, None);
             Err(e)
         }
     }
@@ -1033,8 +1093,9 @@ mod tests {
             flags: CloneFlags::CLONE_NEWNS.bits() as u64,
             remount: libc::MS_REC | libc::MS_SLAVE | libc::MS_PRIVATE,
         };
-        let mut guard = POOL[0].lock().unwrap_or_else(PoisonError::into_inner);
-        let spawner = guard.take().unwrap();
+        let Lease::Idle(spawner) = lease() else {
+            panic!("both spawners exist: {:?}", spawner_pids());
+        };
         let answer = spawner.ask(&request).unwrap().unwrap_err().to_string();
         assert_eq!(
             answer,
@@ -1045,6 +1106,6 @@ mod tests {
         );
         assert!(spawners.contains(&spawner.pid));
         assert!(spawner.alive());
-        *guard = Some(spawner);
+        give_back(spawner.pid, Some(spawner));
     }
 }
