@@ -38,6 +38,8 @@ const ROLE_ENV: &str = "NODEINIT_BENCH_SERVER_DIR";
 const KEEPER_ENV: &str = "NODEINIT_BENCH_KEEPER";
 const KEEPER_ROLE_ENV: &str = "NODEINIT_BENCH_KEEPER_DIR";
 const LIVE: usize = 1000;
+/// `uenv_mount_path` of the server (default `/user-environment`).
+const UENV_PATH_ENV: &str = "NODEINIT_BENCH_UENV_PATH";
 
 fn server_process(dir: &Path) {
     let mounts = Arc::new(common::TestMounts::new(
@@ -45,10 +47,16 @@ fn server_process(dir: &Path) {
         &dir.join("uenv"),
     ));
     let state_dir = PathBuf::from(format!("/dev/shm/nodeinit-bench-{}", std::process::id()));
-    let unshare = UnshareConfig {
+    let mut unshare = UnshareConfig {
         state_dir: state_dir.clone(),
         ..UnshareConfig::default()
     };
+    // An existing directory here makes the uenv bind a single mount (no
+    // shadow tmpfs): what the shadow costs is the difference.
+    if let Ok(path) = std::env::var(UENV_PATH_ENV) {
+        unshare.uenv_mount_path =
+            nodeinit_namespaces::mount_namespace::UenvMountPath::parse(&path).unwrap();
+    }
     let backend = Arc::new(UnshareBackend::new(unshare, Some(mounts)));
     let config = ServerConfig {
         socket_path: dir.join("handoff.sock"),
