@@ -40,12 +40,15 @@
 //! idle one (FIFO) or waits for whichever comes back first, never for one
 //! particular spawner's lock.
 //!
-//! The handover: the spawner sends the holder's pid, its pidfd and the
-//! write end of a *commit* pipe back over `SCM_RIGHTS`. The holder waits on
-//! the commit pipe after it reported ready, and exits by itself if that
-//! pipe closes unwritten — the spawner or the worker died before the
-//! holder was recorded — so no holder outlives a failed handover
-//! unrecorded. [`SpawnedHolder::commit`] releases it.
+//! The handover: right after the clone the spawner sends the holder's pid,
+//! its pidfd, the read end of its *ready* pipe and the write end of a
+//! *commit* pipe back over `SCM_RIGHTS`; the worker opens the namespaces
+//! while the holder starts, then waits for its ready report
+//! ([`SpawnedHolder::wait_ready`]: the mount propagation is cut). The
+//! holder then waits on the commit pipe, and exits by itself if that pipe
+//! closes unwritten — the spawner or the worker died before the holder was
+//! recorded — so no holder outlives a failed handover unrecorded.
+//! [`HolderCommit::commit`] releases it.
 //!
 //! Owns the spawner process, its wire format (fixed-size structs on a
 //! `SOCK_SEQPACKET` pair) and the code spawner and holder run. Never
@@ -65,8 +68,6 @@ pub const SPAWNERS: usize = 2;
 /// How long a spawner may take to answer one request (a holder's clone and
 /// its ready report; the holder itself has 10 s of that).
 pub const ANSWER_TIMEOUT_SECS: i64 = 15;
-/// How long the spawner waits for a new holder's ready report.
-const READY_TIMEOUT_MS: libc::c_int = 10_000;
 /// The spawner's stack (it makes syscalls in a few small frames).
 const SPAWNER_STACK_BYTES: usize = 256 * 1024;
 /// The stack a holder starts on (its copy of the spawner's mapping).
@@ -82,10 +83,6 @@ enum Step {
     BadRequest = 1,
     Pipe = 2,
     Clone = 3,
-    ReadyTimeout = 4,
-    HolderExited = 5,
-    Remount = 6,
-    Poll = 7,
 }
 
 impl Step {
@@ -94,10 +91,6 @@ impl Step {
             1 => "the request was malformed",
             2 => "pipe2 for the new holder",
             3 => "clone",
-            4 => "the holder did not report ready within 10 s",
-            5 => "the holder exited before reporting ready",
-            6 => "making / of the new mount namespace",
-            7 => "poll for the holder's ready report",
             _ => "an unknown step",
         }
     }
@@ -112,8 +105,8 @@ struct Request {
     remount: u64,
 }
 
-/// The answer; on success it carries the pidfd and the commit pipe's write
-/// end, in that order.
+/// The answer; on success it carries the pidfd, the commit pipe's write
+/// end and the ready pipe's read end, in that order.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct Answer {
@@ -132,6 +125,36 @@ pub struct SpawnedHolder {
     pub pidfd: OwnedFd,
     /// What releases it.
     pub commit: HolderCommit,
+    /// Where it reports ready (`None` once read).
+    ready: Option<OwnedFd>,
+}
+
+impl SpawnedHolder {
+    /// Wait until the holder has cut its mount namespace's propagation and
+    /// reported ready. The spawner answers right after the clone, so the
+    /// caller can open the namespaces meanwhile; nothing may use the mount
+    /// namespace before this returned `Ok`. A second call does nothing.
+    ///
+    /// # Errors
+    ///
+    /// The holder's remount failed (with the kernel's reason), it exited,
+    /// or it did not report within 10 s; it is killed then.
+    pub fn wait_ready(&mut self) -> io::Result<()> {
+        let Some(ready) = self.ready.take() else {
+            return Ok(());
+        };
+        let outcome = match super::spawner::wait_ready(ready.as_fd(), self.pidfd.as_fd()) {
+            Ok(0) => return Ok(()),
+            Ok(errno) => io::Error::other(format!(
+                "holder {}: changing the propagation of / in the new mount namespace: {}",
+                self.pid,
+                nix::errno::Errno::from_raw(errno)
+            )),
+            Err(e) => io::Error::other(format!("holder {} did not start: {e}", self.pid)),
+        };
+        let _ = nodeinit_sys::pidfd::kill(self.pidfd.as_fd());
+        Err(outcome)
+    }
 }
 
 /// The write end of a new holder's commit pipe. Until [`Self::commit`] the
@@ -471,21 +494,24 @@ impl Spawner {
             ))));
         }
         let mut fds = fds.into_iter();
-        match (fds.next(), fds.next(), fds.next()) {
-            (Some(pidfd), Some(commit), None) => Ok(Ok(SpawnedHolder {
+        match (fds.next(), fds.next(), fds.next(), fds.next()) {
+            (Some(pidfd), Some(commit), Some(ready), None) => Ok(Ok(SpawnedHolder {
                 pid: Pid::from_raw(answer.pid),
                 pidfd,
                 commit: HolderCommit {
                     pid: Pid::from_raw(answer.pid),
                     fd: Mutex::new(Some(commit)),
                 },
+                ready: Some(ready),
             })),
-            _ => Err(dead("answered without the holder's pidfd and commit pipe")),
+            _ => Err(dead(
+                "answered without the holder's pidfd, commit and ready pipes",
+            )),
         }
     }
 }
 
-/// `recvmsg` of one answer and up to two FDs (close-on-exec).
+/// `recvmsg` of one answer and its FDs (close-on-exec).
 fn recv_with_fds(
     socket: std::os::fd::BorrowedFd<'_>,
     answer: &mut Answer,
@@ -648,7 +674,7 @@ extern "C" fn spawner_main(arg: *mut libc::c_void) -> libc::c_int {
             unsafe { libc::_exit(1) };
         }
         let mut answer = Answer::default();
-        let mut handover = [-1 as RawFd; 2];
+        let mut handover = [-1 as RawFd; 3];
         let served = if n as usize == std::mem::size_of::<Request>() {
             serve(socket, &request, args.holder_stack_top)
         } else {
@@ -674,13 +700,13 @@ extern "C" fn spawner_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Clone one holder: its pid, and its pidfd and the commit pipe's write
-/// end to hand over; or the failed step and errno.
+/// Clone one holder: its pid, and its pidfd, the commit pipe's write end
+/// and the ready pipe's read end to hand over; or the failed step and errno.
 fn serve(
     socket: RawFd,
     request: &Request,
     holder_stack_top: *mut libc::c_void,
-) -> Result<(i32, [RawFd; 2]), (Step, i32)> {
+) -> Result<(i32, [RawFd; 3]), (Step, i32)> {
     let mut ready = [-1 as RawFd; 2];
     let mut commit = [-1 as RawFd; 2];
     // SAFETY: pipe2 writes two FDs into each array.
@@ -733,84 +759,26 @@ fn serve(
         }
         return Err((Step::Clone, clone_errno));
     }
-    let outcome = wait_ready(ready[0], pidfd);
-    // SAFETY: ours.
-    unsafe { libc::close(ready[0]) };
-    match outcome {
-        Ok(()) => Ok((pid, [pidfd, commit[1]])),
-        Err(failed) => {
-            // SAFETY: the holder's pidfd, then our FDs.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd,
-                    libc::SIGKILL,
-                    0usize,
-                    0u32,
-                );
-                libc::close(pidfd);
-                libc::close(commit[1]);
-            }
-            Err(failed)
-        }
-    }
+    // The worker waits for the ready report itself (and opens the
+    // namespaces meanwhile): one wake-up less per holder here.
+    Ok((pid, [pidfd, commit[1], ready[0]]))
 }
 
-/// The holder's ready report on `ready`: `Err((step, errno))` unless 0.
-fn wait_ready(ready: RawFd, pidfd: RawFd) -> Result<(), (Step, i32)> {
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: ready,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: pidfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two pollfds, as passed.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, READY_TIMEOUT_MS) };
-        if n < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            return Err((Step::Poll, errno()));
-        }
-        if n == 0 {
-            return Err((Step::ReadyTimeout, libc::ETIMEDOUT));
-        }
-        if fds[0].revents & libc::POLLIN == 0 {
-            return Err((Step::HolderExited, libc::ESRCH));
-        }
-        let mut status: i32 = 0;
-        // SAFETY: four bytes into `status`.
-        let read = unsafe { libc::read(ready, (&raw mut status).cast(), 4) };
-        return match (read, status) {
-            (4, 0) => Ok(()),
-            (4, e) => Err((Step::Remount, e)),
-            _ => Err((Step::HolderExited, libc::ESRCH)),
-        };
-    }
-}
-
-/// Send `answer`, with the two `handover` FDs when the clone succeeded.
-fn send_answer(socket: RawFd, answer: &Answer, handover: &[RawFd; 2]) {
+/// Send `answer`, with the `handover` FDs when the clone succeeded.
+fn send_answer(socket: RawFd, answer: &Answer, handover: &[RawFd; 3]) {
     let mut iov = libc::iovec {
         iov_base: (answer as *const Answer).cast_mut().cast(),
         iov_len: std::mem::size_of::<Answer>(),
     };
     let mut control = [0u64; 4];
     // SAFETY: a zeroed msghdr is valid; pointers set below point at live
-    // buffers; the CMSG macros stay within `control` (room for two FDs).
+    // buffers; the CMSG macros stay within `control` (room for three FDs).
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         if handover[0] >= 0 {
-            let payload = std::mem::size_of::<[RawFd; 2]>() as u32;
+            let payload = std::mem::size_of::<[RawFd; 3]>() as u32;
             msg.msg_control = control.as_mut_ptr().cast();
             msg.msg_controllen = libc::CMSG_SPACE(payload) as _;
             let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
@@ -818,7 +786,7 @@ fn send_answer(socket: RawFd, answer: &Answer, handover: &[RawFd; 2]) {
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
             (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
             libc::CMSG_DATA(cmsg)
-                .cast::<[RawFd; 2]>()
+                .cast::<[RawFd; 3]>()
                 .write_unaligned(*handover);
         }
         while libc::sendmsg(socket, &raw const msg, libc::MSG_NOSIGNAL) < 0
@@ -970,7 +938,10 @@ mod tests {
         let many: Vec<std::fs::File> = (0..200)
             .map(|_| std::fs::File::open("/dev/null").unwrap())
             .collect();
-        let holder = clone_persistent_holder(net_and_mount(), Some(Propagation::Slave)).unwrap();
+        let mut holder =
+            clone_persistent_holder(net_and_mount(), Some(Propagation::Slave)).unwrap();
+        holder.wait_ready().unwrap();
+        holder.wait_ready().unwrap();
         let pid = holder.pid.as_raw();
         let spawner = ppid(pid);
         assert!(
@@ -993,7 +964,15 @@ mod tests {
             std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
             std::fs::read_link("/proc/self/ns/pid").unwrap(),
         );
-        assert_eq!(fds_of(pid), 1, "the commit pipe only, before the commit");
+        // The commit pipe only, before the commit (it closes the ready
+        // pipe right after its report).
+        wait_until("the holder kept only its commit pipe", || fds_of(pid) == 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            fds_of(pid),
+            1,
+            "an uncommitted holder waits, holding one FD"
+        );
         holder.commit.commit().unwrap();
         holder.commit.commit().unwrap();
         wait_until("the committed holder closed every FD", || fds_of(pid) == 0);
@@ -1019,8 +998,11 @@ mod tests {
     #[test]
     fn an_uncommitted_holder_exits_by_itself() {
         let _serial = serial();
-        let SpawnedHolder { pid, pidfd, commit } =
-            clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
+        let mut holder = clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
+        holder.wait_ready().unwrap();
+        let SpawnedHolder {
+            pid, pidfd, commit, ..
+        } = holder;
         assert_eq!(comm(pid.as_raw()), "nodeinit-holder");
         drop(commit);
         assert!(exits(&pidfd), "holder {pid} still runs uncommitted");
@@ -1081,10 +1063,10 @@ mod tests {
         assert!(exits(&holder.pidfd));
     }
 
-    /// A failure inside the spawner is reported with its step and errno,
-    /// and the spawner stays (it answered).
+    /// A holder that fails to start is reported with the kernel's reason
+    /// and killed; the spawner stays (it answered).
     #[test]
-    fn a_failed_clone_is_reported_with_its_step() {
+    fn a_holder_that_fails_to_start_is_reported_and_killed() {
         let _serial = serial();
         let spawners = both_spawners();
         // Two propagation types at once: mount(2) in the holder's new
@@ -1096,13 +1078,18 @@ mod tests {
         let Lease::Idle(spawner) = lease() else {
             panic!("both spawners exist: {:?}", spawner_pids());
         };
-        let answer = spawner.ask(&request).unwrap().unwrap_err().to_string();
+        let mut holder = spawner.ask(&request).unwrap().unwrap();
+        let answer = holder.wait_ready().unwrap_err().to_string();
         assert_eq!(
             answer,
             format!(
-                "holder spawner (pid {}): making / of the new mount namespace: EINVAL: Invalid argument",
-                spawner.pid
+                "holder {}: changing the propagation of / in the new mount namespace: EINVAL: Invalid argument",
+                holder.pid
             )
+        );
+        assert!(
+            exits(&holder.pidfd),
+            "a holder that failed to start is gone"
         );
         assert!(spawners.contains(&spawner.pid));
         assert!(spawner.alive());

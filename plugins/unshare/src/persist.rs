@@ -308,16 +308,26 @@ impl PersistentHolder {
         let propagation = namespaces
             .contains(&NamespaceType::Mount)
             .then_some(propagation);
-        let spawned = clone_persistent_holder(flags, propagation)?;
-        let mut holder = Self {
+        let mut spawned = clone_persistent_holder(flags, propagation)?;
+        // Opened while the holder starts; used only once it is ready.
+        let raw = spawned.pid.as_raw();
+        let opened = start_time(raw)
+            .and_then(|started| Ok((started, HeldNamespaces::open(raw, namespaces)?)));
+        let (start_time, namespaces) = match (spawned.wait_ready(), opened) {
+            (Ok(()), Ok(opened)) => opened,
+            // The holder's own failure explains the others.
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                let _ = nodeinit_sys::pidfd::kill(spawned.pidfd.as_fd());
+                return Err(e);
+            }
+        };
+        let holder = Self {
             pid: spawned.pid,
-            start_time: 0,
+            start_time,
             pidfd: Some(spawned.pidfd),
-            namespaces: HeldNamespaces::default(),
+            namespaces,
             uncommitted: Some(spawned.commit),
         };
-        holder.start_time = start_time(holder.pid.as_raw())?;
-        holder.open_namespaces(namespaces)?;
         if let (Some(mnt), Some(bind)) = (holder.fd(NamespaceType::Mount), bind) {
             nodeinit_namespaces::mount_namespace::attach_uenv(mnt, bind)?;
         }
