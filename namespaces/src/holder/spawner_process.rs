@@ -951,7 +951,8 @@ mod tests {
         );
         assert_eq!(comm(spawner), SPAWNER_NAME);
         assert_eq!(ppid(spawner), std::process::id() as i32);
-        assert_eq!(fds_of(spawner), 1, "the spawner keeps its socket only");
+        // Its socket only, once it closed its copies of what it sent.
+        wait_until("the spawner keeps its socket only", || fds_of(spawner) == 1);
         assert_eq!(comm(pid), "nodeinit-holder");
         for ns in ["net", "mnt"] {
             assert_ne!(
@@ -1059,6 +1060,41 @@ mod tests {
         let holder = clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
         let spawner = ppid(holder.pid.as_raw());
         assert!(!spawners.contains(&spawner), "{spawner} in {spawners:?}");
+        nodeinit_sys::pidfd::kill(holder.pidfd.as_fd()).unwrap();
+        assert!(exits(&holder.pidfd));
+    }
+
+    /// A spawner that stops answering (stopped, or stuck) never wedges
+    /// the server: after [`ANSWER_TIMEOUT_SECS`] the request fails naming
+    /// it, it is killed, and the next request gets a new one.
+    #[test]
+    fn a_silent_spawner_is_killed_after_the_timeout() {
+        let _serial = serial();
+        let spawners = both_spawners();
+        for pid in &spawners {
+            nix::sys::signal::kill(Pid::from_raw(*pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        }
+        let err = clone_persistent_holder(CloneFlags::CLONE_NEWNET, None)
+            .unwrap_err()
+            .to_string();
+        let silent = spawners
+            .iter()
+            .copied()
+            .find(|pid| {
+                err == format!(
+                    "the holder spawner (pid {pid}) did not answer within {ANSWER_TIMEOUT_SECS} s and was killed; a new one is started for the next request"
+                )
+            })
+            .unwrap_or_else(|| panic!("{err}"));
+        // Killed and reaped (it was this process's child).
+        assert!(std::fs::metadata(format!("/proc/{silent}")).is_err());
+        assert!(!spawner_pids().contains(&silent));
+        for pid in spawners.iter().filter(|p| **p != silent) {
+            kill_and_reap(*pid);
+        }
+        let mut holder = clone_persistent_holder(CloneFlags::CLONE_NEWNET, None).unwrap();
+        holder.wait_ready().unwrap();
+        assert!(!spawners.contains(&ppid(holder.pid.as_raw())));
         nodeinit_sys::pidfd::kill(holder.pidfd.as_fd()).unwrap();
         assert!(exits(&holder.pidfd));
     }
