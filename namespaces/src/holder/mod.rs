@@ -16,9 +16,14 @@ mod held;
 mod pidfd;
 mod shared_memory;
 mod spawner;
+mod spawner_process;
 
 pub use held::HeldNamespaces;
 pub use spawner::clone_holder_process;
+pub use spawner_process::{
+    clone_persistent_holder, spawner_pids, HolderCommit, SpawnedHolder, ANSWER_TIMEOUT_SECS,
+    SPAWNERS, SPAWNER_NAME,
+};
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

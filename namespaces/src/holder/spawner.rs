@@ -109,7 +109,7 @@ pub(crate) fn spawn_holder(
 }
 
 /// `mount(2)` flags that give a mount namespace `propagation` recursively.
-fn propagation_flags(propagation: Propagation) -> libc::c_ulong {
+pub(crate) fn propagation_flags(propagation: Propagation) -> libc::c_ulong {
     (MsFlags::MS_REC
         | match propagation {
             Propagation::Slave => MsFlags::MS_SLAVE,
@@ -255,7 +255,7 @@ fn exited(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
 
 /// The holder's status word (0 or an errno), read from `ready`; an error
 /// when the holder exits or takes too long instead.
-fn wait_ready(
+pub(crate) fn wait_ready(
     ready: std::os::fd::BorrowedFd<'_>,
     pidfd: std::os::fd::BorrowedFd<'_>,
 ) -> io::Result<i32> {

@@ -38,6 +38,8 @@ const ROLE_ENV: &str = "NODEINIT_BENCH_SERVER_DIR";
 const KEEPER_ENV: &str = "NODEINIT_BENCH_KEEPER";
 const KEEPER_ROLE_ENV: &str = "NODEINIT_BENCH_KEEPER_DIR";
 const LIVE: usize = 1000;
+/// `uenv_mount_path` of the server (default `/user-environment`).
+const UENV_PATH_ENV: &str = "NODEINIT_BENCH_UENV_PATH";
 
 fn server_process(dir: &Path) {
     let mounts = Arc::new(common::TestMounts::new(
@@ -45,10 +47,16 @@ fn server_process(dir: &Path) {
         &dir.join("uenv"),
     ));
     let state_dir = PathBuf::from(format!("/dev/shm/nodeinit-bench-{}", std::process::id()));
-    let unshare = UnshareConfig {
+    let mut unshare = UnshareConfig {
         state_dir: state_dir.clone(),
         ..UnshareConfig::default()
     };
+    // An existing directory here makes the uenv bind a single mount (no
+    // shadow tmpfs): what the shadow costs is the difference.
+    if let Ok(path) = std::env::var(UENV_PATH_ENV) {
+        unshare.uenv_mount_path =
+            nodeinit_namespaces::mount_namespace::UenvMountPath::parse(&path).unwrap();
+    }
     let backend = Arc::new(UnshareBackend::new(unshare, Some(mounts)));
     let config = ServerConfig {
         socket_path: dir.join("handoff.sock"),
@@ -127,9 +135,20 @@ impl Server {
     }
 
     /// CPU of the server and of the holders it has released (reaped by the
-    /// server itself, or by the keeper).
+    /// server itself, or by the keeper); under a keeper also of the keeper's
+    /// live children — the server, and its holder spawners, which do the
+    /// clones (their CPU reaches the keeper's only once they are reaped).
     fn cpu(&self) -> Duration {
-        process_cpu(self.pid) + self.keeper.map_or(Duration::ZERO, process_cpu)
+        match self.keeper {
+            None => process_cpu(self.pid),
+            Some(keeper) => {
+                process_cpu(keeper)
+                    + children_of(keeper)
+                        .into_iter()
+                        .map(process_cpu)
+                        .sum::<Duration>()
+            }
+        }
     }
 }
 
@@ -217,13 +236,30 @@ fn own_cpu() -> Duration {
         + usage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
 }
 
+/// The live (not zombie) children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|p| {
+            procfs::process::Process::new(*p)
+                .and_then(|p| p.stat())
+                .is_ok_and(|s| s.ppid == pid as i32 && s.state != 'Z')
+        })
+        .map(|p| p as u32)
+        .collect()
+}
+
 /// CPU time of process `pid` and its reaped children (utime, stime,
 /// cutime, cstime of `/proc/<pid>/stat`).
 fn process_cpu(pid: u32) -> Duration {
-    let stat = procfs::process::Process::new(pid as i32)
-        .unwrap()
-        .stat()
-        .unwrap();
+    // A child may exit between listing and reading: its CPU is then the
+    // keeper's (reaped) or lost for this sample.
+    let Ok(stat) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) else {
+        return Duration::ZERO;
+    };
     let ticks = stat.utime + stat.stime + (stat.cutime + stat.cstime) as u64;
     Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64)
 }

@@ -36,7 +36,9 @@ use std::path::{Path, PathBuf};
 use hpc_node::{MountHandle, NamespaceResponse, NamespaceType};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
-use nodeinit_namespaces::holder::{clone_flag, clone_holder_process, HeldNamespaces};
+use nodeinit_namespaces::holder::{
+    clone_flag, clone_persistent_holder, HeldNamespaces, HolderCommit,
+};
 use nodeinit_namespaces::mount_namespace::{Propagation, UenvBind};
 use serde::{Deserialize, Serialize};
 
@@ -277,6 +279,9 @@ pub struct PersistentHolder {
     start_time: u64,
     pidfd: Option<OwnedFd>,
     namespaces: HeldNamespaces,
+    /// A new holder until it is recorded: it exits by itself if this is
+    /// dropped uncommitted (`None` once committed, or adopted).
+    uncommitted: Option<HolderCommit>,
 }
 
 impl PersistentHolder {
@@ -298,19 +303,31 @@ impl PersistentHolder {
             return Err(io::Error::other("a uenv bind needs a Mount namespace"));
         }
         // The holder cuts its mount namespace's propagation itself, before
-        // it reports ready; its FD table is never a copy of this worker's.
+        // it reports ready; it is cloned by a single-threaded spawner
+        // process, not copied from this multi-threaded worker.
         let propagation = namespaces
             .contains(&NamespaceType::Mount)
             .then_some(propagation);
-        let (pid, pidfd) = clone_holder_process(flags, propagation)?;
-        let mut holder = Self {
-            pid,
-            start_time: 0,
-            pidfd: Some(pidfd),
-            namespaces: HeldNamespaces::default(),
+        let mut spawned = clone_persistent_holder(flags, propagation)?;
+        // Opened while the holder starts; used only once it is ready.
+        let raw = spawned.pid.as_raw();
+        let opened = start_time(raw)
+            .and_then(|started| Ok((started, HeldNamespaces::open(raw, namespaces)?)));
+        let (start_time, namespaces) = match (spawned.wait_ready(), opened) {
+            (Ok(()), Ok(opened)) => opened,
+            // The holder's own failure explains the others.
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                let _ = nodeinit_sys::pidfd::kill(spawned.pidfd.as_fd());
+                return Err(e);
+            }
         };
-        holder.start_time = start_time(pid.as_raw())?;
-        holder.open_namespaces(namespaces)?;
+        let holder = Self {
+            pid: spawned.pid,
+            start_time,
+            pidfd: Some(spawned.pidfd),
+            namespaces,
+            uncommitted: Some(spawned.commit),
+        };
         if let (Some(mnt), Some(bind)) = (holder.fd(NamespaceType::Mount), bind) {
             nodeinit_namespaces::mount_namespace::attach_uenv(mnt, bind)?;
         }
@@ -345,6 +362,7 @@ impl PersistentHolder {
             start_time: record.start_time,
             pidfd: Some(pidfd),
             namespaces: HeldNamespaces::default(),
+            uncommitted: None,
         };
         holder.open_namespaces(&record.namespaces)?;
         // Forget it without killing it if adoption fails from here on.
@@ -364,6 +382,19 @@ impl PersistentHolder {
     /// Its start time.
     pub fn start_time(&self) -> u64 {
         self.start_time
+    }
+
+    /// Let a new holder live on by itself: call once it is recorded (until
+    /// then it exits by itself when this worker dies). Adopted holders
+    /// were committed already.
+    ///
+    /// # Errors
+    ///
+    /// The holder is gone.
+    pub fn commit(&self) -> io::Result<()> {
+        self.uncommitted
+            .as_ref()
+            .map_or(Ok(()), HolderCommit::commit)
     }
 
     /// The FD of namespace `ns`.
@@ -586,6 +617,11 @@ impl Persistence {
         };
         if let Err(e) = self.store.save_one(&record) {
             tracing::error!(allocation = %allocation.id, error = %e, "holder record not written; a new worker will not adopt this allocation");
+        }
+        // Recorded (or not recordable: it serves this worker all the
+        // same): the holder may now outlive the worker.
+        if let Err(e) = h.commit() {
+            tracing::error!(allocation = %allocation.id, holder = %h.pid(), error = %e, "new holder did not stay");
         }
     }
 
