@@ -5,7 +5,8 @@
 //! ([`AllocationMounts`], [`ReadinessProvider`], [`NamespaceFdProvider`]), and the validated values
 //! every crate passes around ([`AllocationId`], [`NodeId`],
 //! [`AbsolutePath`]) — one rule each, so an invalid one cannot reach the
-//! kernel from any side.
+//! kernel from any side — and the one rule for showing untrusted text on a
+//! console ([`escape`]).
 //!
 //! Depends only on `hpc_node` (and the serde and thiserror it already
 //! brings). Nothing here touches the ABI, the filesystem or the kernel:
@@ -21,6 +22,7 @@
 
 pub mod absolute_path;
 pub mod allocation_id;
+pub mod escape;
 mod extensions;
 pub mod node_id;
 

@@ -22,7 +22,7 @@ use nodeinit_tests::CapturedLog as Captured;
 /// The hostile text, as JSON escapes (the server sees the raw control bytes).
 const HOSTILE_JSON: &str = r"\u001b]0;pwned\u0007\r\u001b[2Jnodeinit: boot OK";
 /// What must appear instead, byte for byte.
-const HOSTILE_ESCAPED: &str = r"\x1b]0;pwned\x07\r\x1b[2Jnodeinit: boot OK";
+const HOSTILE_ESCAPED: &str = r"\u{1b}]0;pwned\u{7}\r\u{1b}[2Jnodeinit: boot OK";
 
 fn no_control_bytes(what: &str, text: &[u8]) {
     let bad: Vec<(usize, u8)> = text
