@@ -213,7 +213,7 @@ fn worker_pid() -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let comm = std::fs::read(e.path().join("comm")).ok()?;
-        let is_worker = comm == b"nodeinit-worker\n";
+        let is_worker = comm.strip_suffix(b"\n") == Some(crate::worker::WORKER_COMM.to_bytes());
         let same_ns = std::fs::read_link(e.path().join("ns/pid")).ok()? == own_ns;
         (is_worker && same_ns).then_some(pid)
     })
@@ -256,12 +256,22 @@ pub fn run_restart_bench(times: u32) -> i32 {
         println!("restart-bench: first request failed");
         return 1;
     };
-    for _ in 0..times {
+    for restarts in 0..times {
         // A new worker answers the queued request before its own resume is
         // done (readiness is re-signalled after the server is up): a kill
-        // then is a failed restart, not the restart this bench times. Let
-        // it finish first (outside the timed span).
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // then is a failed restart, not the restart this bench times. Wait
+        // until the keeper counts it serving (outside the timed span).
+        match status_when(|s| s.restarts >= restarts && s.pid.is_some()) {
+            Ok(s) if s.restarts >= restarts && s.pid.is_some() => {}
+            Ok(s) => {
+                println!("restart-bench: no serving worker after restart {restarts}: {s:?}");
+                return 1;
+            }
+            Err(e) => {
+                println!("restart-bench: {e}");
+                return 1;
+            }
+        }
         let Some(worker) = worker_pid() else {
             println!("restart-bench: no worker");
             return 1;
@@ -381,6 +391,19 @@ fn install(from: &Path, to: &Path) -> Result<(), String> {
 /// The keeper's status once the worker has hashed its plugin files (it
 /// does so after it started serving).
 fn status() -> Result<crate::keeper::WorkerStatus, String> {
+    status_when(|status| {
+        status
+            .plugins
+            .iter()
+            .all(|p| p.error.is_some() || p.sha256.is_some())
+    })
+}
+
+/// The keeper's status (`nodeinit status`) once `done` holds, or as it is
+/// after 60 s.
+fn status_when(
+    done: impl Fn(&crate::keeper::WorkerStatus) -> bool,
+) -> Result<crate::keeper::WorkerStatus, String> {
     use crate::control::{ask, default_socket, ControlReply, ControlRequest};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -389,15 +412,11 @@ fn status() -> Result<crate::keeper::WorkerStatus, String> {
                 ControlReply::Status(s) => s,
                 other => return Err(format!("status: unexpected reply {other:?}")),
             };
-        let hashed = status
-            .plugins
-            .iter()
-            .all(|p| p.error.is_some() || p.sha256.is_some());
-        if hashed || std::time::Instant::now() >= deadline {
+        if done(&status) || std::time::Instant::now() >= deadline {
             return Ok(status);
         }
-        // Waiting for the worker's report, not for time to pass.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Waiting for the keeper's report, not for time to pass.
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -91,10 +91,11 @@ pub fn probe(program: &Path, args: &[&OsStr]) -> io::Result<ProbeOutcome> {
     );
     let stdout = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     let end = match end {
-        WatchEnd::Finished(status) => {
-            let status = status.or_else(|| child.await_exit(signals.fd()));
-            ProbeEnd::Done(exit_code(&status.unwrap_or(WaitStatus::StillAlive)))
-        }
+        WatchEnd::Finished => ProbeEnd::Done(exit_code(
+            &child
+                .await_exit(signals.fd())
+                .unwrap_or(WaitStatus::StillAlive),
+        )),
         WatchEnd::Died {
             status: status @ WaitStatus::Exited(..),
             step: None,

@@ -3,7 +3,7 @@
 //!
 //! Owns everything mounted *inside* an allocation's mount namespace (the
 //! holder cuts propagation itself when it is cloned by
-//! [`crate::holder::clone_holder_process`]; [`prepare`] does it for a
+//! [`crate::holder::clone_persistent_holder`] or a tied holder; [`prepare`] does it for a
 //! namespace made otherwise). It must
 //! never mount anything in the caller's (the host's) namespace: all work runs
 //! on a short-lived thread that has left the host's filesystem context
@@ -134,7 +134,7 @@ pub fn prepare(
 
 /// Mount the uenv read-only (`nosuid,nodev`) at `bind.target` inside the
 /// mount namespace `mnt_ns`, whose propagation is cut already (the holder
-/// does it itself: [`crate::holder::clone_holder_process`]).
+/// does it itself: [`crate::holder::clone_persistent_holder`]).
 ///
 /// # Errors
 ///

@@ -531,7 +531,7 @@ fn run_worker_phases(
                 p.worker = Some(worker);
                 return;
             }
-            WatchEnd::Finished(_) => {
+            WatchEnd::Finished => {
                 p.exiting = Some(worker);
                 skip_pending(p, &pending);
                 return;

@@ -21,10 +21,10 @@ use crate::placement::Placement;
 pub enum WatchEnd {
     /// The worker finished its phases and serves.
     Serving,
-    /// The worker finished its phases and is exiting: its status when
-    /// already collected, else reap it with [`WorkerProcess::await_exit`]
-    /// (what the keeper does meanwhile overlaps the worker's teardown).
-    Finished(Option<WaitStatus>),
+    /// The worker finished its phases and is exiting: reap it with
+    /// [`WorkerProcess::await_exit`] (what the keeper does meanwhile
+    /// overlaps the worker's teardown).
+    Finished,
     /// The worker died during `step` (or between calls, when `None`).
     Died {
         /// Its status.
@@ -165,7 +165,7 @@ impl<'w> BootWatch<'w> {
                     FromWorker::Step(s) => self.step = Some(s),
                     FromWorker::Serving => self.end = Some(WatchEnd::Serving),
                     FromWorker::Finished => {
-                        self.end = Some(WatchEnd::Finished(worker.try_reap()));
+                        self.end = Some(WatchEnd::Finished);
                     }
                     other => {
                         if matches!(other, FromWorker::PhaseDone { .. }) {

@@ -33,8 +33,9 @@ use crate::link::{
 use crate::pid1::reset_signals_for_child;
 use crate::placement::Placement;
 
-/// Descriptors handed to the worker are first moved at or above this, so
-/// that `dup2` onto 3 and 4 in the child never overwrites one with the other.
+/// The link is first moved at or above this, so that its `dup2` onto 3 in
+/// the child always makes a new descriptor, one that survives the exec
+/// (`dup2` of a descriptor onto itself keeps close-on-exec).
 const HANDOVER_FD_FLOOR: RawFd = 10;
 
 /// How long a worker that is done may take to exit before it is killed.
@@ -116,8 +117,15 @@ fn become_worker(link: OwnedFd, keeper: Pid) -> io::Result<Channel> {
         // The keeper ended before the line above took effect.
         return Err(io::Error::other("the keeper is gone"));
     }
-    nix::unistd::dup2(link.as_raw_fd(), WORKER_LINK_FD)?;
-    drop(link);
+    let link = if link.as_raw_fd() == WORKER_LINK_FD {
+        link
+    } else {
+        nix::unistd::dup2(link.as_raw_fd(), WORKER_LINK_FD)?;
+        drop(link);
+        // SAFETY: descriptor 3 is the link, dup2()ed there just now;
+        // nothing else owns it.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(WORKER_LINK_FD) }
+    };
     close_from(WORKER_LINK_FD as u32 + 1, 0);
     // stdin: a pipe already closed at its other end, as a re-executed worker has.
     let (read, write) = nix::unistd::pipe()?;
@@ -125,11 +133,7 @@ fn become_worker(link: OwnedFd, keeper: Pid) -> io::Result<Channel> {
     nix::unistd::dup2(read.as_raw_fd(), 0)?;
     drop(read);
     reset_signals_for_child().map_err(io::Error::from)?;
-    // SAFETY: descriptor 3 is the link, dup2()ed there just now; nothing
-    // else owns it.
-    Ok(Channel::from_fd(unsafe {
-        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(WORKER_LINK_FD)
-    }))
+    Ok(Channel::from_fd(link))
 }
 
 impl WorkerProcess {
@@ -156,7 +160,7 @@ impl WorkerProcess {
             Ok(nix::unistd::ForkResult::Child) => {
                 drop(channel);
                 match become_worker(worker_end, keeper) {
-                    Ok(link) => crate::worker::run_forked(link),
+                    Ok(link) => crate::worker::run_forked(link, keeper),
                     Err(e) => {
                         tracing::error!("worker: setting up after fork: {e}");
                         std::process::exit(70)

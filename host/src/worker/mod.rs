@@ -33,7 +33,7 @@ mod phases;
 mod serve;
 mod tracked;
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,9 +143,9 @@ pub fn run() -> i32 {
 
 /// The boot worker the keeper forked ([`crate::keeper::WorkerProcess::fork_for_boot`]):
 /// the same life as [`run`], on `link`; never returns.
-pub fn run_forked(link: Channel) -> ! {
+pub fn run_forked(link: Channel, keeper: nix::unistd::Pid) -> ! {
     // The environment a re-executed worker gets from the keeper's command.
-    std::env::set_var(KEEPER_PID_ENV, nix::unistd::getppid().as_raw().to_string());
+    std::env::set_var(KEEPER_PID_ENV, keeper.as_raw().to_string());
     std::process::exit(run_on(link))
 }
 
@@ -178,6 +178,14 @@ pub fn receive_start(channel: &Channel) -> Result<Option<(WorkerStart, StartDesc
 }
 
 fn run_on(channel: Channel) -> i32 {
+    // Children a plugin starts must not hold the link: the keeper would
+    // never see its end-of-file.
+    if let Err(e) = nix::fcntl::fcntl(
+        channel.fd().as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    ) {
+        tracing::warn!("worker: close-on-exec on the link: {e}");
+    }
     default_fault_signals();
     name_this_process();
     let (start, passed) = match receive_start(&channel) {

@@ -19,7 +19,6 @@ mod spawner;
 mod spawner_process;
 
 pub use held::HeldNamespaces;
-pub use spawner::clone_holder_process;
 pub use spawner_process::{
     clone_persistent_holder, spawner_pids, HolderCommit, SpawnedHolder, ANSWER_TIMEOUT_SECS,
     SPAWNERS, SPAWNER_NAME,

@@ -33,7 +33,8 @@
 //! its creator (the unshare backend's persistent holders) would keep a dead
 //! worker's whole address space alive, and a core dump (before 5.16) or
 //! the OOM killer picking the worker would take every such holder with it,
-//! so those are still copies ([`super::clone_holder_process`]).
+//! so those are still copies, cloned by a single-threaded spawner process
+//! ([`super::clone_persistent_holder`]).
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};

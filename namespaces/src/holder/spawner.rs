@@ -8,13 +8,12 @@
 //! run in parallel (a new network namespace costs most of a millisecond of
 //! kernel time); the number is fixed, whatever the number of requests.
 //!
-//! Owns `clone(2)`, the holder's start-up handshake (a pipe on which the
-//! holder reports that its mount propagation is cut) and the code a
-//! copied holder runs. Holders tied to this process share its memory
-//! ([`super::shared_memory`]); holders that outlive it (the unshare
-//! backend's persistent ones, through [`clone_holder_process`]) are
-//! copy-on-write copies of a multi-threaded process and must only make
-//! raw syscalls (no allocation, no locks) — see [`holder_main`].
+//! Owns the holder's start-up handshake (a pipe on which the holder
+//! reports that its mount propagation is cut) for holders tied to this
+//! process, which share its memory ([`super::shared_memory`]). Holders that
+//! outlive it (the unshare backend's persistent ones) are cloned by a
+//! single-threaded spawner process instead
+//! ([`super::clone_persistent_holder`]).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -31,9 +30,6 @@ use super::pidfd;
 use super::shared_memory::HolderStack;
 use crate::mount_namespace::Propagation;
 
-/// Stack for the holder's first frame; it makes a handful of syscalls.
-const HOLDER_STACK_BYTES: usize = 64 * 1024;
-
 /// How long a new holder may take to report ready (it makes four syscalls;
 /// only a kernel stuck on the mount table would take longer).
 const READY_TIMEOUT_MS: u16 = 10_000;
@@ -42,16 +38,6 @@ type Reply = io::Result<(Pid, OwnedFd, HolderStack)>;
 type Job = (CloneFlags, Option<Propagation>, Sender<Reply>);
 
 static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
-
-thread_local! {
-    /// This thread's stack for copied holders, allocated (and zeroed) once.
-    /// The holder runs on its own copy-on-write copy of it, so this thread
-    /// never writes to it again: a fresh `vec![0; 64 KiB]` per clone wrote
-    /// 16 pages that the previous clone had made copy-on-write — 16
-    /// faults, each with a TLB shootdown, per holder.
-    static HOLDER_STACK: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(vec![0u8; HOLDER_STACK_BYTES]);
-}
 
 /// Holder-forking threads per process.
 pub(crate) const SPAWNER_THREADS: usize = 2;
@@ -136,58 +122,6 @@ fn clone_tied_holder(flags: CloneFlags, propagation: Option<Propagation>) -> Rep
             Err(error)
         }
     }
-}
-
-/// Clone a holder process in new namespaces `flags` as a copy-on-write copy
-/// of this process, and return its pid and pidfd once it is ready. For
-/// holders that outlive their creator (the unshare backend's persistent
-/// holders, with `CLONE_PARENT`); holders tied to this process share its
-/// memory instead, which is cheaper.
-///
-/// When `propagation` is set, the holder makes `/` of its (new) mount
-/// namespace `rslave`/`rprivate` itself before it reports ready, so nobody
-/// ever sees the namespace still shared with the host — and no setup
-/// thread has to `setns` into it.
-///
-/// The clone shares the caller's FD table (`CLONE_FILES`) until the holder
-/// drops it (`close_range(CLOSE_RANGE_UNSHARE)` with an empty range to
-/// keep), so its cost does not grow with the caller's open FDs (4 per live
-/// allocation in the handoff server), and the holder never holds a copy of
-/// any of them. The caller's thread is the holder's parent for
-/// `PR_SET_PDEATHSIG` (with `CLONE_PARENT` in `flags`, the caller's parent).
-///
-/// # Errors
-///
-/// `pipe2`, `clone`, `pidfd_open` failing, the remount failing in the
-/// holder (with the kernel's reason), or the holder not reporting ready
-/// within 10 s; the holder is gone then.
-pub fn clone_holder_process(
-    flags: CloneFlags,
-    propagation: Option<Propagation>,
-) -> io::Result<(Pid, OwnedFd)> {
-    let remount = propagation.map(propagation_flags);
-    start_holder(flags, propagation, |ready_fd| {
-        HOLDER_STACK
-            .with_borrow_mut(|stack| {
-                // SAFETY: the child gets its own copy of the address space (no
-                // CLONE_VM) and runs holder_main, which only makes
-                // async-signal-safe raw syscalls on values copied into the
-                // closure before the clone, and never returns, so the copied
-                // state of other threads (locks held, allocator) is never
-                // touched. The shared FD table is only written to (one pipe FD)
-                // and then given up by the child.
-                unsafe {
-                    nix::sched::clone(
-                        Box::new(move || holder_main(ready_fd, remount)),
-                        stack,
-                        flags | CloneFlags::CLONE_FILES,
-                        Some(libc::SIGCHLD),
-                    )
-                }
-            })
-            .map_err(|e| io::Error::other(format!("clone({flags:?}) failed: {e}")))
-    })
-    .map_err(|failed| failed.error)
 }
 
 /// A holder that did not start; `dead`: it is known to be gone.
@@ -282,53 +216,5 @@ pub(crate) fn wait_ready(
             Ok(n) => Err(io::Error::other(format!("short ready report ({n} bytes)"))),
             Err(e) => Err(io::Error::other(format!("reading its ready report: {e}"))),
         };
-    }
-}
-
-/// What a holder does for its whole life: die with its creator, prepare its
-/// mount namespace's propagation (`remount`: `mount(2)` flags for `/`),
-/// report ready (0 or the errno) on `ready_fd`, give up its creator's FD
-/// table (a copied client socket would keep connections open), and reap
-/// whatever is orphaned into its PID namespace, where it is PID 1.
-fn holder_main(ready_fd: RawFd, remount: Option<libc::c_ulong>) -> isize {
-    // SAFETY: plain syscalls with integer arguments and static C strings; no
-    // memory is shared with the parent and nothing here allocates or locks.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // `ps` tells it from the process it was cloned from.
-        libc::prctl(libc::PR_SET_NAME, c"nodeinit-holder".as_ptr(), 0, 0, 0);
-        let mut status: i32 = 0;
-        if let Some(flags) = remount {
-            if libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            ) != 0
-            {
-                status = *libc::__errno_location();
-            }
-        }
-        libc::write(ready_fd, (&raw const status).cast::<libc::c_void>(), 4);
-        // An empty private table; kernels before 5.9 lack CLOSE_RANGE_UNSHARE:
-        // copy the table, then close every FD of the copy.
-        if libc::syscall(
-            libc::SYS_close_range,
-            0u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_UNSHARE,
-        ) != 0
-        {
-            libc::unshare(libc::CLONE_FILES);
-            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-        }
-        loop {
-            if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0
-                && *libc::__errno_location() == libc::ECHILD
-            {
-                libc::pause();
-            }
-        }
     }
 }

@@ -19,10 +19,9 @@ mod common;
 
 use common::wire::*;
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use nix::unistd::Pid;
 use nodeinit_handoff::protocol::{ErrorKind, Message};
 use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
 use nodeinit_namespaces::holder::SPAWNER_NAME;
-use nodeinit_unshare::persist::{HolderStore, KEEPER_PID_ENV};
+use nodeinit_unshare::persist::HolderStore;
 use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
 const TEST: &str = "spawners_fail_cleanly_and_holders_outlive_the_worker";
@@ -53,32 +52,11 @@ fn worker(dir: &Path) -> ! {
         ReadyGate::opened(),
     )
     .unwrap();
-    println!("WORKER-READY");
-    std::io::stdout().flush().unwrap();
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
-    server.shutdown();
-    std::process::exit(0);
+    common::worker_child::serve_until_stdin_closes(server)
 }
 
 fn start_worker(dir: &Path) -> Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(WORKER_DIR, dir)
-        .env(KEEPER_PID_ENV, std::process::id().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("WORKER-READY") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("worker did not start: {other:?}"),
-        }
-    }
-    child
+    common::worker_child::start(TEST, WORKER_DIR, dir)
 }
 
 /// `(ppid, comm)` of a live (not zombie) process.

@@ -6,6 +6,7 @@
 
 pub mod peer;
 pub mod wire;
+pub mod worker_child;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
