@@ -327,13 +327,23 @@ boot() { # scenario: packs and boots it; console in $work/SCENARIO.console, QEMU
         # both vCPUs spin at the patched site, the guest's watchdog reports
         # a soft lockup and the boot runs into the timeout. That is the
         # emulator, not nodeinit: such a boot (and only such a one) is
-        # booted once more, and the retry is reported.
-        if ((BOOT_STATUS == 124)) && ((attempt == 1)) &&
-            grep -qE 'watchdog: BUG: soft lockup|rcu_preempt kthread starved' "$work/$1.console"; then
-            cp "$work/$1.console" "$work/$1.lockup.console"
-            log "RETRY $1: the guest reported a soft lockup (a TCG livelock; console kept as $1.lockup.console); booting it once more"
-            summary+=("$1: booted twice (soft lockup under TCG on the first boot)")
-            continue
+        # booted once more, and the retry is reported. So is a boot whose
+        # kernel never started /init ("Run /init" is not on its console: it
+        # hung in its own start-up, e.g. at "Switched to clocksource hpet"),
+        # before any nodeinit code ran.
+        if ((BOOT_STATUS == 124)) && ((attempt == 1)); then
+            local why=""
+            if grep -qE 'watchdog: BUG: soft lockup|rcu_preempt kthread starved' "$work/$1.console"; then
+                why="the guest reported a soft lockup (a TCG livelock)"
+            elif ! grep -q 'Run /init' "$work/$1.console"; then
+                why="the guest kernel never ran /init (it hung before nodeinit started)"
+            fi
+            if [[ -n "$why" ]]; then
+                cp "$work/$1.console" "$work/$1.stalled.console"
+                log "RETRY $1: $why; console kept as $1.stalled.console; booting it once more"
+                summary+=("$1: booted twice ($why on the first boot)")
+                continue
+            fi
         fi
         break
     done
