@@ -142,6 +142,13 @@ fn unshare_options() {
         "plugins.namespace.options.propagation",
         "unknown variant `shared-ish`",
     );
+    let text = check(dir.path(), "namespace", "unshare", "spare_holders = 17");
+    assert!(
+        text.contains(
+            "option spare_holders: 17 is above the limit 16; a few spares (2) already take the namespace work off a request"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

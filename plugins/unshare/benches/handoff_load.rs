@@ -40,6 +40,8 @@ const KEEPER_ROLE_ENV: &str = "NODEINIT_BENCH_KEEPER_DIR";
 const LIVE: usize = 1000;
 /// `uenv_mount_path` of the server (default `/user-environment`).
 const UENV_PATH_ENV: &str = "NODEINIT_BENCH_UENV_PATH";
+/// `spare_holders` of the server (default 0).
+const SPARES_ENV: &str = "NODEINIT_BENCH_SPARES";
 
 fn server_process(dir: &Path) {
     let mounts = Arc::new(common::TestMounts::new(
@@ -49,6 +51,10 @@ fn server_process(dir: &Path) {
     let state_dir = PathBuf::from(format!("/dev/shm/nodeinit-bench-{}", std::process::id()));
     let mut unshare = UnshareConfig {
         state_dir: state_dir.clone(),
+        spare_holders: std::env::var(SPARES_ENV)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
         ..UnshareConfig::default()
     };
     // An existing directory here makes the uenv bind a single mount (no
@@ -212,7 +218,10 @@ impl Sampler {
 }
 
 struct Run {
+    /// Request → reply (`namespace_response`).
     latencies: Vec<Duration>,
+    /// `allocation_ended` → `ack` (the floor: kill, reap, close).
+    ends: Vec<Duration>,
     errors: usize,
     cycles: usize,
     wall: Duration,
@@ -266,17 +275,24 @@ fn process_cpu(pid: u32) -> Duration {
 
 impl Run {
     fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
+        percentile(&self.latencies, p)
+    }
+
+    fn throughput(&self) -> f64 {
+        self.cycles as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// The `p` quantile of `samples` (nearest rank).
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    {
+        let mut sorted = samples.to_vec();
         sorted.sort();
         if sorted.is_empty() {
             return Duration::ZERO;
         }
         let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
         sorted[index]
-    }
-
-    fn throughput(&self) -> f64 {
-        self.cycles as f64 / self.wall.as_secs_f64()
     }
 }
 
@@ -291,6 +307,7 @@ fn load(socket: &Path, clients: usize, rounds: usize, uenv: bool, tag: &str) -> 
                 let image = uenv.then_some("hello.sqfs");
                 barrier.wait();
                 let (mut latencies, mut errors) = (Vec::with_capacity(rounds), 0);
+                let mut ends = Vec::with_capacity(rounds);
                 for r in 0..rounds {
                     let id = format!("{tag}-{c}-{r}");
                     let start = Instant::now();
@@ -304,12 +321,13 @@ fn load(socket: &Path, clients: usize, rounds: usize, uenv: bool, tag: &str) -> 
                         errors += 1;
                         continue;
                     }
+                    let start = Instant::now();
                     match reply_on(&conn, &ended(&id)).0 {
-                        Message::Ack { .. } => {}
+                        Message::Ack { .. } => ends.push(start.elapsed()),
                         _ => errors += 1,
                     }
                 }
-                (latencies, errors)
+                (latencies, ends, errors)
             })
         })
         .collect();
@@ -317,6 +335,7 @@ fn load(socket: &Path, clients: usize, rounds: usize, uenv: bool, tag: &str) -> 
     let start = Instant::now();
     let mut run = Run {
         latencies: Vec::new(),
+        ends: Vec::new(),
         errors: 0,
         cycles: clients * rounds,
         wall: Duration::ZERO,
@@ -324,8 +343,9 @@ fn load(socket: &Path, clients: usize, rounds: usize, uenv: bool, tag: &str) -> 
         server_cpu: Duration::ZERO,
     };
     for h in handles {
-        let (l, e) = h.join().unwrap();
+        let (l, ends, e) = h.join().unwrap();
         run.latencies.extend(l);
+        run.ends.extend(ends);
         run.errors += e;
     }
     run.wall = start.elapsed();
@@ -351,7 +371,7 @@ fn floor(threads: usize, rounds: usize) -> Run {
             std::thread::spawn(move || {
                 let mut stack = vec![0u8; 64 * 1024];
                 barrier.wait();
-                let mut latencies = Vec::with_capacity(rounds);
+                let (mut latencies, mut ends) = (Vec::with_capacity(rounds), Vec::new());
                 for _ in 0..rounds {
                     let start = Instant::now();
                     let flags = CloneFlags::CLONE_NEWPID
@@ -376,22 +396,27 @@ fn floor(threads: usize, rounds: usize) -> Run {
                         })
                         .collect();
                     latencies.push(start.elapsed());
+                    let start = Instant::now();
                     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
                     nix::sys::wait::waitpid(pid, None).unwrap();
                     drop(fds);
+                    ends.push(start.elapsed());
                 }
-                latencies
+                (latencies, ends)
             })
         })
         .collect();
     barrier.wait();
     let start = Instant::now();
-    let mut latencies = Vec::new();
+    let (mut latencies, mut ends) = (Vec::new(), Vec::new());
     for h in handles {
-        latencies.extend(h.join().unwrap());
+        let (l, e) = h.join().unwrap();
+        latencies.extend(l);
+        ends.extend(e);
     }
     Run {
         latencies,
+        ends,
         errors: 0,
         cycles: threads * rounds,
         wall: start.elapsed(),
@@ -420,10 +445,16 @@ fn main() {
     common::make_image(&tmp.path().join("images"), "hello.sqfs");
     let server = Server::start(tmp.path());
     println!(
-        "server at rest (pid {}): {} threads, {} FDs",
+        "server at rest (pid {}): {} threads, {} FDs; spare_holders = {}{}",
         server.pid,
         server.threads(),
-        server.fds()
+        server.fds(),
+        std::env::var(SPARES_ENV).unwrap_or_else(|_| "0".into()),
+        if std::env::var_os(KEEPER_ENV).is_some() {
+            "; under a keeper"
+        } else {
+            ""
+        }
     );
     // Keep the image mounted throughout (the test mount backend remounts at zero).
     let keeper = connect_to(&server.socket);
@@ -435,7 +466,7 @@ fn main() {
     let _ = load(&server.socket, 2, 20, true, "warm");
 
     println!(
-        "{:<22} {:>3} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7} {:>6} {:>9} {:>11} {:>10} {:>9}",
+        "{:<22} {:>3} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7} {:>6} {:>9} {:>11} {:>10} {:>9} {:>8} {:>13}",
         "run",
         "N",
         "p50 ms",
@@ -450,12 +481,14 @@ fn main() {
         "floor p99/p50",
         "CPU ms/alloc",
         "server CPU",
-        "floor CPU"
+        "floor CPU",
+        "end p50",
+        "floor end p50"
     );
     let mut none_p50 = [Duration::ZERO; 2];
     let report = |name: &str, n: usize, run: &Run, floor: &Run, sample: (usize, usize)| {
         println!(
-            "{:<22} {:>3} {:>9.2} {:>9.2} {:>7.2} {:>9.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6} {:>9.2} {:>11.3} {:>10.3} {:>9.3}",
+            "{:<22} {:>3} {:>9.2} {:>9.2} {:>7.2} {:>9.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6} {:>9.2} {:>11.3} {:>10.3} {:>9.3} {:>8.2} {:>13.2}",
             name,
             n,
             ms(run.percentile(0.5)),
@@ -470,7 +503,9 @@ fn main() {
             floor.percentile(0.99).as_secs_f64() / floor.percentile(0.5).as_secs_f64(),
             ms(run.cpu) / run.cycles as f64,
             ms(run.server_cpu) / run.cycles as f64,
-            ms(floor.cpu) / floor.cycles as f64
+            ms(floor.cpu) / floor.cycles as f64,
+            ms(percentile(&run.ends, 0.5)),
+            ms(percentile(&floor.ends, 0.5))
         );
     };
     for (live, label) in [(false, ""), (true, " +1000 live")] {

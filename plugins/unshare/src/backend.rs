@@ -7,17 +7,21 @@
 //! `nodeinit_namespaces::holder` — the same code the consumer fallback runs.
 
 use std::collections::HashMap;
+use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hpc_node::{NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse};
+use hpc_node::{
+    NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse, NamespaceType,
+};
 use nodeinit_handoff::{AllocationId, NamespaceFdProvider};
-use nodeinit_namespaces::holder::NamespaceHolder;
 use nodeinit_namespaces::mount_namespace::UenvBind;
 use nodeinit_plugin_api::AllocationMounts;
 
 use crate::allocation::{uenv_reference, Allocation};
 use crate::options::{UnshareConfig, UnshareOptions};
+use crate::persist::Holder;
+use crate::spares::SpareHolders;
 
 type Slot = Arc<Mutex<Option<Allocation>>>;
 
@@ -43,6 +47,8 @@ pub struct UnshareBackend {
     slots: Mutex<HashMap<AllocationId, Slot>>,
     /// Holders outlive the worker (only under nodeinit's keeper).
     persistence: Option<crate::persist::Persistence>,
+    /// Holders made ahead of requests (`spare_holders` > 0).
+    spares: Option<SpareHolders>,
 }
 
 impl std::fmt::Debug for UnshareBackend {
@@ -62,11 +68,25 @@ impl UnshareBackend {
     /// A backend; `mounts` is the host's mount backend, needed for `uenv_image`.
     pub fn new(config: UnshareConfig, mounts: Option<Arc<dyn AllocationMounts>>) -> Self {
         let persistence = crate::persist::Persistence::if_enabled(&config.state_dir);
+        let spares = (config.spare_holders > 0)
+            .then(|| {
+                let (persistent, propagation) = (persistence.is_some(), config.propagation);
+                SpareHolders::new(
+                    config.spare_holders,
+                    Box::new(move |namespaces| Holder::spawn(persistent, namespaces, propagation)),
+                )
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "spare_holders ignored: a spare's mount table could not be checked");
+                })
+                .ok()
+            })
+            .flatten();
         Self {
             config,
             mounts,
             slots: Mutex::new(HashMap::new()),
             persistence,
+            spares,
         }
     }
 
@@ -75,13 +95,12 @@ impl UnshareBackend {
     ///
     /// # Errors
     ///
-    /// An invalid `uenv_mount_path` option, named with the rule it breaks.
+    /// An invalid option, named with the rule it breaks.
     pub fn from_plugin(
         host: &nodeinit_plugin_api::HostServices,
         options: UnshareOptions,
     ) -> Result<Self, String> {
-        let config =
-            UnshareConfig::try_from(options).map_err(|e| format!("option uenv_mount_path: {e}"))?;
+        let config = UnshareConfig::try_from(options).map_err(|e| e.to_string())?;
         Ok(Self::new(config, host.mounts()))
     }
 
@@ -195,20 +214,44 @@ impl UnshareBackend {
             resources: nodeinit_namespaces::allocation::Allocation::new(id.to_string())
                 .with_uenv(uenv),
         };
-        let holder = match &self.persistence {
-            Some(p) => p.spawn(&request.namespaces, self.config.propagation, bind.as_ref()),
-            None => NamespaceHolder::spawn_prepared(
-                &request.namespaces,
-                self.config.propagation,
-                bind.as_ref(),
-            )
-            .map(crate::persist::Holder::Tied),
-        }
-        .map_err(|e| creation_failed(format!("allocation {id}: {e}")))?;
+        let holder = self
+            .holder_for(&request.namespaces, bind.as_ref())
+            .map_err(|e| creation_failed(format!("allocation {id}: {e}")))?;
         tracing::info!(allocation = %id, holder = %holder.pid(), namespaces = ?request.namespaces,
             uenv = ?request.uenv_image, "namespaces created");
         allocation.resources.set_holder(holder);
         Ok(allocation)
+    }
+
+    /// A holder in `namespaces` with the uenv `bind` mounted: a spare if one
+    /// is ready, else a new one.
+    fn holder_for(
+        &self,
+        namespaces: &[NamespaceType],
+        bind: Option<&UenvBind>,
+    ) -> io::Result<Holder> {
+        if bind.is_some() && !namespaces.contains(&NamespaceType::Mount) {
+            return Err(io::Error::other("a uenv bind needs a Mount namespace"));
+        }
+        let holder = match self.spares.as_ref().and_then(|s| s.take(namespaces)) {
+            Some(spare) => spare,
+            None => Holder::spawn(
+                self.persistence.is_some(),
+                namespaces,
+                self.config.propagation,
+            )?,
+        };
+        if let Some(bind) = bind {
+            holder.attach_uenv(bind)?;
+        }
+        Ok(holder)
+    }
+
+    /// The pids of the spare holders kept now (diagnostics and tests).
+    pub fn spare_holder_pids(&self) -> Vec<i32> {
+        self.spares
+            .as_ref()
+            .map_or_else(Vec::new, SpareHolders::pids)
     }
 
     /// Create (or return the live) allocation for `request`, owned by `owner_uid`.

@@ -15,9 +15,11 @@ mod allocation;
 mod backend;
 mod options;
 pub mod persist;
+mod spares;
 
 pub use backend::UnshareBackend;
-pub use options::{UnshareConfig, UnshareOptions};
+pub use options::{InvalidOption, UnshareConfig, UnshareOptions};
+pub use spares::MAX_SPARE_HOLDERS;
 
 nodeinit_plugin_api::export_plugin! {
     name: "unshare",

@@ -20,6 +20,10 @@ pub struct UnshareOptions {
     /// Where holder records are kept under nodeinit's keeper (default `/run/nodeinit`).
     #[serde(default = "default_state_dir")]
     pub state_dir: String,
+    /// Holders made ahead of requests, for the namespace set last requested
+    /// (0, the default: none; at most [`crate::MAX_SPARE_HOLDERS`]).
+    #[serde(default)]
+    pub spare_holders: u32,
 }
 
 fn default_state_dir() -> String {
@@ -36,9 +40,34 @@ impl Default for UnshareOptions {
             uenv_mount_path: default_uenv_mount_path(),
             propagation: Propagation::default(),
             state_dir: default_state_dir(),
+            spare_holders: 0,
         }
     }
 }
+
+/// Why an option is not acceptable, named with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidOption {
+    /// `uenv_mount_path` breaks a path rule.
+    UenvMountPath(InvalidMountPath),
+    /// `spare_holders` is above [`crate::MAX_SPARE_HOLDERS`].
+    SpareHolders(u32),
+}
+
+impl std::fmt::Display for InvalidOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UenvMountPath(e) => write!(f, "option uenv_mount_path: {e}"),
+            Self::SpareHolders(n) => write!(
+                f,
+                "option spare_holders: {n} is above the limit {}; a few spares (2) already take the namespace work off a request",
+                crate::MAX_SPARE_HOLDERS
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvalidOption {}
 
 /// Validated options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,16 +78,23 @@ pub struct UnshareConfig {
     pub propagation: Propagation,
     /// Where holder records are kept under nodeinit's keeper.
     pub state_dir: std::path::PathBuf,
+    /// Holders made ahead of requests (0: none).
+    pub spare_holders: usize,
 }
 
 impl TryFrom<UnshareOptions> for UnshareConfig {
-    type Error = InvalidMountPath;
+    type Error = InvalidOption;
 
     fn try_from(options: UnshareOptions) -> Result<Self, Self::Error> {
+        if options.spare_holders > crate::MAX_SPARE_HOLDERS {
+            return Err(InvalidOption::SpareHolders(options.spare_holders));
+        }
         Ok(Self {
-            uenv_mount_path: UenvMountPath::parse(&options.uenv_mount_path)?,
+            uenv_mount_path: UenvMountPath::parse(&options.uenv_mount_path)
+                .map_err(InvalidOption::UenvMountPath)?,
             propagation: options.propagation,
             state_dir: options.state_dir.into(),
+            spare_holders: options.spare_holders as usize,
         })
     }
 }
@@ -69,6 +105,7 @@ impl Default for UnshareConfig {
             uenv_mount_path: UenvMountPath::default(),
             propagation: Propagation::default(),
             state_dir: default_state_dir().into(),
+            spare_holders: 0,
         }
     }
 }
@@ -76,6 +113,28 @@ impl Default for UnshareConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_holders_are_bounded() {
+        let parsed: UnshareOptions = serde_json::from_str(r#"{"spare_holders": 2}"#).unwrap();
+        assert_eq!(UnshareConfig::try_from(parsed).unwrap().spare_holders, 2);
+        let too_many = UnshareOptions {
+            spare_holders: 17,
+            ..Default::default()
+        };
+        assert_eq!(
+            UnshareConfig::try_from(too_many).unwrap_err().to_string(),
+            "option spare_holders: 17 is above the limit 16; a few spares (2) already take the namespace work off a request"
+        );
+        let negative = serde_json::from_str::<UnshareOptions>(r#"{"spare_holders": -1}"#);
+        assert!(
+            negative
+                .unwrap_err()
+                .to_string()
+                .contains("invalid value: integer `-1`"),
+            "a negative count is refused by type"
+        );
+    }
 
     #[test]
     fn defaults_and_unknown_keys() {
@@ -101,7 +160,14 @@ mod tests {
                 ..Default::default()
             };
             let err = UnshareConfig::try_from(options).unwrap_err();
-            assert_eq!(err.path, bad);
+            let InvalidOption::UenvMountPath(e) = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(e.path, bad);
+            assert!(
+                err.to_string().starts_with("option uenv_mount_path: "),
+                "{err}"
+            );
         }
         let ok = UnshareConfig::try_from(UnshareOptions {
             uenv_mount_path: "/opt/uenv".into(),

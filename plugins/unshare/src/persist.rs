@@ -482,6 +482,51 @@ impl Holder {
         }
     }
 
+    /// The FD of namespace `ns`, if held.
+    pub fn fd(&self, ns: NamespaceType) -> Option<BorrowedFd<'_>> {
+        match self {
+            Self::Tied(h) => h.fd(ns),
+            Self::Persistent(h) => h.fd(ns),
+        }
+    }
+
+    /// Make a new holder, tied or persistent, in `namespaces`, its mount
+    /// namespace (if any) given `propagation`; no uenv bind yet
+    /// ([`Holder::attach_uenv`]).
+    ///
+    /// # Errors
+    ///
+    /// The failing step and the kernel's reason; the holder is gone then.
+    pub fn spawn(
+        persistent: bool,
+        namespaces: &[NamespaceType],
+        propagation: Propagation,
+    ) -> io::Result<Self> {
+        if persistent {
+            PersistentHolder::spawn(namespaces, propagation, None).map(Self::Persistent)
+        } else {
+            nodeinit_namespaces::holder::NamespaceHolder::spawn_prepared(
+                namespaces,
+                propagation,
+                None,
+            )
+            .map(Self::Tied)
+        }
+    }
+
+    /// Mount the uenv `bind` in its mount namespace.
+    ///
+    /// # Errors
+    ///
+    /// It holds no mount namespace, or as
+    /// [`nodeinit_namespaces::mount_namespace::attach_uenv`].
+    pub fn attach_uenv(&self, bind: &UenvBind) -> io::Result<()> {
+        let mnt = self
+            .fd(NamespaceType::Mount)
+            .ok_or_else(|| io::Error::other("a uenv bind needs a Mount namespace"))?;
+        nodeinit_namespaces::mount_namespace::attach_uenv(mnt, bind)
+    }
+
     /// Kill it.
     ///
     /// # Errors
@@ -522,20 +567,6 @@ impl Persistence {
             store: HolderStore::new(state_dir),
             adopted: std::sync::Once::new(),
         })
-    }
-
-    /// A new holder for an allocation.
-    ///
-    /// # Errors
-    ///
-    /// As [`PersistentHolder::spawn`].
-    pub fn spawn(
-        &self,
-        namespaces: &[NamespaceType],
-        propagation: Propagation,
-        bind: Option<&UenvBind>,
-    ) -> io::Result<Holder> {
-        PersistentHolder::spawn(namespaces, propagation, bind).map(Holder::Persistent)
     }
 
     /// Adopt the holders of the previous worker into `slots` (once).

@@ -12,7 +12,9 @@
 //! with a `creation_failed` naming it, and the next request works on a new
 //! spawner; the worker's death ends its spawners (EOF on their socket) and
 //! leaves the holders alive; the next worker adopts them (the very same
-//! namespaces) and ends them.
+//! namespaces) and ends them. Spare holders (`spare_holders`) made under a
+//! keeper are no allocation's: they exit with the worker, are never
+//! recorded or adopted, and a taken one is recorded and outlives it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -36,10 +38,11 @@ use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 const TEST: &str = "spawners_fail_cleanly_and_holders_outlive_the_worker";
 const WORKER_DIR: &str = "NODEINIT_TEST_SPAWNER_WORKER_DIR";
 
-fn worker(dir: &Path) -> ! {
+fn worker(dir: &Path, spare_holders: usize) -> ! {
     assert!(nodeinit_unshare::persist::persistence_enabled());
     let config = UnshareConfig {
         state_dir: dir.join("state"),
+        spare_holders,
         ..UnshareConfig::default()
     };
     let backend = Arc::new(UnshareBackend::new(config, None));
@@ -131,11 +134,21 @@ fn granted_mnt(socket: &Path, id: &str) -> String {
     }
 }
 
+/// Both tests play the keeper and count its children: one at a time.
+static KEEPER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn keeper_role() -> std::sync::MutexGuard<'static, ()> {
+    KEEPER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn spawners_fail_cleanly_and_holders_outlive_the_worker() {
     if let Some(dir) = std::env::var_os(WORKER_DIR) {
-        worker(&PathBuf::from(dir));
+        worker(&PathBuf::from(dir), 0);
     }
+    let _keeper = keeper_role();
     let tmp = tempfile::tempdir().unwrap();
     let (dir, state) = (tmp.path(), tmp.path().join("state"));
     let socket = dir.join("handoff.sock");
@@ -247,4 +260,90 @@ fn spawners_fail_cleanly_and_holders_outlive_the_worker() {
         nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
     }
     assert_eq!(children_named("nodeinit-holder"), Vec::<i32>::new());
+}
+
+const SPARES_TEST: &str = "spare_holders_exit_with_the_worker_and_a_taken_one_stays";
+const SPARES_WORKER_DIR: &str = "NODEINIT_TEST_SPARES_WORKER_DIR";
+
+#[test]
+fn spare_holders_exit_with_the_worker_and_a_taken_one_stays() {
+    if let Some(dir) = std::env::var_os(SPARES_WORKER_DIR) {
+        worker(&PathBuf::from(dir), 2);
+    }
+    let _keeper = keeper_role();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, state) = (tmp.path(), tmp.path().join("state"));
+    let socket = dir.join("handoff.sock");
+    let mut first = common::worker_child::start(SPARES_TEST, SPARES_WORKER_DIR, dir);
+    let _ = granted_mnt(&socket, "job-fresh");
+    let fresh = holder_pid(&state, "job-fresh");
+    // One allocation's holder and two spares, all the keeper's children.
+    wait_until("two spares are made", || {
+        children_named("nodeinit-holder").len() == 3
+    });
+    let spares: Vec<i32> = children_named("nodeinit-holder")
+        .into_iter()
+        .filter(|p| *p != fresh)
+        .collect();
+    let mnt_taken = granted_mnt(&socket, "job-spare");
+    let taken = holder_pid(&state, "job-spare");
+    assert!(spares.contains(&taken), "{taken} is not one of {spares:?}");
+    wait_until("the pool refills", || {
+        children_named("nodeinit-holder").len() == 4
+    });
+    let untaken: Vec<i32> = children_named("nodeinit-holder")
+        .into_iter()
+        .filter(|p| *p != fresh && *p != taken)
+        .collect();
+    assert_eq!(untaken.len(), 2, "{untaken:?}");
+    // Only allocations are recorded.
+    let mut recorded: Vec<String> = HolderStore::new(&state)
+        .load()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.allocation_id)
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, ["job-fresh", "job-spare"]);
+
+    // The worker dies: the untaken spares exit by themselves (their commit
+    // pipe closed unwritten), the two allocations' holders live on.
+    let spawners = children_named(SPAWNER_NAME);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for pid in &untaken {
+        let status = nix::sys::wait::waitpid(Pid::from_raw(*pid), None).unwrap();
+        assert!(
+            matches!(
+                status,
+                nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..)
+            ),
+            "{status:?}"
+        );
+    }
+    for pid in spawners {
+        nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
+    }
+    assert!(parent_and_name(fresh).is_some() && parent_and_name(taken).is_some());
+
+    // The next worker adopts the two allocations, the very same namespaces.
+    let mut second = common::worker_child::start(SPARES_TEST, SPARES_WORKER_DIR, dir);
+    assert_eq!(granted_mnt(&socket, "job-spare"), mnt_taken);
+    let conn = connect_to(&socket);
+    for id in ["job-fresh", "job-spare"] {
+        assert_acked(&conn, id);
+    }
+    for pid in [fresh, taken] {
+        nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
+    }
+    assert!(HolderStore::new(&state).load().unwrap().is_empty());
+    drop(conn);
+    // An adopted allocation's request creates nothing: no spare was made.
+    assert_eq!(children_named("nodeinit-holder"), Vec::<i32>::new());
+    let spawners_now = children_named(SPAWNER_NAME);
+    drop(second.stdin.take());
+    assert!(second.wait().unwrap().success());
+    for pid in spawners_now {
+        nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
+    }
 }

@@ -1,0 +1,311 @@
+//! Spare holders (`spare_holders` option): a few holders made ahead of
+//! time, so that a request takes a ready one instead of waiting for the
+//! kernel's namespace work (`clone` of a new network namespace is most of a
+//! request's cost), and one refill thread makes the next while the client
+//! works.
+//!
+//! Owns the spares, the refill thread and the rule that keeps a spare
+//! *exactly* what a holder made at request time would be:
+//! - spares are made for one namespace set, the last one requested; a
+//!   request for another set flushes them (and is served fresh);
+//! - a new mount namespace is a copy of this process's mount table when it
+//!   is made, so every spare made before a change of that table (a mount,
+//!   an unmount, a propagated event — the uenv image mounted for a
+//!   request included) is discarded, never handed out. The kernel reports
+//!   such a change as `POLLPRI` on `/proc/self/mounts`, polled here before
+//!   every take and around every refill;
+//! - no uenv bind is ever made in a spare: the image is bound after the
+//!   take, as for a fresh holder.
+//!
+//! A spare is no allocation's yet: under nodeinit's keeper it stays
+//! uncommitted (it exits by itself if this worker dies) until the request
+//! that takes it records it. This module must never hand out a spare made
+//! for other namespaces or before a mount-table change, and never block a
+//! request on the refill: an empty pool means a fresh holder.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hpc_node::NamespaceType;
+
+use crate::persist::Holder;
+
+/// How a holder is made (the backend's kind: tied or persistent), with no
+/// uenv bind.
+pub(crate) type SpawnHolder = Box<dyn Fn(&[NamespaceType]) -> io::Result<Holder> + Send + Sync>;
+
+/// After a failed refill, wait this long before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The most spares a backend may keep (`spare_holders`).
+pub const MAX_SPARE_HOLDERS: u32 = 16;
+
+/// The pool. Dropping it stops the refill thread and kills the spares.
+pub(crate) struct SpareHolders {
+    shared: Arc<Shared>,
+    refill: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    target: usize,
+    spawn: SpawnHolder,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+struct State {
+    /// The namespace set spares are made for (none requested yet: none made).
+    namespaces: Option<Vec<NamespaceType>>,
+    spares: VecDeque<Holder>,
+    /// Discarded spares, killed by the refill thread (off the request path).
+    stale: Vec<Holder>,
+    mounts: MountTableWatch,
+    /// Bumped at every mount-table change; a refill made under an older
+    /// one is stale.
+    generation: u64,
+    /// Refills failed until this instant: wait before the next.
+    retry_at: Option<Instant>,
+    stopping: bool,
+}
+
+/// Changes of this process's mount table, as `POLLPRI` on `/proc/self/mounts`.
+struct MountTableWatch {
+    file: File,
+}
+
+impl MountTableWatch {
+    fn open() -> io::Result<Self> {
+        File::open("/proc/self/mounts")
+            .map(|file| Self { file })
+            .map_err(|e| io::Error::new(e.kind(), format!("/proc/self/mounts: {e}")))
+    }
+
+    /// Whether the table changed since the last call (or the open). A
+    /// failed poll counts as a change: a spare is only ever handed out when
+    /// the kernel said nothing changed.
+    fn changed(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            self.file.as_fd(),
+            nix::poll::PollFlags::POLLPRI,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => false,
+            Ok(_) | Err(_) => true,
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    /// Discard every spare if the mount table changed.
+    fn observe_mounts(&mut self) {
+        if self.mounts.changed() {
+            self.generation += 1;
+            self.discard_all();
+        }
+    }
+
+    fn discard_all(&mut self) {
+        let spares: Vec<Holder> = self.spares.drain(..).collect();
+        self.stale.extend(spares);
+    }
+}
+
+impl SpareHolders {
+    /// A pool keeping `target` spares made by `spawn`; nothing is made (no
+    /// thread started) before the first [`SpareHolders::take`].
+    ///
+    /// # Errors
+    ///
+    /// `/proc/self/mounts` cannot be opened (no spare could be checked).
+    pub(crate) fn new(target: usize, spawn: SpawnHolder) -> io::Result<Self> {
+        let mounts = MountTableWatch::open()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                target,
+                spawn,
+                state: Mutex::new(State {
+                    namespaces: None,
+                    spares: VecDeque::new(),
+                    stale: Vec::new(),
+                    mounts,
+                    generation: 0,
+                    retry_at: None,
+                    stopping: false,
+                }),
+                wake: Condvar::new(),
+            }),
+            refill: Mutex::new(None),
+        })
+    }
+
+    /// A ready spare in exactly `namespaces`, if one is kept; either way the
+    /// pool then refills for `namespaces`.
+    pub(crate) fn take(&self, namespaces: &[NamespaceType]) -> Option<Holder> {
+        let taken = {
+            let mut state = lock(&self.shared.state);
+            state.observe_mounts();
+            if state.namespaces.as_deref() != Some(namespaces) {
+                state.namespaces = Some(namespaces.to_vec());
+                state.discard_all();
+            }
+            state.spares.pop_front()
+        };
+        self.start_refill();
+        self.shared.wake.notify_one();
+        taken
+    }
+
+    /// The pids of the spares kept now (diagnostics and tests).
+    pub(crate) fn pids(&self) -> Vec<i32> {
+        lock(&self.shared.state)
+            .spares
+            .iter()
+            .map(|h| h.pid().as_raw())
+            .collect()
+    }
+
+    fn start_refill(&self) {
+        let mut refill = self.refill.lock().unwrap_or_else(PoisonError::into_inner);
+        if refill.is_some() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        match std::thread::Builder::new()
+            .name("nodeinit-spares".into())
+            .spawn(move || shared.run())
+        {
+            Ok(thread) => *refill = Some(thread),
+            Err(e) => {
+                tracing::error!(error = %e, "spare holders: the refill thread did not start; requests get fresh holders");
+            }
+        }
+    }
+}
+
+/// What the refill thread does next.
+enum Step {
+    Stop,
+    Kill(Vec<Holder>),
+    Make {
+        namespaces: Vec<NamespaceType>,
+        generation: u64,
+    },
+}
+
+impl Shared {
+    fn run(&self) {
+        loop {
+            match self.next_step() {
+                Step::Stop => return,
+                Step::Kill(stale) => {
+                    for holder in stale {
+                        let pid = holder.pid();
+                        if let Err(e) = holder.terminate() {
+                            tracing::error!(holder = %pid, error = %e, "discarded spare holder not cleaned up");
+                        }
+                    }
+                }
+                Step::Make {
+                    namespaces,
+                    generation,
+                } => self.make(&namespaces, generation),
+            }
+        }
+    }
+
+    fn next_step(&self) -> Step {
+        let mut state = lock(&self.state);
+        loop {
+            if state.stopping {
+                return Step::Stop;
+            }
+            state.observe_mounts();
+            if !state.stale.is_empty() {
+                return Step::Kill(std::mem::take(&mut state.stale));
+            }
+            let now = Instant::now();
+            let waiting = state.retry_at.filter(|at| *at > now);
+            if let (Some(namespaces), None) = (&state.namespaces, waiting) {
+                if state.spares.len() < self.target {
+                    return Step::Make {
+                        namespaces: namespaces.clone(),
+                        generation: state.generation,
+                    };
+                }
+            }
+            // Woken by a take, a stop, or the retry time; a mount change
+            // alone does not wake it (the next take sees it).
+            state = match waiting {
+                Some(at) => {
+                    self.wake
+                        .wait_timeout(state, at.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+
+    fn make(&self, namespaces: &[NamespaceType], generation: u64) {
+        let made = (self.spawn)(namespaces);
+        let mut state = lock(&self.state);
+        match made {
+            Ok(holder) => {
+                state.retry_at = None;
+                state.observe_mounts();
+                let current = !state.stopping
+                    && state.generation == generation
+                    && state.namespaces.as_deref() == Some(namespaces)
+                    && state.spares.len() < self.target;
+                if current {
+                    state.spares.push_back(holder);
+                } else {
+                    state.stale.push(holder);
+                }
+            }
+            Err(e) => {
+                // Once per failure streak: the next success clears it.
+                if state.retry_at.is_none() {
+                    tracing::warn!(error = %e, "spare holder not made; requests get fresh holders, retrying every second");
+                }
+                state.retry_at = Some(Instant::now() + RETRY_AFTER);
+            }
+        }
+    }
+}
+
+impl Drop for SpareHolders {
+    fn drop(&mut self) {
+        lock(&self.shared.state).stopping = true;
+        self.shared.wake.notify_all();
+        let refill = self
+            .refill
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = refill {
+            if thread.join().is_err() {
+                tracing::error!("the spare holders' refill thread panicked");
+            }
+        }
+        // The spares and the stale ones are killed as they drop.
+        let mut state = lock(&self.shared.state);
+        state.discard_all();
+        let stale = std::mem::take(&mut state.stale);
+        drop(state);
+        drop(stale);
+    }
+}

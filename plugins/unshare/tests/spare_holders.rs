@@ -1,0 +1,242 @@
+//! Spare holders (`spare_holders`): a request takes one made ahead of time,
+//! on the real kernel, and never one that differs from a holder made at
+//! request time — not one made for other namespaces, not one made before a
+//! mount-table change (its mount namespace would lack the new mount), and
+//! with the uenv image bound after the take.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hpc_node::{NamespaceProvider, NamespaceRequest, NamespaceType};
+use nodeinit_handoff::NamespaceFdProvider;
+use nodeinit_namespaces::mount_namespace::Propagation;
+use nodeinit_unshare::{UnshareBackend, UnshareConfig, UnshareOptions};
+
+const ALL: [NamespaceType; 3] = [NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount];
+
+/// One test at a time: one of them changes this process's mount table,
+/// which discards every other test's spares.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A backend keeping two spares. Private propagation: no host mount reaches
+/// a holder's namespace after it was made, so only a mount-table check can
+/// keep a spare from missing one.
+fn backend(tmp: &Path) -> (UnshareBackend, Arc<common::TestMounts>) {
+    std::fs::create_dir_all(tmp.join("images")).unwrap();
+    common::make_image(&tmp.join("images"), "hello.sqfs");
+    let mounts = Arc::new(common::TestMounts::new(
+        &tmp.join("images"),
+        &tmp.join("uenv"),
+    ));
+    let options = UnshareOptions {
+        spare_holders: 2,
+        propagation: Propagation::Private,
+        uenv_mount_path: tmp.join("ue").to_str().unwrap().into(),
+        ..UnshareOptions::default()
+    };
+    std::fs::create_dir_all(tmp.join("ue")).unwrap();
+    let backend = UnshareBackend::new(
+        UnshareConfig::try_from(options).unwrap(),
+        Some(mounts.clone()),
+    );
+    (backend, mounts)
+}
+
+fn request(id: &str, namespaces: &[NamespaceType], image: Option<&str>) -> NamespaceRequest {
+    NamespaceRequest {
+        allocation_id: id.into(),
+        namespaces: namespaces.to_vec(),
+        uenv_image: image.map(Into::into),
+    }
+}
+
+/// The spares, once there are `count` (10 s at most).
+fn spares_when(backend: &UnshareBackend, count: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = backend.spare_holder_pids();
+        if pids.len() == count {
+            return pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} spares after 10 s, not {count}",
+            pids.len()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn ns_link(pid: i32, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn own_ns(ns: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{ns}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn mount_points(pid: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').nth(4).unwrap().to_owned())
+        .collect()
+}
+
+/// Gone: no such process, or (a persistent holder, not ours) a zombie.
+fn gone(pid: i32) -> bool {
+    common::process_state(pid).is_none_or(|s| s.starts_with('Z'))
+}
+
+#[test]
+fn a_request_takes_a_ready_spare_with_its_image_bound_after() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (backend, mounts) = backend(tmp.path());
+    assert!(
+        backend.spare_holder_pids().is_empty(),
+        "none before a request"
+    );
+    // The first request is served fresh and starts the refill.
+    backend
+        .create_namespaces(&request("first", &ALL, Some("hello.sqfs")))
+        .unwrap();
+    let first = backend.holder_pid("first").unwrap();
+    let spares = spares_when(&backend, 2);
+    assert!(!spares.contains(&first));
+    for pid in &spares {
+        assert_ne!(ns_link(*pid, "net"), ns_link(first, "net"));
+        assert_ne!(ns_link(*pid, "mnt"), ns_link(first, "mnt"));
+        assert_ne!(ns_link(*pid, "pid"), own_ns("pid"));
+        // No image in a spare.
+        assert!(!mount_points(*pid).contains(&tmp.path().join("ue").display().to_string()));
+    }
+    backend
+        .create_namespaces(&request("second", &ALL, Some("hello.sqfs")))
+        .unwrap();
+    let second = backend.holder_pid("second").unwrap();
+    assert_eq!(second, spares[0], "the oldest spare is taken");
+    let fds = backend.namespace_fds("second").unwrap();
+    let out = nodeinit_tests::run_in_namespaces(
+        &fds,
+        &format!("cat {}/hello.txt", tmp.path().join("ue").display()),
+    );
+    assert_eq!(out, common::IMAGE_FILE_CONTENT);
+    drop(fds);
+    // The pool refills to two, with a new holder.
+    let refilled = spares_when(&backend, 2);
+    assert_eq!(refilled[0], spares[1]);
+    assert!(!spares.contains(&refilled[1]));
+    backend.release_namespaces("first").unwrap();
+    backend.release_namespaces("second").unwrap();
+    assert!(gone(first) && gone(second));
+    drop(backend);
+    for pid in refilled {
+        assert!(gone(pid), "spare {pid} outlived its backend");
+    }
+    assert!(mounts.mounted().is_empty());
+}
+
+#[test]
+fn a_mount_made_after_the_spares_is_in_the_next_allocation() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (backend, _mounts) = backend(tmp.path());
+    backend
+        .create_namespaces(&request("before", &ALL, None))
+        .unwrap();
+    let spares = spares_when(&backend, 2);
+    let late = tmp.path().join("late");
+    std::fs::create_dir(&late).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &late,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .unwrap();
+    let late_name = late.display().to_string();
+    for pid in &spares {
+        assert!(
+            !mount_points(*pid).contains(&late_name),
+            "private propagation: a spare never sees it"
+        );
+    }
+    let result = backend.create_namespaces(&request("after", &ALL, None));
+    let after = backend.holder_pid("after");
+    nix::mount::umount2(&late, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    result.unwrap();
+    let after = after.unwrap();
+    assert!(
+        !spares.contains(&after),
+        "a spare made before the mount was handed out"
+    );
+    assert!(mount_points(after).contains(&late_name));
+    // The discarded spares are killed off the request path.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spares.iter().all(|p| gone(*p)) {
+        assert!(Instant::now() < deadline, "discarded spares still alive");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    backend.release_namespaces("before").unwrap();
+    backend.release_namespaces("after").unwrap();
+}
+
+#[test]
+fn a_request_for_other_namespaces_gets_a_fresh_holder_and_moves_the_pool() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (backend, _mounts) = backend(tmp.path());
+    backend
+        .create_namespaces(&request("all", &ALL, None))
+        .unwrap();
+    let spares = spares_when(&backend, 2);
+    backend
+        .create_namespaces(&request("net-only", &[NamespaceType::Net], None))
+        .unwrap();
+    let net_only = backend.holder_pid("net-only").unwrap();
+    assert!(!spares.contains(&net_only));
+    assert_eq!(
+        ns_link(net_only, "pid"),
+        own_ns("pid"),
+        "no PID namespace was asked for"
+    );
+    assert_eq!(
+        backend.namespace_fds("net-only").unwrap().len(),
+        1,
+        "one namespace FD"
+    );
+    // Now the pool keeps Net-only spares.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = backend.spare_holder_pids();
+        if now.len() == 2 && now.iter().all(|p| !spares.contains(p)) {
+            for pid in &now {
+                assert_eq!(ns_link(*pid, "pid"), own_ns("pid"));
+                assert_eq!(ns_link(*pid, "mnt"), own_ns("mnt"));
+                assert_ne!(ns_link(*pid, "net"), own_ns("net"));
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "pool did not move: {now:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(spares.iter().all(|p| gone(*p)));
+    backend.release_namespaces("all").unwrap();
+    backend.release_namespaces("net-only").unwrap();
+}
