@@ -17,11 +17,17 @@
 //! - no uenv bind is ever made in a spare: the image is bound after the
 //!   take, as for a fresh holder.
 //!
+//! When the pool is empty but the refill thread is already making a holder
+//! for the same namespaces, one request waits for that one (it is done
+//! sooner than a new one would be, and two makers would only slow each
+//! other down), at most [`CLAIM_WAIT`]; any other request, or one whose
+//! claimed spare is discarded, fails or is late, gets a new holder.
+//!
 //! A spare is no allocation's yet: under nodeinit's keeper it stays
 //! uncommitted (it exits by itself if this worker dies) until the request
 //! that takes it records it. This module must never hand out a spare made
-//! for other namespaces or before a mount-table change, and never block a
-//! request on the refill: an empty pool means a fresh holder.
+//! for other namespaces or before a mount-table change, and never keep a
+//! request waiting longer than [`CLAIM_WAIT`].
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -42,6 +48,9 @@ pub(crate) type SpawnHolder = Box<dyn Fn(&[NamespaceType]) -> io::Result<Holder>
 /// After a failed refill, wait this long before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The longest a request waits for the spare being made for it.
+pub(crate) const CLAIM_WAIT: Duration = Duration::from_secs(1);
+
 /// The most spares a backend may keep (`spare_holders`).
 pub const MAX_SPARE_HOLDERS: u32 = 16;
 
@@ -55,7 +64,10 @@ struct Shared {
     target: usize,
     spawn: SpawnHolder,
     state: Mutex<State>,
+    /// Wakes the refill thread.
     wake: Condvar,
+    /// Wakes a request waiting for the spare in the making.
+    landed: Condvar,
 }
 
 struct State {
@@ -70,6 +82,12 @@ struct State {
     generation: u64,
     /// Refills failed until this instant: wait before the next.
     retry_at: Option<Instant>,
+    /// The spare being made: its namespaces and generation.
+    in_flight: Option<(Vec<NamespaceType>, u64)>,
+    /// A request waits for the spare in the making.
+    claimed: bool,
+    /// That spare, made and current, for the waiting request.
+    handed: Option<Holder>,
     stopping: bool,
 }
 
@@ -117,6 +135,16 @@ impl State {
         let spares: Vec<Holder> = self.spares.drain(..).collect();
         self.stale.extend(spares);
     }
+
+    /// Whether the spare in the making is for `namespaces`, current, and
+    /// not yet claimed by another request.
+    fn claimable(&self, namespaces: &[NamespaceType]) -> bool {
+        !self.claimed
+            && self
+                .in_flight
+                .as_ref()
+                .is_some_and(|(ns, generation)| ns == namespaces && *generation == self.generation)
+    }
 }
 
 impl SpareHolders {
@@ -139,29 +167,56 @@ impl SpareHolders {
                     mounts,
                     generation: 0,
                     retry_at: None,
+                    in_flight: None,
+                    claimed: false,
+                    handed: None,
                     stopping: false,
                 }),
                 wake: Condvar::new(),
+                landed: Condvar::new(),
             }),
             refill: Mutex::new(None),
         })
     }
 
-    /// A ready spare in exactly `namespaces`, if one is kept; either way the
-    /// pool then refills for `namespaces`.
+    /// A ready spare in exactly `namespaces`, if one is kept or is being
+    /// made (waiting at most [`CLAIM_WAIT`] for it); either way the pool
+    /// then refills for `namespaces`.
     pub(crate) fn take(&self, namespaces: &[NamespaceType]) -> Option<Holder> {
-        let taken = {
-            let mut state = lock(&self.shared.state);
-            state.observe_mounts();
-            if state.namespaces.as_deref() != Some(namespaces) {
-                state.namespaces = Some(namespaces.to_vec());
-                state.discard_all();
-            }
-            state.spares.pop_front()
-        };
         self.start_refill();
+        let mut state = lock(&self.shared.state);
+        state.observe_mounts();
+        if state.namespaces.as_deref() != Some(namespaces) {
+            state.namespaces = Some(namespaces.to_vec());
+            state.discard_all();
+        }
         self.shared.wake.notify_one();
-        taken
+        if let Some(spare) = state.spares.pop_front() {
+            return Some(spare);
+        }
+        if !state.claimable(namespaces) {
+            return None;
+        }
+        state.claimed = true;
+        let deadline = Instant::now() + CLAIM_WAIT;
+        loop {
+            if let Some(spare) = state.handed.take() {
+                state.claimed = false;
+                return Some(spare);
+            }
+            let now = Instant::now();
+            // Landed elsewhere (discarded, failed) or late: a new holder.
+            if state.in_flight.is_none() || now >= deadline || state.stopping {
+                state.claimed = false;
+                return None;
+            }
+            state = self
+                .shared
+                .landed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// The pids of the spares kept now (diagnostics and tests).
@@ -236,9 +291,11 @@ impl Shared {
             let waiting = state.retry_at.filter(|at| *at > now);
             if let (Some(namespaces), None) = (&state.namespaces, waiting) {
                 if state.spares.len() < self.target {
+                    let (namespaces, generation) = (namespaces.clone(), state.generation);
+                    state.in_flight = Some((namespaces.clone(), generation));
                     return Step::Make {
-                        namespaces: namespaces.clone(),
-                        generation: state.generation,
+                        namespaces,
+                        generation,
                     };
                 }
             }
@@ -262,15 +319,19 @@ impl Shared {
     fn make(&self, namespaces: &[NamespaceType], generation: u64) {
         let made = (self.spawn)(namespaces);
         let mut state = lock(&self.state);
+        state.in_flight = None;
+        // A waiting request wakes whatever happened to its spare.
+        self.landed.notify_all();
         match made {
             Ok(holder) => {
                 state.retry_at = None;
                 state.observe_mounts();
                 let current = !state.stopping
                     && state.generation == generation
-                    && state.namespaces.as_deref() == Some(namespaces)
-                    && state.spares.len() < self.target;
-                if current {
+                    && state.namespaces.as_deref() == Some(namespaces);
+                if current && state.claimed && state.handed.is_none() {
+                    state.handed = Some(holder);
+                } else if current && state.spares.len() < self.target {
                     state.spares.push_back(holder);
                 } else {
                     state.stale.push(holder);
@@ -291,6 +352,7 @@ impl Drop for SpareHolders {
     fn drop(&mut self) {
         lock(&self.shared.state).stopping = true;
         self.shared.wake.notify_all();
+        self.shared.landed.notify_all();
         let refill = self
             .refill
             .get_mut()
@@ -305,7 +367,85 @@ impl Drop for SpareHolders {
         let mut state = lock(&self.shared.state);
         state.discard_all();
         let stale = std::mem::take(&mut state.stale);
+        let handed = state.handed.take();
         drop(state);
-        drop(stale);
+        drop((stale, handed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodeinit_namespaces::mount_namespace::Propagation;
+
+    /// A pool of one whose holders take `delay` to make (tied, network
+    /// namespace only).
+    fn slow_pool(delay: Duration) -> SpareHolders {
+        SpareHolders::new(
+            1,
+            Box::new(move |namespaces| {
+                std::thread::sleep(delay);
+                Holder::spawn(false, namespaces, Propagation::Slave)
+            }),
+        )
+        .unwrap()
+    }
+
+    fn own_net() -> std::path::PathBuf {
+        std::fs::read_link("/proc/self/ns/net").unwrap()
+    }
+
+    /// Until the refill thread is making a spare.
+    fn until_in_flight(pool: &SpareHolders) {
+        while lock(&pool.shared.state).in_flight.is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_request_takes_the_spare_in_the_making() {
+        let pool = slow_pool(Duration::from_millis(200));
+        assert!(
+            pool.take(&[NamespaceType::Net]).is_none(),
+            "nothing made yet"
+        );
+        until_in_flight(&pool);
+        let spare = pool
+            .take(&[NamespaceType::Net])
+            .expect("the spare in the making");
+        let net = std::fs::read_link(format!("/proc/{}/ns/net", spare.pid())).unwrap();
+        assert_ne!(net, own_net());
+        spare.terminate().unwrap();
+    }
+
+    #[test]
+    fn a_late_spare_is_not_waited_for_and_goes_to_the_pool() {
+        let pool = slow_pool(CLAIM_WAIT * 3);
+        assert!(pool.take(&[NamespaceType::Net]).is_none());
+        until_in_flight(&pool);
+        // The claim gives up before the spare is made: a new holder then.
+        assert!(pool.take(&[NamespaceType::Net]).is_none());
+        // The spare lands later, in the pool, for the next request.
+        while pool.pids().is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let spare = pool.take(&[NamespaceType::Net]).expect("the late spare");
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{}/ns/net", spare.pid())).unwrap(),
+            own_net()
+        );
+        spare.terminate().unwrap();
+    }
+
+    #[test]
+    fn a_spare_in_the_making_for_other_namespaces_is_not_waited_for() {
+        let pool = slow_pool(CLAIM_WAIT * 3);
+        assert!(pool.take(&[NamespaceType::Net]).is_none());
+        until_in_flight(&pool);
+        assert!(
+            pool.take(&[NamespaceType::Mount]).is_none(),
+            "a Net-only spare is never handed to a Mount request"
+        );
+        assert!(!lock(&pool.shared.state).claimed);
     }
 }
