@@ -1,11 +1,15 @@
 //! The server's one event-loop thread: accept, authorise, receive, decode,
-//! queue for readiness, time out, and send every reply — for all
-//! connections at once, with `epoll`.
+//! queue for readiness, time out, and send the replies workers do not — for
+//! all connections at once, with `epoll`.
 //!
 //! Owns the connections (their sockets, states and deadlines), the accept
 //! back-off under `EMFILE`, and the WI5 scope watcher's descriptor. Provider
 //! calls, which block, go to the fixed [`Workers`] pool; their results come
-//! back over a channel plus an `eventfd`. The server's thread count is
+//! back over a channel plus an `eventfd`. A worker sends its reply itself
+//! (non-blocking, on the connection's shared descriptor) when nothing must
+//! happen before it — one wake-up less between the provider and the client;
+//! the loop sends it otherwise (a scope to watch first, or the send would
+//! block) and always re-arms the connection. The server's thread count is
 //! therefore 1 + the pool, whatever the number of connections. It must never
 //! block: every socket operation here is non-blocking, and a peer that does
 //! not read its replies is disconnected instead of stalling the loop.
@@ -48,8 +52,12 @@ const ACCEPT_BATCH: usize = 64;
 
 /// What workers report back.
 enum Event {
-    /// A request finished: reply on `conn`.
-    Done { conn: ConnId, outcome: Outcome },
+    /// A request finished: reply on `conn` (unless the worker `sent` it).
+    Done {
+        conn: ConnId,
+        outcome: Outcome,
+        sent: bool,
+    },
     /// An allocation whose scope emptied was released; tell `conn`.
     ScopeEnded {
         conn: Option<ConnId>,
@@ -70,7 +78,8 @@ enum State {
 }
 
 struct Conn {
-    fd: OwnedFd,
+    /// Shared with the worker serving its request, which may send the reply.
+    fd: Arc<OwnedFd>,
     peer: Arc<Peer>,
     state: State,
     last_activity: Instant,
@@ -335,7 +344,7 @@ impl EventLoop {
         self.conns.insert(
             id,
             Conn {
-                fd,
+                fd: Arc::new(fd),
                 peer: Arc::new(peer),
                 state: State::Idle,
                 last_activity: Instant::now(),
@@ -433,15 +442,28 @@ impl EventLoop {
             let _ = self.epoll.delete(conn.fd.as_fd());
         }
         conn.state = State::Working;
-        let (shared, events, wake) = (
+        let (shared, events, wake, fd) = (
             self.shared.clone(),
             self.events_tx.clone(),
             self.wake.clone(),
+            conn.fd.clone(),
         );
         let submitted = self.workers.as_ref().is_some_and(|w| {
             w.submit(Box::new(move || {
                 let outcome = job(&shared);
-                if events.send(Event::Done { conn: id, outcome }).is_ok() {
+                // A scope is watched before the client learns of its
+                // allocation; a failed send is the loop's to retry and report.
+                let sent = outcome.watch.is_none()
+                    && try_send_message(&fd, &encode(&outcome.reply), &outcome.fds).is_ok();
+                drop(fd);
+                if events
+                    .send(Event::Done {
+                        conn: id,
+                        outcome,
+                        sent,
+                    })
+                    .is_ok()
+                {
                     let _ = wake.write(1);
                 }
             }))
@@ -542,7 +564,11 @@ impl EventLoop {
     fn deliver_events(&mut self) {
         while let Ok(event) = self.events_rx.try_recv() {
             match event {
-                Event::Done { conn, outcome } => {
+                Event::Done {
+                    conn,
+                    outcome,
+                    sent,
+                } => {
                     if let (Some(scopes), Some((id, events))) =
                         (self.scopes.as_mut(), outcome.watch)
                     {
@@ -551,7 +577,7 @@ impl EventLoop {
                     if let (Some(scopes), Some(id)) = (self.scopes.as_mut(), &outcome.unwatch) {
                         scopes.unwatch(id);
                     }
-                    if self.send(conn, &outcome.reply, &outcome.fds) {
+                    if sent || self.send(conn, &outcome.reply, &outcome.fds) {
                         self.make_idle(conn);
                     }
                 }
@@ -736,7 +762,16 @@ impl EventLoop {
             .map(|(id, conn)| {
                 let _ = self.epoll.delete(conn.fd.as_fd());
                 let peer = Arc::try_unwrap(conn.peer).unwrap_or_else(|p| (*p).clone());
-                (id, conn.fd, peer)
+                // The pool is joined: no worker holds a connection any more.
+                let fd = Arc::try_unwrap(conn.fd).map_err(|fd| fd.try_clone());
+                (id, fd, peer)
+            })
+            .filter_map(|(id, fd, peer)| match fd {
+                Ok(fd) | Err(Ok(fd)) => Some((id, fd, peer)),
+                Err(Err(e)) => {
+                    tracing::error!(error = %e, "a connection could not be handed over (dup failed); it closes");
+                    None
+                }
             })
             .collect();
         let scopes = self.scopes.as_ref();

@@ -2,8 +2,9 @@
 //! release block for milliseconds: `clone`, mounts, kill and reap).
 //!
 //! Owns the threads and the job queue. The number of threads is fixed at
-//! start, whatever the number of connections; a job never touches a
-//! connection's socket (the event loop sends every reply).
+//! start, whatever the number of connections. A job may send its one reply
+//! on its connection (non-blocking); everything else on a socket is the
+//! event loop's.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
