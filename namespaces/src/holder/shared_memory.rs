@@ -14,16 +14,16 @@
 //! that stack: it shares every byte of the server and the TLS of the thread
 //! that cloned it. So it makes raw syscalls only, through `rustix`'s
 //! linux_raw backend, which never writes `errno` (libc's wrappers would
-//! write the cloning thread's `errno`), and a hand-written `close_range`
-//! (rustix has none). Its arguments travel in the clone argument's bits,
+//! write the cloning thread's `errno`), and hand-written `close_range`,
+//! `rt_sigprocmask` and `rt_sigtimedwait` (rustix has none outside its
+//! unstable runtime module). Its arguments travel in the clone argument's bits,
 //! not in memory.
 //!
-//! Signal handlers are copied, not shared (no `CLONE_SIGHAND`): a handler
-//! the process installed can still run in the holder (nodeinit's
-//! `SIGCHLD` self-pipe handler, when an orphan of the allocation exits). It
-//! is async-signal-safe by necessity; the most it does to this process is
-//! set the cloning spawner thread's `errno` (its `write` fails, `EBADF`: the
-//! holder has no FD).
+//! Signal handlers are copied, not shared (no `CLONE_SIGHAND`). The holder
+//! blocks `SIGCHLD`, the one signal it expects (an orphan of the allocation
+//! exited), and takes it with `rt_sigtimedwait`, so a handler the process
+//! installed for it never runs in the holder; any other handler would run
+//! on the holder's stack and is async-signal-safe by necessity.
 //!
 //! The stack is unmapped only once the holder is known dead: a holder
 //! running on an unmapped stack would fault, and before Linux 5.16 a core
@@ -165,46 +165,81 @@ pub(crate) unsafe fn clone_sharing_memory(
     Ok(nix::unistd::Pid::from_raw(pid))
 }
 
-/// `close_range(2)`, hand-written: rustix has no wrapper, and libc's
-/// `syscall()` would write the cloning thread's `errno` on failure.
-/// Returns the raw result (0, or a negated errno).
-fn raw_close_range(first: u32, last: u32, flags: u32) -> isize {
+/// A system call with up to four integer arguments, made without libc:
+/// the raw result (the value, or a negated errno). libc's `syscall` would
+/// write the cloning thread's `errno` on failure.
+fn raw_syscall(number: libc::c_long, args: [usize; 4]) -> isize {
     let ret: isize;
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the close_range syscall takes three integers and touches no
-    // memory of ours; `syscall` clobbers rcx and r11 only.
+    // SAFETY: the callers pass integers, or pointers into the holder's own
+    // stack that the call only reads; `syscall` clobbers rcx and r11 only.
     unsafe {
         std::arch::asm!(
             "syscall",
-            inlateout("rax") libc::SYS_close_range as isize => ret,
-            in("rdi") first as usize,
-            in("rsi") last as usize,
-            in("rdx") flags as usize,
+            inlateout("rax") number as isize => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
         );
     }
     #[cfg(target_arch = "aarch64")]
-    // SAFETY: as above; `svc 0` takes the number in x8, arguments in x0-x2.
+    // SAFETY: as above; `svc 0` takes the number in x8, arguments in x0-x3.
     unsafe {
         std::arch::asm!(
             "svc 0",
-            in("x8") libc::SYS_close_range as usize,
-            inlateout("x0") first as usize => ret,
-            in("x1") last as usize,
-            in("x2") flags as usize,
+            in("x8") number as usize,
+            inlateout("x0") args[0] => ret,
+            in("x1") args[1],
+            in("x2") args[2],
+            in("x3") args[3],
             options(nostack),
         );
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    // SAFETY: integer arguments only. Elsewhere libc's wrapper is used: on
-    // failure it writes the cloning thread's errno (an int; the failure
-    // path only).
+    // SAFETY: as above. Elsewhere libc's wrapper is used: on failure it
+    // writes the cloning thread's errno (an int; the failure path only).
     unsafe {
-        ret = libc::syscall(libc::SYS_close_range, first, last, flags) as isize;
+        ret = libc::syscall(number, args[0], args[1], args[2], args[3]) as isize;
     }
     ret
+}
+
+/// `close_range` (rustix has none): 0, or a negated errno.
+fn raw_close_range(first: u32, last: u32, flags: u32) -> isize {
+    raw_syscall(
+        libc::SYS_close_range,
+        [first as usize, last as usize, flags as usize, 0],
+    )
+}
+
+/// The kernel's signal set of `SIGCHLD` alone (`sigset_t` is 8 bytes to the
+/// kernel on every 64-bit Linux).
+const SIGCHLD_SET: u64 = 1 << (libc::SIGCHLD - 1);
+
+/// Block `SIGCHLD` in this task (rustix offers signal masks only in its
+/// unstable runtime module).
+fn block_sigchld(set: &u64) -> isize {
+    raw_syscall(
+        libc::SYS_rt_sigprocmask,
+        [
+            libc::SIG_BLOCK as usize,
+            std::ptr::from_ref(set) as usize,
+            0,
+            8,
+        ],
+    )
+}
+
+/// Wait until `SIGCHLD` is pending, and take it.
+fn take_sigchld(set: &u64) -> isize {
+    raw_syscall(
+        libc::SYS_rt_sigtimedwait,
+        [std::ptr::from_ref(set) as usize, 0, 0, 8],
+    )
 }
 
 /// What a memory-sharing holder does for its whole life (see the module
@@ -238,11 +273,14 @@ extern "C" fn holder_entry(arg: *mut libc::c_void) -> libc::c_int {
         let _ = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) };
         raw_close_range(0, u32::MAX, 0);
     }
+    // As the PID namespace's init it adopts the allocation's orphans and
+    // must reap them, also when it had no child before. An init ignores
+    // signals it has no handler for, so `SIGCHLD` is blocked (a blocked
+    // signal stays pending) and taken with sigtimedwait.
+    let chld = SIGCHLD_SET;
+    block_sigchld(&chld);
     loop {
-        if let Err(rustix::io::Errno::CHILD) =
-            rustix::process::wait(rustix::process::WaitOptions::empty())
-        {
-            rustix::event::pause();
-        }
+        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+        take_sigchld(&chld);
     }
 }

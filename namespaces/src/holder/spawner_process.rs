@@ -839,10 +839,17 @@ extern "C" fn holder_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(0);
         }
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        // As the PID namespace's init it adopts the allocation's orphans and
+        // must reap them, also when it had no child before: an init ignores
+        // signals it has no handler for, so `SIGCHLD` is blocked (a blocked
+        // signal stays pending) and taken with sigwaitinfo.
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut chld);
+        libc::sigaddset(&raw mut chld, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &raw const chld, std::ptr::null_mut());
         loop {
-            if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0 && errno() == libc::ECHILD {
-                libc::pause();
-            }
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            libc::sigwaitinfo(&raw const chld, std::ptr::null_mut());
         }
     }
 }
@@ -992,6 +999,20 @@ mod tests {
             nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
             Ok(1)
         )
+    }
+
+    /// A committed persistent holder reaps the orphans of its PID namespace.
+    #[test]
+    fn a_persistent_holder_reaps_the_orphans_of_its_pid_namespace() {
+        let _serial = serial();
+        let mut holder = clone_persistent_holder(CloneFlags::CLONE_NEWPID, None).unwrap();
+        holder.wait_ready().unwrap();
+        holder.commit.commit().unwrap();
+        let pid = holder.pid.as_raw();
+        wait_until("the committed holder closed every FD", || fds_of(pid) == 0);
+        crate::holder::tests::assert_reaps_orphans(pid);
+        nodeinit_sys::pidfd::kill(holder.pidfd.as_fd()).unwrap();
+        assert!(exits(&holder.pidfd));
     }
 
     /// A holder whose handover fails (its commit pipe closes unwritten,
