@@ -260,7 +260,7 @@ mod tests {
         // before sleep ends.)
         nodeinit_tests::run_in_namespaces(
             &[pid_ns.into()],
-            "sh -c 'sleep 2 </dev/null >/dev/null 2>&1 &'; true",
+            "sh -c 'sleep 3 </dev/null >/dev/null 2>&1 &'; true",
         );
         let adopted = children_of(holder);
         assert_eq!(
@@ -268,7 +268,7 @@ mod tests {
             1,
             "the orphan is the holder's child: {adopted:?}"
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !children_of(holder).is_empty() {
             assert!(
                 std::time::Instant::now() < deadline,
