@@ -173,6 +173,31 @@ pub fn with_plugin_dir(config: &str, dir: &Path) -> String {
     )
 }
 
+/// Polls `done` every 5 ms until it holds: how a test waits for another
+/// process (or thread) to act, instead of sleeping a guessed time.
+///
+/// # Panics
+///
+/// After 20 s, naming `what` it waited for.
+///
+/// ```
+/// let mut n = 0;
+/// nodeinit_tests::wait_until("the third poll", || {
+///     n += 1;
+///     n == 3
+/// });
+/// ```
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Runs `script` with `sh -c` in a child that joined `fds` first (setns
 /// before exec; a PID namespace applies to the script's children). Returns
 /// stdout.

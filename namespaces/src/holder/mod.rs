@@ -268,15 +268,9 @@ mod tests {
             1,
             "the orphan is the holder's child: {adopted:?}"
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !children_of(holder).is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the orphan was not reaped: {:?}",
-                children_of(holder)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        nodeinit_tests::wait_until("the holder reaped its orphan", || {
+            children_of(holder).is_empty()
+        });
     }
 
     #[test]

@@ -858,7 +858,8 @@ extern "C" fn holder_main(arg: *mut libc::c_void) -> libc::c_int {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::time::{Duration, Instant};
+    use nodeinit_tests::wait_until;
+    use std::time::Duration;
 
     /// These tests kill and stop the spawners of this process: one at a time.
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -907,14 +908,6 @@ mod tests {
             nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)),
             Ok(1)
         )
-    }
-
-    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 
     fn kill_and_reap(pid: i32) {

@@ -286,22 +286,16 @@ pub struct PersistentHolder {
 
 impl PersistentHolder {
     /// Clone a holder (child of the keeper) in new `namespaces`, open their
-    /// FDs and prepare the mount namespace (propagation, uenv bind).
+    /// FDs and give its mount namespace `propagation` (the uenv bind is
+    /// [`Holder::attach_uenv`]'s).
     ///
     /// # Errors
     ///
     /// The failing step and the kernel's reason; the holder is gone then.
-    pub fn spawn(
-        namespaces: &[NamespaceType],
-        propagation: Propagation,
-        bind: Option<&UenvBind>,
-    ) -> io::Result<Self> {
+    pub fn spawn(namespaces: &[NamespaceType], propagation: Propagation) -> io::Result<Self> {
         let flags = namespaces
             .iter()
             .fold(CloneFlags::CLONE_PARENT, |acc, ns| acc | clone_flag(*ns));
-        if bind.is_some() && !namespaces.contains(&NamespaceType::Mount) {
-            return Err(io::Error::other("a uenv bind needs a Mount namespace"));
-        }
         // The holder cuts its mount namespace's propagation itself, before
         // it reports ready; it is cloned by a single-threaded spawner
         // process, not copied from this multi-threaded worker.
@@ -321,17 +315,13 @@ impl PersistentHolder {
                 return Err(e);
             }
         };
-        let holder = Self {
+        Ok(Self {
             pid: spawned.pid,
             start_time,
             pidfd: Some(spawned.pidfd),
             namespaces,
             uncommitted: Some(spawned.commit),
-        };
-        if let (Some(mnt), Some(bind)) = (holder.fd(NamespaceType::Mount), bind) {
-            nodeinit_namespaces::mount_namespace::attach_uenv(mnt, bind)?;
-        }
-        Ok(holder)
+        })
     }
 
     /// Adopt the holder `record` names, if it is still that very process.
@@ -503,7 +493,7 @@ impl Holder {
         propagation: Propagation,
     ) -> io::Result<Self> {
         if persistent {
-            PersistentHolder::spawn(namespaces, propagation, None).map(Self::Persistent)
+            PersistentHolder::spawn(namespaces, propagation).map(Self::Persistent)
         } else {
             nodeinit_namespaces::holder::NamespaceHolder::spawn_prepared(
                 namespaces,

@@ -198,25 +198,16 @@ impl SpareHolders {
             return None;
         }
         state.claimed = true;
-        let deadline = Instant::now() + CLAIM_WAIT;
-        loop {
-            if let Some(spare) = state.handed.take() {
-                state.claimed = false;
-                return Some(spare);
-            }
-            let now = Instant::now();
-            // Landed elsewhere (discarded, failed) or late: a new holder.
-            if state.in_flight.is_none() || now >= deadline || state.stopping {
-                state.claimed = false;
-                return None;
-            }
-            state = self
-                .shared
-                .landed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        // Until it is handed over, lands elsewhere (discarded, failed) or
+        // is late: then a new holder.
+        let (mut state, _) = nodeinit_sys::deadline::wait_until(
+            &self.shared.landed,
+            state,
+            Some(nodeinit_sys::Deadline::after(CLAIM_WAIT)),
+            |s| s.handed.is_some() || s.in_flight.is_none() || s.stopping,
+        );
+        state.claimed = false;
+        state.handed.take()
     }
 
     /// The pids of the spares kept now (diagnostics and tests).
@@ -397,9 +388,9 @@ mod tests {
 
     /// Until the refill thread is making a spare.
     fn until_in_flight(pool: &SpareHolders) {
-        while lock(&pool.shared.state).in_flight.is_none() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        nodeinit_tests::wait_until("a spare is being made", || {
+            lock(&pool.shared.state).in_flight.is_some()
+        });
     }
 
     #[test]
@@ -426,9 +417,9 @@ mod tests {
         // The claim gives up before the spare is made: a new holder then.
         assert!(pool.take(&[NamespaceType::Net]).is_none());
         // The spare lands later, in the pool, for the next request.
-        while pool.pids().is_empty() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        nodeinit_tests::wait_until("the late spare lands in the pool", || {
+            !pool.pids().is_empty()
+        });
         let spare = pool.take(&[NamespaceType::Net]).expect("the late spare");
         assert_ne!(
             std::fs::read_link(format!("/proc/{}/ns/net", spare.pid())).unwrap(),

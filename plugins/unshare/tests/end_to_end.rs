@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -72,17 +72,7 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         let stdin = child.stdin.take();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                // libtest prints "test <name> ... " before the test runs, on the same line.
-                Some(Ok(line)) if line.ends_with("SERVER-READY") => break,
-                Some(Ok(_)) => continue,
-                other => panic!("server process ended before it was ready: {other:?}"),
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        common::await_ready_line(&mut child, "SERVER-READY", "the server process");
         Self { child, stdin }
     }
 

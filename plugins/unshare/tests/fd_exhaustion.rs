@@ -11,7 +11,7 @@ mod common;
 
 use common::wire::*;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -88,16 +88,7 @@ fn start_server(dir: &Path, log: &Path) -> Child {
         .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.ends_with("SERVER-READY") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("server did not start: {other:?}"),
-        }
-    }
-    // Keep reading: libtest reports the role's result on stdout at exit.
-    std::thread::spawn(move || lines.for_each(drop));
+    common::await_ready_line(&mut child, "SERVER-READY", "the server");
     child
 }
 

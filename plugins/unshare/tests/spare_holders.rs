@@ -7,9 +7,9 @@
 
 mod common;
 
+use nodeinit_tests::wait_until;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use hpc_node::{NamespaceProvider, NamespaceRequest, NamespaceType};
 use nodeinit_handoff::NamespaceFdProvider;
@@ -58,24 +58,18 @@ fn request(id: &str, namespaces: &[NamespaceType], image: Option<&str>) -> Names
     }
 }
 
-/// The spares, once there are `count` (10 s at most).
+/// The spares, once there are `count`.
 fn spares_when(backend: &UnshareBackend, count: usize) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pids = backend.spare_holder_pids();
-        if pids.len() == count {
-            return pids;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} spares after 10 s, not {count}",
-            pids.len()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut pids = Vec::new();
+    wait_until(&format!("{count} spares are kept"), || {
+        pids = backend.spare_holder_pids();
+        pids.len() == count
+    });
+    pids
 }
 
-fn ns_link(pid: i32, ns: &str) -> String {
+/// The namespace `ns` of process `pid` (`"self"`: this one).
+fn ns_link(pid: impl std::fmt::Display, ns: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
         .unwrap()
         .display()
@@ -83,10 +77,7 @@ fn ns_link(pid: i32, ns: &str) -> String {
 }
 
 fn own_ns(ns: &str) -> String {
-    std::fs::read_link(format!("/proc/self/ns/{ns}"))
-        .unwrap()
-        .display()
-        .to_string()
+    ns_link("self", ns)
 }
 
 fn mount_points(pid: i32) -> Vec<String> {
@@ -188,11 +179,9 @@ fn a_mount_made_after_the_spares_is_in_the_next_allocation() {
     );
     assert!(mount_points(after).contains(&late_name));
     // The discarded spares are killed off the request path.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !spares.iter().all(|p| gone(*p)) {
-        assert!(Instant::now() < deadline, "discarded spares still alive");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the discarded spares are killed", || {
+        spares.iter().all(|p| gone(*p))
+    });
     backend.release_namespaces("before").unwrap();
     backend.release_namespaces("after").unwrap();
 }
@@ -222,19 +211,15 @@ fn a_request_for_other_namespaces_gets_a_fresh_holder_and_moves_the_pool() {
         "one namespace FD"
     );
     // Now the pool keeps Net-only spares.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = backend.spare_holder_pids();
-        if now.len() == 2 && now.iter().all(|p| !spares.contains(p)) {
-            for pid in &now {
-                assert_eq!(ns_link(*pid, "pid"), own_ns("pid"));
-                assert_eq!(ns_link(*pid, "mnt"), own_ns("mnt"));
-                assert_ne!(ns_link(*pid, "net"), own_ns("net"));
-            }
-            break;
-        }
-        assert!(Instant::now() < deadline, "pool did not move: {now:?}");
-        std::thread::sleep(Duration::from_millis(5));
+    let mut now = Vec::new();
+    wait_until("the pool moved to Net-only spares", || {
+        now = backend.spare_holder_pids();
+        now.len() == 2 && now.iter().all(|p| !spares.contains(p))
+    });
+    for pid in &now {
+        assert_eq!(ns_link(*pid, "pid"), own_ns("pid"));
+        assert_eq!(ns_link(*pid, "mnt"), own_ns("mnt"));
+        assert_ne!(ns_link(*pid, "net"), own_ns("net"));
     }
     assert!(spares.iter().all(|p| gone(*p)));
     backend.release_namespaces("all").unwrap();

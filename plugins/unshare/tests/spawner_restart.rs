@@ -21,11 +21,11 @@ mod common;
 
 use common::wire::*;
 
+use nodeinit_tests::wait_until;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -84,14 +84,6 @@ fn children_named(name: &str) -> Vec<i32> {
         .collect();
     pids.sort_unstable();
     pids
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn kill_and_reap(pid: i32) {

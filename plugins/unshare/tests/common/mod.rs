@@ -186,6 +186,28 @@ impl Drop for TestMounts {
     }
 }
 
+/// Reads a role child's stdout until a line contains `marker` (libtest
+/// prints "test <name> ... " before the role's own output, on the same
+/// line), then keeps draining it in a thread so the child never blocks on
+/// a full pipe.
+///
+/// # Panics
+///
+/// The child's stdout ended first: `what` did not start.
+pub fn await_ready_line(child: &mut std::process::Child, marker: &str, what: &str) {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains(marker) => break,
+            Some(Ok(_)) => continue,
+            other => panic!("{what} did not start: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
 /// Target of a namespace FD's `/proc/self/fd/N` link (`pid:[4026…]`).
 pub fn fd_link(fd: BorrowedFd<'_>) -> String {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))

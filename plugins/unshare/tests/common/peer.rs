@@ -8,7 +8,7 @@
 //! stdin closes.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -193,14 +193,7 @@ pub struct Holder {
 impl Holder {
     pub fn start(test: &str, who: &Identity, socket: &Path, count: usize) -> Self {
         let mut child = spawn(test, who, socket, "hold", count);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("HELD ") => break,
-                Some(Ok(_)) => continue,
-                other => panic!("holder did not start: {other:?}"),
-            }
-        }
+        super::await_ready_line(&mut child, "HELD ", "the holder");
         Self { child }
     }
 }

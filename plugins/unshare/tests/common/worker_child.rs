@@ -3,7 +3,7 @@
 //! so the backend's holders are the persistent kind), the child serves the
 //! handoff socket until its stdin closes.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -21,14 +21,7 @@ pub fn start(test: &str, dir_var: &str, dir: &Path) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("WORKER-READY") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("worker did not start: {other:?}"),
-        }
-    }
+    super::await_ready_line(&mut child, "WORKER-READY", "the worker");
     child
 }
 
