@@ -6,8 +6,9 @@
 //! [`crate::holder::clone_persistent_holder`] or a tied holder; [`prepare`] does it for a
 //! namespace made otherwise). It must
 //! never mount anything in the caller's (the host's) namespace: all work runs
-//! on a short-lived thread that has left the host's filesystem context
-//! (`unshare(CLONE_FS)`) and joined the allocation's namespace (`setns`).
+//! on the setup thread ([`crate::setup_thread`]), which has a filesystem
+//! context of its own (`unshare(CLONE_FS)`) and joins the allocation's
+//! namespace (`setns`) for the job only.
 //!
 //! Where the mount point comes from: if the uenv path (default
 //! `/user-environment`) exists in the node image, the image is bound over it.
@@ -25,7 +26,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +129,11 @@ pub fn prepare(
     propagation: Propagation,
     bind: Option<&UenvBind>,
 ) -> io::Result<()> {
-    in_setup_thread(mnt_ns, Some(propagation), bind)
+    let bind = bind.cloned();
+    in_namespace(mnt_ns, move || {
+        cut_propagation(propagation)?;
+        bind.as_ref().map_or(Ok(()), bind_uenv)
+    })
 }
 
 /// Mount the uenv read-only (`nosuid,nodev`) at `bind.target` inside the
@@ -140,65 +144,101 @@ pub fn prepare(
 ///
 /// The step that failed, with its path and the kernel's reason.
 pub fn attach_uenv(mnt_ns: BorrowedFd<'_>, bind: &UenvBind) -> io::Result<()> {
-    in_setup_thread(mnt_ns, None, Some(bind))
+    let bind = bind.clone();
+    in_namespace(mnt_ns, move || bind_uenv(&bind))
 }
 
-fn in_setup_thread(
-    mnt_ns: BorrowedFd<'_>,
-    propagation: Option<Propagation>,
-    bind: Option<&UenvBind>,
-) -> io::Result<()> {
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("nodeinit-mntns-setup".into())
-            .spawn_scoped(scope, || prepare_in_namespace(mnt_ns, propagation, bind))
-            .map_err(|e| {
-                io::Error::other(format!("cannot start mount-namespace setup thread: {e}"))
-            })?
-            .join()
-            .map_err(|_| io::Error::other("mount-namespace setup thread panicked"))?
+/// Make `target` a directory inside the mount namespace `mnt_ns` ahead of a
+/// uenv bind, exactly as [`attach_uenv`] would before it attaches the
+/// image: nothing if it exists, else the read-only shadow of its nearest
+/// existing ancestor with the missing directories in it. A later
+/// [`attach_uenv`] to `target` then only attaches the image (spare holders
+/// are made so; the shadow mirrors the ancestor as it is now, so whoever
+/// keeps such a namespace must watch that directory:
+/// [`shadowed_directory`]).
+///
+/// # Errors
+///
+/// As [`attach_uenv`]'s shadow steps.
+pub fn prepare_mount_point(mnt_ns: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    let target = target.to_path_buf();
+    in_namespace(mnt_ns, move || match mount_point(&target)? {
+        MountPoint::Directory => Ok(()),
+        MountPoint::Missing => {
+            let (shadow, _) = build_shadow(&target)?;
+            seal_shadow(shadow.as_fd())
+        }
     })
 }
 
-fn prepare_in_namespace(
+/// The directory a uenv bind at `target` would shadow (its nearest existing
+/// ancestor), seen from this process's mount namespace; `None` when
+/// `target` is a directory (no shadow).
+///
+/// # Errors
+///
+/// `target` or an ancestor is not a directory, or cannot be looked up.
+pub fn shadowed_directory(target: &Path) -> io::Result<Option<PathBuf>> {
+    Ok(match mount_point(target)? {
+        MountPoint::Directory => None,
+        MountPoint::Missing => Some(nearest_existing_dir(target)?.0),
+    })
+}
+
+/// Run `work` inside `mnt_ns`, on the one setup thread
+/// ([`crate::setup_thread`]).
+fn in_namespace(
     mnt_ns: BorrowedFd<'_>,
-    propagation: Option<Propagation>,
-    bind: Option<&UenvBind>,
+    work: impl FnOnce() -> io::Result<()> + Send + 'static,
 ) -> io::Result<()> {
-    // Threads share one filesystem context; setns(CLONE_NEWNS) requires our own.
-    unshare(CloneFlags::CLONE_FS)
-        .map_err(|e| io::Error::other(format!("unshare(CLONE_FS): {e}")))?;
-    setns(mnt_ns, CloneFlags::CLONE_NEWNS).map_err(|e| {
-        io::Error::other(format!("setns into the allocation's mount namespace: {e}"))
-    })?;
-    if let Some(propagation) = propagation {
-        let flags = MsFlags::MS_REC
-            | match propagation {
-                Propagation::Slave => MsFlags::MS_SLAVE,
-                Propagation::Private => MsFlags::MS_PRIVATE,
-            };
-        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| {
-            io::Error::other(format!(
-                "making / {propagation:?} in the new mount namespace: {e}"
-            ))
-        })?;
-    }
-    let Some(bind) = bind else {
-        return Ok(());
-    };
-    let image = mount_api::clone_tree(&bind.source, false)?;
-    mount_api::set_attributes(image.as_fd(), ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)?;
-    match std::fs::symlink_metadata(&bind.target) {
-        Ok(meta) if meta.is_dir() => mount_api::attach(image.as_fd(), None, &bind.target),
+    crate::setup_thread::run_in(mnt_ns, work)
+}
+
+fn cut_propagation(propagation: Propagation) -> io::Result<()> {
+    let flags = MsFlags::MS_REC
+        | match propagation {
+            Propagation::Slave => MsFlags::MS_SLAVE,
+            Propagation::Private => MsFlags::MS_PRIVATE,
+        };
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| {
+        io::Error::other(format!(
+            "making / {propagation:?} in the new mount namespace: {e}"
+        ))
+    })
+}
+
+/// What a uenv mount path is in the namespace the caller is in.
+enum MountPoint {
+    Directory,
+    Missing,
+}
+
+fn mount_point(target: &Path) -> io::Result<MountPoint> {
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => Ok(MountPoint::Directory),
         Ok(_) => Err(io::Error::other(format!(
             "uenv mount path {} exists but is not a directory; remove it or configure another path",
-            bind.target.display()
+            target.display()
         ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => attach_under_shadow(image, &bind.target),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(MountPoint::Missing),
         Err(e) => Err(io::Error::new(
             e.kind(),
-            format!("stat {}: {e}", bind.target.display()),
+            format!("stat {}: {e}", target.display()),
         )),
+    }
+}
+
+/// Bind the image read-only at `bind.target`, under a shadow if it is missing.
+fn bind_uenv(bind: &UenvBind) -> io::Result<()> {
+    let image = mount_api::clone_tree(&bind.source, false)?;
+    mount_api::set_attributes(image.as_fd(), ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)?;
+    match mount_point(&bind.target)? {
+        MountPoint::Directory => mount_api::attach(image.as_fd(), None, &bind.target),
+        MountPoint::Missing => {
+            let (shadow, missing) = build_shadow(&bind.target)?;
+            mount_api::attach(image.as_fd(), Some(shadow.as_fd()), &missing)?;
+            seal_shadow(shadow.as_fd())
+        }
     }
 }
 
@@ -216,8 +256,9 @@ enum ShadowEntry {
 }
 
 /// Cover the nearest existing ancestor of `target` with a tmpfs that mirrors
-/// it (bind of every entry) plus the missing directories, and attach `image` there.
-fn attach_under_shadow(image: OwnedFd, target: &Path) -> io::Result<()> {
+/// it (bind of every entry) plus the missing directories; the tmpfs and the
+/// path of `target` below it. Still writable: [`seal_shadow`] when done.
+fn build_shadow(target: &Path) -> io::Result<(OwnedFd, PathBuf)> {
     let (ancestor, missing) = nearest_existing_dir(target)?;
     let mode = std::fs::metadata(&ancestor)?.permissions().mode() & 0o7777;
     // Clone every entry before covering the directory: afterwards its path leads to the tmpfs.
@@ -274,8 +315,13 @@ fn attach_under_shadow(image: OwnedFd, target: &Path) -> io::Result<()> {
             .map_err(|_| io::Error::other("mount path contains NUL"))?;
         create_mount_point(shadow.as_fd(), &c, true)?;
     }
-    mount_api::attach(image.as_fd(), Some(shadow.as_fd()), &missing)?;
-    mount_api::set_attributes(shadow.as_fd(), ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)
+    Ok((shadow, missing))
+}
+
+/// Make the shadow tmpfs read-only (`nosuid,nodev`): nothing is ever written
+/// to it after it is built.
+fn seal_shadow(shadow: BorrowedFd<'_>) -> io::Result<()> {
+    mount_api::set_attributes(shadow, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)
 }
 
 fn create_mount_point(dir: BorrowedFd<'_>, name: &CString, is_dir: bool) -> io::Result<()> {

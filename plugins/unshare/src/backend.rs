@@ -21,7 +21,8 @@ use nodeinit_plugin_api::AllocationMounts;
 use crate::allocation::{uenv_reference, Allocation};
 use crate::options::{UnshareConfig, UnshareOptions};
 use crate::persist::Holder;
-use crate::spares::SpareHolders;
+use crate::spares::{SpareHolders, SpareKind};
+use nodeinit_namespaces::mount_namespace::shadowed_directory;
 
 type Slot = Arc<Mutex<Option<Allocation>>>;
 
@@ -73,7 +74,13 @@ impl UnshareBackend {
                 let (persistent, propagation) = (persistence.is_some(), config.propagation);
                 SpareHolders::new(
                     config.spare_holders,
-                    Box::new(move |namespaces| Holder::spawn(persistent, namespaces, propagation)),
+                    Box::new(move |kind: &SpareKind| {
+                        let holder = Holder::spawn(persistent, &kind.namespaces, propagation)?;
+                        if let Some(mount_point) = &kind.mount_point {
+                            holder.prepare_mount_point(mount_point)?;
+                        }
+                        Ok(holder)
+                    }),
                 )
                 .map_err(|e| {
                     tracing::warn!(error = %e, "spare_holders ignored: a spare's mount table could not be checked");
@@ -233,7 +240,18 @@ impl UnshareBackend {
         if bind.is_some() && !namespaces.contains(&NamespaceType::Mount) {
             return Err(io::Error::other("a uenv bind needs a Mount namespace"));
         }
-        let holder = match self.spares.as_ref().and_then(|s| s.take(namespaces)) {
+        // A uenv request whose mount path is missing takes a spare with the
+        // shadow built (the bind then finds the directory); any other, a
+        // plain one.
+        let spare = self.spares.as_ref().and_then(|spares| {
+            spares.take(&SpareKind {
+                namespaces: namespaces.to_vec(),
+                mount_point: bind
+                    .filter(|b| matches!(shadowed_directory(&b.target), Ok(Some(_))))
+                    .map(|b| b.target.clone()),
+            })
+        });
+        let holder = match spare {
             Some(spare) => spare,
             None => Holder::spawn(
                 self.persistence.is_some(),
@@ -241,10 +259,11 @@ impl UnshareBackend {
                 self.config.propagation,
             )?,
         };
-        if let Some(bind) = bind {
-            holder.attach_uenv(bind)?;
+        let bound = bind.map_or(Ok(()), |bind| holder.attach_uenv(bind));
+        if let Some(spares) = &self.spares {
+            spares.refill();
         }
-        Ok(holder)
+        bound.map(|()| holder)
     }
 
     /// The pids of the spare holders kept now (diagnostics and tests).

@@ -517,6 +517,20 @@ impl Holder {
         nodeinit_namespaces::mount_namespace::attach_uenv(mnt, bind)
     }
 
+    /// Make `mount_point` a directory in its mount namespace ahead of a
+    /// uenv bind there (a spare's shadow).
+    ///
+    /// # Errors
+    ///
+    /// It holds no mount namespace, or as
+    /// [`nodeinit_namespaces::mount_namespace::prepare_mount_point`].
+    pub fn prepare_mount_point(&self, mount_point: &Path) -> io::Result<()> {
+        let mnt = self
+            .fd(NamespaceType::Mount)
+            .ok_or_else(|| io::Error::other("a uenv mount point needs a Mount namespace"))?;
+        nodeinit_namespaces::mount_namespace::prepare_mount_point(mnt, mount_point)
+    }
+
     /// Kill it.
     ///
     /// # Errors

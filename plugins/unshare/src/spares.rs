@@ -14,8 +14,14 @@
 //!   request included) is discarded, never handed out. The kernel reports
 //!   such a change as `POLLPRI` on `/proc/self/mounts`, polled here before
 //!   every take and around every refill;
-//! - no uenv bind is ever made in a spare: the image is bound after the
-//!   take, as for a fresh holder.
+//! - no uenv image is ever bound in a spare: the image is bound after the
+//!   take, as for a fresh holder. When the uenv mount path is missing from
+//!   the image, a spare for uenv requests carries the read-only shadow of
+//!   its nearest existing directory already (the part of a uenv request
+//!   that costs most: every entry of `/` cloned and attached), so it is
+//!   made for a [`SpareKind`] with that mount point; and as the shadow
+//!   mirrors the directory as it was, every spare made before a change of
+//!   that directory's entries (seen by inotify) is discarded too.
 //!
 //! When the pool is empty but the refill thread is already making a holder
 //! for the same namespaces, one request waits for that one (it is done
@@ -33,6 +39,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,9 +48,30 @@ use hpc_node::NamespaceType;
 
 use crate::persist::Holder;
 
-/// How a holder is made (the backend's kind: tied or persistent), with no
-/// uenv bind.
-pub(crate) type SpawnHolder = Box<dyn Fn(&[NamespaceType]) -> io::Result<Holder> + Send + Sync>;
+/// What a spare is made for: a namespace set and, for uenv requests whose
+/// mount path is missing, that path (its shadow is built in the spare).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SpareKind {
+    pub(crate) namespaces: Vec<NamespaceType>,
+    /// Made a directory in the spare ahead of the bind
+    /// ([`nodeinit_namespaces::mount_namespace::prepare_mount_point`]).
+    pub(crate) mount_point: Option<PathBuf>,
+}
+
+impl SpareKind {
+    /// Plain: `namespaces`, nothing prepared.
+    #[cfg(test)]
+    pub(crate) fn plain(namespaces: &[NamespaceType]) -> Self {
+        Self {
+            namespaces: namespaces.to_vec(),
+            mount_point: None,
+        }
+    }
+}
+
+/// How a holder of a kind is made (the backend's kind: tied or
+/// persistent), with no uenv image bound.
+pub(crate) type SpawnHolder = Box<dyn Fn(&SpareKind) -> io::Result<Holder> + Send + Sync>;
 
 /// After a failed refill, wait this long before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -71,19 +99,25 @@ struct Shared {
 }
 
 struct State {
-    /// The namespace set spares are made for (none requested yet: none made).
-    namespaces: Option<Vec<NamespaceType>>,
+    /// The kind last requested.
+    requested: Option<SpareKind>,
+    /// What spares are made for: that kind, without its mount point if the
+    /// directory cannot be watched (none requested yet: none made).
+    kind: Option<SpareKind>,
     spares: VecDeque<Holder>,
     /// Discarded spares, killed by the refill thread (off the request path).
     stale: Vec<Holder>,
     mounts: MountTableWatch,
-    /// Bumped at every mount-table change; a refill made under an older
-    /// one is stale.
+    /// The directory the kind's shadow mirrors, watched (a kind without a
+    /// mount point: none).
+    shadowed: Option<DirectoryWatch>,
+    /// Bumped at every mount-table change and every change of the shadowed
+    /// directory; a refill made under an older one is stale.
     generation: u64,
     /// Refills failed until this instant: wait before the next.
     retry_at: Option<Instant>,
-    /// The spare being made: its namespaces and generation.
-    in_flight: Option<(Vec<NamespaceType>, u64)>,
+    /// The spare being made: its kind and generation.
+    in_flight: Option<(SpareKind, u64)>,
     /// A request waits for the spare in the making.
     claimed: bool,
     /// That spare, made and current, for the waiting request.
@@ -118,16 +152,88 @@ impl MountTableWatch {
     }
 }
 
+/// Changes of the entries of one directory (and of the directory itself),
+/// by inotify. Any event, a queue overflow or a failed read counts as a
+/// change, like [`MountTableWatch::changed`]'s failed poll.
+struct DirectoryWatch {
+    inotify: nix::sys::inotify::Inotify,
+}
+
+impl DirectoryWatch {
+    /// Watch the directory a shadow for `mount_point` mirrors, as it is now.
+    /// `None` if there is none (the mount point exists), or it cannot be
+    /// watched (then no spare is made with a shadow: see [`State::observe`]).
+    fn of(mount_point: &Path) -> io::Result<Option<Self>> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let Some(dir) = nodeinit_namespaces::mount_namespace::shadowed_directory(mount_point)?
+        else {
+            return Ok(None);
+        };
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| io::Error::other(format!("inotify_init: {e}")))?;
+        let events = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_ATTRIB
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_ONLYDIR
+            | AddWatchFlags::IN_DONT_FOLLOW;
+        inotify
+            .add_watch(&dir, events)
+            .map_err(|e| io::Error::other(format!("inotify watch on {}: {e}", dir.display())))?;
+        Ok(Some(Self { inotify }))
+    }
+
+    fn changed(&self) -> bool {
+        match self.inotify.read_events() {
+            Ok(events) => !events.is_empty(),
+            Err(nix::errno::Errno::EAGAIN) => false,
+            Err(_) => true,
+        }
+    }
+}
+
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl State {
-    /// Discard every spare if the mount table changed.
-    fn observe_mounts(&mut self) {
-        if self.mounts.changed() {
+    /// Discard every spare if the mount table or the shadowed directory
+    /// changed; then watch that directory afresh (a change may have made
+    /// another one the nearest existing ancestor, or none).
+    fn observe(&mut self) {
+        let mounts = self.mounts.changed();
+        let shadowed = self.shadowed.as_ref().is_some_and(DirectoryWatch::changed);
+        if mounts || shadowed {
             self.generation += 1;
             self.discard_all();
+        }
+        if shadowed {
+            self.watch_shadowed();
+        }
+    }
+
+    /// Watch what the current kind's shadow mirrors. If it cannot be
+    /// watched, the kind loses its mount point: spares are then made
+    /// plain and the shadow is built at request time, as without spares.
+    fn watch_shadowed(&mut self) {
+        self.shadowed = None;
+        let Some(kind) = self.kind.as_mut() else {
+            return;
+        };
+        let Some(mount_point) = kind.mount_point.clone() else {
+            return;
+        };
+        match DirectoryWatch::of(&mount_point) {
+            Ok(Some(watch)) => self.shadowed = Some(watch),
+            Ok(None) => kind.mount_point = None,
+            Err(e) => {
+                tracing::warn!(error = %e, mount_point = %mount_point.display(),
+                    "spare holders: the shadowed directory cannot be watched; the uenv shadow is built at request time");
+                kind.mount_point = None;
+            }
         }
     }
 
@@ -136,14 +242,14 @@ impl State {
         self.stale.extend(spares);
     }
 
-    /// Whether the spare in the making is for `namespaces`, current, and
-    /// not yet claimed by another request.
-    fn claimable(&self, namespaces: &[NamespaceType]) -> bool {
+    /// Whether the spare in the making is of `kind`, current, and not yet
+    /// claimed by another request.
+    fn claimable(&self, kind: &SpareKind) -> bool {
         !self.claimed
             && self
                 .in_flight
                 .as_ref()
-                .is_some_and(|(ns, generation)| ns == namespaces && *generation == self.generation)
+                .is_some_and(|(k, generation)| k == kind && *generation == self.generation)
     }
 }
 
@@ -161,10 +267,12 @@ impl SpareHolders {
                 target,
                 spawn,
                 state: Mutex::new(State {
-                    namespaces: None,
+                    requested: None,
+                    kind: None,
                     spares: VecDeque::new(),
                     stale: Vec::new(),
                     mounts,
+                    shadowed: None,
                     generation: 0,
                     retry_at: None,
                     in_flight: None,
@@ -179,25 +287,35 @@ impl SpareHolders {
         })
     }
 
-    /// A ready spare in exactly `namespaces`, if one is kept or is being
-    /// made (waiting at most [`CLAIM_WAIT`] for it); either way the pool
-    /// then refills for `namespaces`.
-    pub(crate) fn take(&self, namespaces: &[NamespaceType]) -> Option<Holder> {
+    /// A ready spare of `kind`, if one is kept or is being made (waiting at
+    /// most [`CLAIM_WAIT`] for it); either way the pool then refills for
+    /// `kind`. A spare of a kind with a mount point has it prepared, unless
+    /// its directory cannot be watched: then it is plain, and the uenv bind
+    /// builds the shadow as for a fresh holder.
+    pub(crate) fn take(&self, kind: &SpareKind) -> Option<Holder> {
         self.start_refill();
         let mut state = lock(&self.shared.state);
-        state.observe_mounts();
-        if state.namespaces.as_deref() != Some(namespaces) {
-            state.namespaces = Some(namespaces.to_vec());
+        state.observe();
+        if state.requested.as_ref() != Some(kind) {
+            state.requested = Some(kind.clone());
+            state.kind = Some(kind.clone());
+            state.generation += 1;
             state.discard_all();
+            state.watch_shadowed();
         }
-        self.shared.wake.notify_one();
+        // The refill is woken by [`SpareHolders::refill`], once the
+        // request is done with the kernel: a mount namespace is made
+        // under the namespace lock that a uenv bind needs too.
         if let Some(spare) = state.spares.pop_front() {
             return Some(spare);
         }
-        if !state.claimable(namespaces) {
+        let current = state.kind.clone()?;
+        if !state.claimable(&current) {
             return None;
         }
         state.claimed = true;
+        // A waiting request wakes it itself (it may be idle after a discard).
+        self.shared.wake.notify_one();
         // Until it is handed over, lands elsewhere (discarded, failed) or
         // is late: then a new holder.
         let (mut state, _) = nodeinit_sys::deadline::wait_until(
@@ -208,6 +326,12 @@ impl SpareHolders {
         );
         state.claimed = false;
         state.handed.take()
+    }
+
+    /// Refill the pool after a [`SpareHolders::take`]: called when the
+    /// request that took is done with its holder's namespaces.
+    pub(crate) fn refill(&self) {
+        self.shared.wake.notify_one();
     }
 
     /// The pids of the spares kept now (diagnostics and tests).
@@ -241,10 +365,7 @@ impl SpareHolders {
 enum Step {
     Stop,
     Kill(Vec<Holder>),
-    Make {
-        namespaces: Vec<NamespaceType>,
-        generation: u64,
-    },
+    Make { kind: SpareKind, generation: u64 },
 }
 
 impl Shared {
@@ -260,10 +381,7 @@ impl Shared {
                         }
                     }
                 }
-                Step::Make {
-                    namespaces,
-                    generation,
-                } => self.make(&namespaces, generation),
+                Step::Make { kind, generation } => self.make(&kind, generation),
             }
         }
     }
@@ -274,20 +392,17 @@ impl Shared {
             if state.stopping {
                 return Step::Stop;
             }
-            state.observe_mounts();
+            state.observe();
             if !state.stale.is_empty() {
                 return Step::Kill(std::mem::take(&mut state.stale));
             }
             let now = Instant::now();
             let waiting = state.retry_at.filter(|at| *at > now);
-            if let (Some(namespaces), None) = (&state.namespaces, waiting) {
+            if let (Some(kind), None) = (&state.kind, waiting) {
                 if state.spares.len() < self.target {
-                    let (namespaces, generation) = (namespaces.clone(), state.generation);
-                    state.in_flight = Some((namespaces.clone(), generation));
-                    return Step::Make {
-                        namespaces,
-                        generation,
-                    };
+                    let (kind, generation) = (kind.clone(), state.generation);
+                    state.in_flight = Some((kind.clone(), generation));
+                    return Step::Make { kind, generation };
                 }
             }
             // Woken by a take, a stop, or the retry time; a mount change
@@ -307,8 +422,8 @@ impl Shared {
         }
     }
 
-    fn make(&self, namespaces: &[NamespaceType], generation: u64) {
-        let made = (self.spawn)(namespaces);
+    fn make(&self, kind: &SpareKind, generation: u64) {
+        let made = (self.spawn)(kind);
         let mut state = lock(&self.state);
         state.in_flight = None;
         // A waiting request wakes whatever happened to its spare.
@@ -316,10 +431,10 @@ impl Shared {
         match made {
             Ok(holder) => {
                 state.retry_at = None;
-                state.observe_mounts();
+                state.observe();
                 let current = !state.stopping
                     && state.generation == generation
-                    && state.namespaces.as_deref() == Some(namespaces);
+                    && state.kind.as_ref() == Some(kind);
                 if current && state.claimed && state.handed.is_none() {
                     state.handed = Some(holder);
                 } else if current && state.spares.len() < self.target {
@@ -374,9 +489,9 @@ mod tests {
     fn slow_pool(delay: Duration) -> SpareHolders {
         SpareHolders::new(
             1,
-            Box::new(move |namespaces| {
+            Box::new(move |kind: &SpareKind| {
                 std::thread::sleep(delay);
-                Holder::spawn(false, namespaces, Propagation::Slave)
+                Holder::spawn(false, &kind.namespaces, Propagation::Slave)
             }),
         )
         .unwrap()
@@ -397,12 +512,13 @@ mod tests {
     fn a_request_takes_the_spare_in_the_making() {
         let pool = slow_pool(Duration::from_millis(200));
         assert!(
-            pool.take(&[NamespaceType::Net]).is_none(),
+            pool.take(&SpareKind::plain(&[NamespaceType::Net]))
+                .is_none(),
             "nothing made yet"
         );
         until_in_flight(&pool);
         let spare = pool
-            .take(&[NamespaceType::Net])
+            .take(&SpareKind::plain(&[NamespaceType::Net]))
             .expect("the spare in the making");
         let net = std::fs::read_link(format!("/proc/{}/ns/net", spare.pid())).unwrap();
         assert_ne!(net, own_net());
@@ -412,15 +528,21 @@ mod tests {
     #[test]
     fn a_late_spare_is_not_waited_for_and_goes_to_the_pool() {
         let pool = slow_pool(CLAIM_WAIT * 3);
-        assert!(pool.take(&[NamespaceType::Net]).is_none());
+        assert!(pool
+            .take(&SpareKind::plain(&[NamespaceType::Net]))
+            .is_none());
         until_in_flight(&pool);
         // The claim gives up before the spare is made: a new holder then.
-        assert!(pool.take(&[NamespaceType::Net]).is_none());
+        assert!(pool
+            .take(&SpareKind::plain(&[NamespaceType::Net]))
+            .is_none());
         // The spare lands later, in the pool, for the next request.
         nodeinit_tests::wait_until("the late spare lands in the pool", || {
             !pool.pids().is_empty()
         });
-        let spare = pool.take(&[NamespaceType::Net]).expect("the late spare");
+        let spare = pool
+            .take(&SpareKind::plain(&[NamespaceType::Net]))
+            .expect("the late spare");
         assert_ne!(
             std::fs::read_link(format!("/proc/{}/ns/net", spare.pid())).unwrap(),
             own_net()
@@ -431,10 +553,13 @@ mod tests {
     #[test]
     fn a_spare_in_the_making_for_other_namespaces_is_not_waited_for() {
         let pool = slow_pool(CLAIM_WAIT * 3);
-        assert!(pool.take(&[NamespaceType::Net]).is_none());
+        assert!(pool
+            .take(&SpareKind::plain(&[NamespaceType::Net]))
+            .is_none());
         until_in_flight(&pool);
         assert!(
-            pool.take(&[NamespaceType::Mount]).is_none(),
+            pool.take(&SpareKind::plain(&[NamespaceType::Mount]))
+                .is_none(),
             "a Net-only spare is never handed to a Mount request"
         );
         assert!(!lock(&pool.shared.state).claimed);

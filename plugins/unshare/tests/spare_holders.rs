@@ -1,7 +1,8 @@
 //! Spare holders (`spare_holders`): a request takes one made ahead of time,
 //! on the real kernel, and never one that differs from a holder made at
 //! request time — not one made for other namespaces, not one made before a
-//! mount-table change (its mount namespace would lack the new mount), and
+//! mount-table change (its mount namespace would lack the new mount), not
+//! one whose uenv shadow misses a change of the shadowed directory, and
 //! with the uenv image bound after the take.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,6 +31,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// a holder's namespace after it was made, so only a mount-table check can
 /// keep a spare from missing one.
 fn backend(tmp: &Path) -> (UnshareBackend, Arc<common::TestMounts>) {
+    std::fs::create_dir_all(tmp.join("ue")).unwrap();
+    backend_binding_at(tmp, &tmp.join("ue"))
+}
+
+/// [`backend`], binding images at `mount_path` (which may be missing).
+fn backend_binding_at(tmp: &Path, mount_path: &Path) -> (UnshareBackend, Arc<common::TestMounts>) {
     std::fs::create_dir_all(tmp.join("images")).unwrap();
     common::make_image(&tmp.join("images"), "hello.sqfs");
     let mounts = Arc::new(common::TestMounts::new(
@@ -39,10 +46,9 @@ fn backend(tmp: &Path) -> (UnshareBackend, Arc<common::TestMounts>) {
     let options = UnshareOptions {
         spare_holders: 2,
         propagation: Propagation::Private,
-        uenv_mount_path: tmp.join("ue").to_str().unwrap().into(),
+        uenv_mount_path: mount_path.to_str().unwrap().into(),
         ..UnshareOptions::default()
     };
-    std::fs::create_dir_all(tmp.join("ue")).unwrap();
     let backend = UnshareBackend::new(
         UnshareConfig::try_from(options).unwrap(),
         Some(mounts.clone()),
@@ -224,4 +230,129 @@ fn a_request_for_other_namespaces_gets_a_fresh_holder_and_moves_the_pool() {
     assert!(spares.iter().all(|p| gone(*p)));
     backend.release_namespaces("all").unwrap();
     backend.release_namespaces("net-only").unwrap();
+}
+
+/// Whether `path` is a mount point in process `pid`'s mount namespace.
+fn is_mount_point(pid: i32, path: &Path) -> bool {
+    mount_points(pid).contains(&path.display().to_string())
+}
+
+#[test]
+fn a_spare_for_a_missing_mount_path_carries_its_shadow_and_the_image_is_bound_after() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let shadowed = tmp.path().join("shadowed");
+    std::fs::create_dir(&shadowed).unwrap();
+    std::fs::write(shadowed.join("kept.txt"), "kept\n").unwrap();
+    std::os::unix::fs::symlink("kept.txt", shadowed.join("link")).unwrap();
+    let mount_path = shadowed.join("ue");
+    let (backend, mounts) = backend_binding_at(tmp.path(), &mount_path);
+    backend
+        .create_namespaces(&request("first", &ALL, Some("hello.sqfs")))
+        .unwrap();
+    let spares = spares_when(&backend, 2);
+    for pid in &spares {
+        assert!(is_mount_point(*pid, &shadowed), "spare {pid} has no shadow");
+        assert!(is_mount_point(*pid, &shadowed.join("kept.txt")));
+        assert!(
+            !is_mount_point(*pid, &mount_path),
+            "an image in spare {pid}"
+        );
+    }
+    backend
+        .create_namespaces(&request("second", &ALL, Some("hello.sqfs")))
+        .unwrap();
+    assert_eq!(backend.holder_pid("second").unwrap(), spares[0]);
+    let fds = backend.namespace_fds("second").unwrap();
+    let dir = shadowed.display();
+    let out = nodeinit_tests::run_in_namespaces(
+        &fds,
+        &format!(
+            "cat {dir}/ue/hello.txt {dir}/link; ls -A {dir}; touch {dir}/new 2>/dev/null || echo read-only"
+        ),
+    );
+    assert_eq!(
+        out,
+        format!(
+            "{}kept\nkept.txt\nlink\nue\nread-only\n",
+            common::IMAGE_FILE_CONTENT
+        ),
+        "the image, the entries of the directory, a read-only shadow"
+    );
+    drop(fds);
+    // A request without an image gets a plain holder, and the pool moves
+    // to plain spares.
+    backend
+        .create_namespaces(&request("plain", &ALL, None))
+        .unwrap();
+    let plain = backend.holder_pid("plain").unwrap();
+    assert!(!spares.contains(&plain));
+    assert!(
+        !is_mount_point(plain, &shadowed),
+        "a shadow without an image"
+    );
+    let mut now = Vec::new();
+    wait_until("the pool moved to plain spares", || {
+        now = backend.spare_holder_pids();
+        now.len() == 2 && now.iter().all(|p| !spares.contains(p))
+    });
+    for pid in &now {
+        assert!(!is_mount_point(*pid, &shadowed));
+    }
+    for id in ["first", "second", "plain"] {
+        backend.release_namespaces(id).unwrap();
+    }
+    drop(backend);
+    assert!(mounts.mounted().is_empty());
+    assert!(!mount_path.exists(), "the host's directory was written to");
+}
+
+#[test]
+fn a_change_of_the_shadowed_directory_after_the_spares_is_in_the_next_allocation() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let shadowed = tmp.path().join("shadowed");
+    std::fs::create_dir(&shadowed).unwrap();
+    std::fs::write(shadowed.join("gone.txt"), "gone\n").unwrap();
+    let mount_path = shadowed.join("ue");
+    let (backend, _mounts) = backend_binding_at(tmp.path(), &mount_path);
+    backend
+        .create_namespaces(&request("before", &ALL, Some("hello.sqfs")))
+        .unwrap();
+    let spares = spares_when(&backend, 2);
+    std::fs::write(shadowed.join("late.txt"), "late\n").unwrap();
+    std::fs::remove_file(shadowed.join("gone.txt")).unwrap();
+    backend
+        .create_namespaces(&request("after", &ALL, Some("hello.sqfs")))
+        .unwrap();
+    let after = backend.holder_pid("after").unwrap();
+    assert!(
+        !spares.contains(&after),
+        "a spare whose shadow predates the change was handed out"
+    );
+    let fds = backend.namespace_fds("after").unwrap();
+    let out = nodeinit_tests::run_in_namespaces(
+        &fds,
+        &format!(
+            "ls -A {}; cat {}/late.txt",
+            shadowed.display(),
+            shadowed.display()
+        ),
+    );
+    assert_eq!(out, "late.txt\nue\nlate\n");
+    drop(fds);
+    wait_until("the discarded spares are killed", || {
+        spares.iter().all(|p| gone(*p))
+    });
+    // The pool refills, watching the directory again: a second change is
+    // seen as well.
+    let refilled = spares_when(&backend, 2);
+    std::fs::write(shadowed.join("later.txt"), "later\n").unwrap();
+    backend
+        .create_namespaces(&request("later", &ALL, Some("hello.sqfs")))
+        .unwrap();
+    assert!(!refilled.contains(&backend.holder_pid("later").unwrap()));
+    for id in ["before", "after", "later"] {
+        backend.release_namespaces(id).unwrap();
+    }
 }
