@@ -64,6 +64,20 @@ impl HeldNamespaces {
     pub fn clear(&mut self) {
         self.0.clear();
     }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Close them once the holder has exited, off the caller's path: the
+    /// last close tears the namespaces down, which is kernel work the
+    /// caller need not wait for (the teardown thread, or inline when its
+    /// queue is full). Only for a holder that has exited: a live one's
+    /// namespaces would be held open a moment longer.
+    pub fn close_after_exit(self) {
+        super::teardown::close_after_exit(self);
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod pidfd;
 mod shared_memory;
 mod spawner;
 mod spawner_process;
+mod teardown;
 
 pub use held::HeldNamespaces;
 pub use spawner_process::{
@@ -155,7 +156,9 @@ impl NamespaceHolder {
     }
 
     fn kill_and_reap(&mut self) -> io::Result<()> {
-        self.namespaces.clear();
+        // Closed after the exit, off this path (`HeldNamespaces::close_after_exit`):
+        // then the holder's exit is not also its namespaces' teardown.
+        let namespaces = std::mem::take(&mut self.namespaces);
         let Some(pidfd) = self.pidfd.take() else {
             return Ok(());
         };
@@ -167,7 +170,10 @@ impl NamespaceHolder {
             });
         match (gone.is_ok(), self.stack.take()) {
             // Dead: nothing runs on its stack any more.
-            (true, stack) => drop(stack),
+            (true, stack) => {
+                drop(stack);
+                namespaces.close_after_exit();
+            }
             // It may still run on it: never unmap that.
             (false, Some(stack)) => stack.leak(),
             (false, None) => {}
@@ -225,6 +231,43 @@ mod tests {
         assert_ne!(mnt, std::fs::read_link("/proc/self/ns/mnt").unwrap());
         holder.terminate().unwrap();
         drop((many, later));
+    }
+
+    /// The holder is reaped when `terminate` returns; its namespace FDs
+    /// are closed after that, off the caller's path, and none is kept.
+    #[test]
+    fn a_terminated_holder_is_reaped_and_its_namespace_fds_closed_after() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let holder = NamespaceHolder::spawn_prepared(
+            &[NamespaceType::Pid, NamespaceType::Net, NamespaceType::Mount],
+            crate::mount_namespace::Propagation::Slave,
+            None,
+        )
+        .unwrap();
+        let pid = holder.pid();
+        let theirs: Vec<std::path::PathBuf> = ["pid", "net", "mnt"]
+            .iter()
+            .map(|ns| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap())
+            .collect();
+        let ours_to_theirs = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|link| theirs.contains(link))
+                .count()
+        };
+        assert_eq!(ours_to_theirs(), 3, "the holder's three namespace FDs");
+        holder.terminate().unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "holder {pid} not reaped when terminate returned"
+        );
+        nodeinit_tests::wait_until("the dead holder's namespace FDs are closed", || {
+            ours_to_theirs() == 0
+        });
     }
 
     /// `(pid, state)` of every child of `parent`, zombies included.

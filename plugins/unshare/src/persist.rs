@@ -418,7 +418,9 @@ impl PersistentHolder {
     }
 
     fn kill_and_wait(&mut self) -> io::Result<()> {
-        self.namespaces.clear();
+        // Closed after the exit, off this path: then the holder's exit is
+        // not also its namespaces' teardown.
+        let namespaces = std::mem::take(&mut self.namespaces);
         let Some(pidfd) = self.pidfd.take() else {
             return Ok(());
         };
@@ -429,7 +431,12 @@ impl PersistentHolder {
             nix::poll::PollFlags::POLLIN,
         )];
         // A SIGKILLed process exits at once unless stuck in the kernel.
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+        if matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)),
+            Ok(1)
+        ) {
+            namespaces.close_after_exit();
+        }
         Ok(())
     }
 }

@@ -302,9 +302,11 @@ impl SpareHolders {
             state.generation += 1;
             state.discard_all();
             state.watch_shadowed();
+            // New work (and the first: the thread may be waiting already).
+            self.shared.wake.notify_one();
         }
-        // The refill is woken by [`SpareHolders::refill`], once the
-        // request is done with the kernel: a mount namespace is made
+        // Otherwise the refill is woken by [`SpareHolders::refill`], once
+        // the request is done with the kernel: a mount namespace is made
         // under the namespace lock that a uenv bind needs too.
         if let Some(spare) = state.spares.pop_front() {
             return Some(spare);

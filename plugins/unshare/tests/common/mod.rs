@@ -221,6 +221,25 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Waits (at most 20 s) for this process to have `expected` FDs open, else
+/// fails with `what`: a dead holder's namespace FDs are closed just after
+/// its allocation ended, off the reply path, so a count taken at once may
+/// still include them.
+pub fn assert_fd_count_settles(expected: usize, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = fd_count();
+        if now == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {now} FDs open after 20 s, {expected} before"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The host pid of PID 1 of the PID namespace `pid_ns_link` (`pid:[…]`), by
 /// scanning /proc: the process whose ns/pid matches and whose NSpid ends in 1.
 pub fn pid_namespace_init(pid_ns_link: &str) -> Option<i32> {
