@@ -9,6 +9,12 @@
 //! jobs from one queue, so two shadows (0.3–0.4 ms each) are built at once,
 //! as with a thread per job on two CPUs.
 //!
+//! The threads start at the first bind in the process: in nodeinit's
+//! worker, or in a handoff client that falls back to making its own
+//! namespaces. A bind that hangs in the kernel (a shadow walking an entry
+//! on a dead NFS server) holds one of them: with an existing
+//! `uenv_mount_path` no bind walks anything.
+//!
 //! It must never keep a job's namespace after the job (the namespace, and
 //! every image mounted in it, would outlive its allocation): if it cannot
 //! return to its own namespace, it reports that and ends; when none is
