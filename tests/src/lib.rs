@@ -188,11 +188,30 @@ pub fn with_plugin_dir(config: &str, dir: &Path) -> String {
 /// });
 /// ```
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    wait_for(what, || if done() { Ok(()) } else { Err(String::new()) });
+}
+
+/// Polls `check` every 5 ms until it returns `Ok`; panics after 20 s,
+/// naming `what` it waited for and the last `Err` it saw.
+///
+/// ```
+/// let mut n = 0;
+/// nodeinit_tests::wait_for("the count reaches 3", || {
+///     n += 1;
+///     if n == 3 { Ok(()) } else { Err(format!("count {n}")) }
+/// });
+/// ```
+pub fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !done() {
+    loop {
+        let last = match check() {
+            Ok(()) => return,
+            Err(last) => last,
+        };
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
+            "timed out waiting until {what}{}{last}",
+            if last.is_empty() { "" } else { ": " }
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -19,6 +19,8 @@ mod spawner;
 mod spawner_process;
 mod teardown;
 
+pub use teardown::wait_for_teardown;
+
 pub use held::HeldNamespaces;
 pub use spawner_process::{
     clone_persistent_holder, spawner_pids, HolderCommit, SpawnedHolder, ANSWER_TIMEOUT_SECS,
@@ -265,9 +267,15 @@ mod tests {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "holder {pid} not reaped when terminate returned"
         );
-        nodeinit_tests::wait_until("the dead holder's namespace FDs are closed", || {
-            ours_to_theirs() == 0
-        });
+        assert!(
+            wait_for_teardown(std::time::Duration::from_secs(20)),
+            "the teardown thread did not flush in 20 s"
+        );
+        assert_eq!(
+            ours_to_theirs(),
+            0,
+            "the dead holder's namespace FDs are open after the teardown flush"
+        );
     }
 
     /// `(pid, state)` of every child of `parent`, zombies included.

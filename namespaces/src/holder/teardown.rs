@@ -12,15 +12,41 @@
 //! are queued), nor let the queue grow without bound: when it is full, or
 //! the thread cannot run, the caller closes inline, as before.
 
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Sender, SyncSender, TrySendError};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use super::HeldNamespaces;
 
 /// Sets of descriptors queued at most; more are closed by their caller.
 const QUEUE_LEN: usize = 256;
 
-static QUEUE: Mutex<Option<SyncSender<HeldNamespaces>>> = Mutex::new(None);
+/// What the teardown thread is given, in order.
+enum Job {
+    Close(HeldNamespaces),
+    /// Answered once every set queued before it is closed.
+    Flush(Sender<()>),
+}
+
+static QUEUE: Mutex<Option<SyncSender<Job>>> = Mutex::new(None);
+
+/// Waits (at most `limit`) until every set queued so far is closed; true
+/// when they are (or none was queued). For FD accounting, e.g. a test that
+/// counts this process's descriptors after an allocation ended.
+pub fn wait_for_teardown(limit: Duration) -> bool {
+    let (done, flushed) = mpsc::channel();
+    let queued = {
+        let queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
+        match queue.as_ref() {
+            // A full queue blocks only this waiter, never a closer (they
+            // use try_send), so send() under the lock is bounded by the
+            // thread's progress.
+            Some(sender) => sender.send(Job::Flush(done)).is_ok(),
+            None => false,
+        }
+    };
+    !queued || flushed.recv_timeout(limit).is_ok()
+}
 
 /// Close `held` on the teardown thread, or here when it cannot take them.
 /// Only for a holder that has exited.
@@ -29,28 +55,37 @@ pub(crate) fn close_after_exit(held: HeldNamespaces) {
         return;
     }
     let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
-    let held = match queue.as_ref() {
-        Some(sender) => match sender.try_send(held) {
+    let job = match queue.as_ref() {
+        Some(sender) => match sender.try_send(Job::Close(held)) {
             Ok(()) => return,
             // Full: back-pressure, close here.
-            Err(TrySendError::Full(held)) => return drop(held),
-            Err(TrySendError::Disconnected(held)) => held,
+            Err(TrySendError::Full(job)) => return drop(job),
+            Err(TrySendError::Disconnected(job)) => job,
         },
-        None => held,
+        None => Job::Close(held),
     };
-    let (sender, closing) = mpsc::sync_channel::<HeldNamespaces>(QUEUE_LEN);
+    let (sender, closing) = mpsc::sync_channel::<Job>(QUEUE_LEN);
     let started = std::thread::Builder::new()
         .name("nodeinit-ns-teardown".into())
-        .spawn(move || closing.iter().for_each(drop));
+        .spawn(move || {
+            for job in closing {
+                match job {
+                    Job::Close(held) => drop(held),
+                    Job::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
     match started {
         Ok(_) => {
             // A fresh queue has room.
-            let _ = sender.try_send(held);
+            let _ = sender.try_send(job);
             *queue = Some(sender);
         }
         Err(e) => {
             tracing::warn!(error = %e, "namespace teardown thread not started; namespaces are closed inline");
-            drop(held);
+            drop(job);
         }
     }
 }

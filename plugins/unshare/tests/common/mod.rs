@@ -226,18 +226,23 @@ pub fn fd_count() -> usize {
 /// its allocation ended, off the reply path, so a count taken at once may
 /// still include them.
 pub fn assert_fd_count_settles(expected: usize, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let now = fd_count();
-        if now == expected {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: {now} FDs open after 20 s, {expected} before"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    nodeinit_tests::wait_for(
+        &format!("{expected} FDs are open ({what})"),
+        || match fd_count() {
+            now if now == expected => Ok(()),
+            now => Err(format!("{now} FDs open")),
+        },
+    );
+}
+
+/// FDs open once the namespaces of every allocation ended so far are torn
+/// down: the baseline for [`assert_fd_count_settles`].
+pub fn settled_fd_count() -> usize {
+    assert!(
+        nodeinit_namespaces::holder::wait_for_teardown(std::time::Duration::from_secs(20)),
+        "the namespace teardown thread did not close the queued namespaces in 20 s"
+    );
+    fd_count()
 }
 
 /// The host pid of PID 1 of the PID namespace `pid_ns_link` (`pid:[…]`), by
