@@ -109,6 +109,11 @@ fn start() -> io::Result<Sender<Job>> {
         (0, Some(e)) => Err(io::Error::other(format!(
             "cannot start mount-namespace setup thread: {e}"
         ))),
+        (_, Some(e)) => {
+            // Fewer threads only queue the binds longer; say so once per start.
+            tracing::warn!(started, wanted = SETUP_THREADS, error = %e, "not every mount-namespace setup thread started; uenv binds queue on the others");
+            Ok(sender)
+        }
         _ => Ok(sender),
     }
 }

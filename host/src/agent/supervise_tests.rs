@@ -9,6 +9,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
 use crate::agent::{
@@ -144,13 +145,29 @@ impl Supervisor {
     fn terminate(&mut self) -> std::process::ExitStatus {
         kill(self.pid(), Signal::SIGTERM).unwrap();
         self.expect("OUTCOME", |l| l.starts_with("OUTCOME"));
+        self.reap()
+    }
+
+    /// Waits for the supervisor's exit, kills what is left of its process
+    /// group (an agent's child, e.g. a `sleep 1000` whose shell was killed,
+    /// would live on holding the test binary's stdout pipe), then reaps it:
+    /// unreaped, its pid cannot name another process's group.
+    fn reap(&mut self) -> std::process::ExitStatus {
+        let exited = waitid(
+            Id::Pid(self.pid()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        );
+        assert!(exited.is_ok(), "waitid on the supervisor: {exited:?}");
+        let _ = killpg(self.pid(), Signal::SIGKILL);
         self.child.wait().unwrap()
     }
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        // Not reaped yet (running or a zombie): its group is still ours.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+        if waitid(Id::Pid(self.pid()), flags).is_ok() {
             let _ = killpg(self.pid(), Signal::SIGKILL);
             let _ = self.child.wait();
         }

@@ -74,6 +74,16 @@ fn spares_when(backend: &UnshareBackend, count: usize) -> Vec<i32> {
     pids
 }
 
+/// The spares, once both are new (none of `old`): the pool moved to `what`.
+fn pool_moved(backend: &UnshareBackend, old: &[i32], what: &str) -> Vec<i32> {
+    let mut now = Vec::new();
+    wait_until(&format!("the pool moved to {what}"), || {
+        now = backend.spare_holder_pids();
+        now.len() == 2 && now.iter().all(|p| !old.contains(p))
+    });
+    now
+}
+
 /// The namespace `ns` of process `pid` (`"self"`: this one).
 fn ns_link(pid: impl std::fmt::Display, ns: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
@@ -217,11 +227,7 @@ fn a_request_for_other_namespaces_gets_a_fresh_holder_and_moves_the_pool() {
         "one namespace FD"
     );
     // Now the pool keeps Net-only spares.
-    let mut now = Vec::new();
-    wait_until("the pool moved to Net-only spares", || {
-        now = backend.spare_holder_pids();
-        now.len() == 2 && now.iter().all(|p| !spares.contains(p))
-    });
+    let now = pool_moved(&backend, &spares, "Net-only spares");
     for pid in &now {
         assert_eq!(ns_link(*pid, "pid"), own_ns("pid"));
         assert_eq!(ns_link(*pid, "mnt"), own_ns("mnt"));
@@ -291,11 +297,7 @@ fn a_spare_for_a_missing_mount_path_carries_its_shadow_and_the_image_is_bound_af
         !is_mount_point(plain, &shadowed),
         "a shadow without an image"
     );
-    let mut now = Vec::new();
-    wait_until("the pool moved to plain spares", || {
-        now = backend.spare_holder_pids();
-        now.len() == 2 && now.iter().all(|p| !spares.contains(p))
-    });
+    let now = pool_moved(&backend, &spares, "plain spares");
     for pid in &now {
         assert!(!is_mount_point(*pid, &shadowed));
     }
