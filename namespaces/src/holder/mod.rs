@@ -193,11 +193,13 @@ impl Drop for NamespaceHolder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The holder tests count this process's mappings: one at a time.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    /// The holder tests count this process's mappings (a tied holder's
+    /// stack is one): every test of the crate that spawns a tied holder
+    /// takes this, one at a time.
+    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn holder_fds(pid: Pid) -> Vec<String> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
