@@ -9,17 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hpc_node::{
     NamespaceError, NamespaceProvider, NamespaceRequest, NamespaceResponse, NamespaceType,
 };
-use nix::sys::socket::{
-    connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
-};
-use nix::sys::time::TimeVal;
 use nodeinit_handoff::protocol::{decode, encode, CgroupScope, Message, WireRequest};
 use nodeinit_handoff::server::handover::Handover;
 use nodeinit_handoff::transport::{receive_message, send_message, Received};
@@ -56,16 +52,7 @@ impl NamespaceFdProvider for Names {
 }
 
 fn connect_to(path: &Path) -> OwnedFd {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
-    fd
+    nodeinit_tests::connect_seqpacket(path, std::time::Duration::from_secs(30))
 }
 
 fn request(id: &str, scope: Option<&str>) -> Vec<u8> {

@@ -27,24 +27,11 @@ fn new_stage(config: &str) -> Stage {
     Stage::new(config, &[(&built().0, "null"), (&built().1, "panicky")])
 }
 
-const ALL_NULL: &str = r#"
-[host]
-plugin_dir = "@PLUGINS@"
-[plugins.cgroup]
-path = "null"
-[plugins.mount]
-path = "null"
-[plugins.namespace]
-path = "null"
-[plugins.readiness]
-path = "null"
-[boot]
-mounts = ["base.sqfs"]
-[handoff]
-agent = "command"
-exec = "/bin/true"
-mode = "supervise"
-"#;
+/// Every backend `null`, one boot mount, a supervised agent.
+fn all_null() -> String {
+    common::all_null_supervised()
+        .replace("[handoff]", "[boot]\nmounts = [\"base.sqfs\"]\n[handoff]")
+}
 
 fn statuses(p: &nodeinit::boot::Prepared) -> Vec<(String, PhaseStatus)> {
     p.phases
@@ -60,7 +47,7 @@ fn s(name: &str, status: PhaseStatus) -> (String, PhaseStatus) {
 
 #[test]
 fn phases_run_in_order_and_the_node_becomes_ready() {
-    let stage = new_stage(ALL_NULL);
+    let stage = new_stage(&all_null());
     let mut p = prepare(&stage.env());
     use PhaseStatus::*;
     assert_eq!(
@@ -135,7 +122,7 @@ fn phases_run_in_order_and_the_node_becomes_ready() {
 
 #[test]
 fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
-    let stage = new_stage(&ALL_NULL.replace(
+    let stage = new_stage(&all_null().replace(
         "[plugins.cgroup]\npath = \"null\"",
         "[plugins.cgroup]\npath = \"null\"\noptions = { fail = [\"create_hierarchy\"] }",
     ));
@@ -173,7 +160,7 @@ fn a_failing_required_plugin_stops_later_phases_and_fails_the_boot() {
 
 #[test]
 fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
-    let stage = new_stage(&ALL_NULL.replace(
+    let stage = new_stage(&all_null().replace(
         "[plugins.cgroup]\npath = \"null\"",
         "[plugins.cgroup]\npath = \"null\"\nrequired = false\noptions = { fail = [\"create_hierarchy\"] }",
     ));
@@ -193,7 +180,7 @@ fn a_failing_optional_plugin_degrades_and_boot_goes_on() {
 
 #[test]
 fn a_missing_required_plugin_is_reported_with_its_path() {
-    let stage = new_stage(&ALL_NULL.replace(
+    let stage = new_stage(&all_null().replace(
         "[plugins.namespace]\npath = \"null\"",
         "[plugins.namespace]\npath = \"nosuch\"",
     ));
@@ -250,7 +237,7 @@ path = "null"
 #[test]
 fn on_failure_continue_runs_the_later_phases() {
     let stage = new_stage(
-        &ALL_NULL
+        &all_null()
             .replace("[host]\n", "[host]\non_failure = \"continue\"\n")
             .replace(
                 "[plugins.mount]\npath = \"null\"",
@@ -271,7 +258,7 @@ fn on_failure_continue_runs_the_later_phases() {
 
 #[test]
 fn pact_signals_readiness_itself() {
-    let stage = new_stage(&ALL_NULL.replace("agent = \"command\"", "agent = \"pact\""));
+    let stage = new_stage(&all_null().replace("agent = \"command\"", "agent = \"pact\""));
     let p = prepare(&stage.env());
     let r = p.phases.records().last().unwrap();
     assert_eq!(
@@ -288,7 +275,7 @@ fn pact_signals_readiness_itself() {
 #[test]
 fn check_command_reports_every_problem_and_its_verdict() {
     let stage = new_stage(
-        &ALL_NULL
+        &all_null()
             .replace(
                 "[plugins.namespace]\npath = \"null\"",
                 "[plugins.namespace]\npath = \"nosuch\"",
@@ -320,7 +307,7 @@ fn check_command_reports_every_problem_and_its_verdict() {
     );
     assert!(text.trim_end().ends_with("check: FAILED"), "{text}");
     // And a good config passes, changing nothing.
-    let good = new_stage(ALL_NULL);
+    let good = new_stage(&all_null());
     let out = Command::new(env!("CARGO_BIN_EXE_nodeinit"))
         .args(["check", "--config"])
         .arg(good.dir.path().join("nodeinit.toml"))
@@ -334,7 +321,7 @@ fn check_command_reports_every_problem_and_its_verdict() {
 #[test]
 fn handoff_socket_group_and_access_come_from_the_config() {
     use std::os::unix::fs::MetadataExt;
-    let stage = new_stage(&ALL_NULL.replace(
+    let stage = new_stage(&all_null().replace(
         "mode = \"supervise\"\n",
         "mode = \"supervise\"\n[handoff.socket]\ngroup = 4242\nuids = [990]\n",
     ));

@@ -703,7 +703,7 @@ fn status_when(
 fn process_level_a_dead_worker_is_restarted_and_reload_probes_first() {
     use nodeinit::control::{ask, ControlReply, ControlRequest};
     // No [handoff]: the worker serves until the keeper stops it.
-    let text = ALL_NULL_SERVING;
+    let text = common::ALL_NULL;
     let stage = new_stage(text);
     let env = stage.env();
     let mut p = prepare(&env);
@@ -754,16 +754,3 @@ fn process_level_a_dead_worker_is_restarted_and_reload_probes_first() {
     p.release();
     assert!(!socket.exists(), "control socket left behind");
 }
-
-const ALL_NULL_SERVING: &str = r#"
-[host]
-plugin_dir = "@PLUGINS@"
-[plugins.cgroup]
-path = "null"
-[plugins.mount]
-path = "null"
-[plugins.namespace]
-path = "null"
-[plugins.readiness]
-path = "null"
-"#;

@@ -10,13 +10,7 @@ use nodeinit_tests::CapturedLog as Buffer;
 #[test]
 fn plugin_events_reach_the_host_log_with_level_target_and_fields() {
     let built = nodeinit_tests::plugin_artifacts(&["nodeinit-null", "nodeinit-panicky"]);
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let buffer = Buffer::install();
 
     let null = load_plugin(&built["nodeinit-null"], None).unwrap().library;
     null.cgroup(HostServices::new("null", None), "{}").unwrap();

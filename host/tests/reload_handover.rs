@@ -15,47 +15,17 @@ mod common;
 use common::{keep_in_thread, Stage};
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use hpc_node::{NamespaceRequest, NamespaceType};
-use nix::sys::socket::{
-    connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
-};
-use nix::sys::time::TimeVal;
 use nodeinit::boot::prepare;
 use nodeinit::control::{ask, ControlReply, ControlRequest};
 use nodeinit_handoff::protocol::{decode, encode, Message};
 use nodeinit_handoff::transport::{receive_message, send_message, Received};
 
-const CONFIG: &str = r#"
-[host]
-plugin_dir = "@PLUGINS@"
-[plugins.cgroup]
-path = "null"
-[plugins.mount]
-path = "null"
-[plugins.namespace]
-path = "null"
-[plugins.readiness]
-path = "null"
-[handoff]
-agent = "command"
-exec = "/bin/true"
-mode = "supervise"
-"#;
-
 fn connect_to(path: &Path) -> OwnedFd {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(60, 0)).unwrap();
-    fd
+    nodeinit_tests::connect_seqpacket(path, std::time::Duration::from_secs(60))
 }
 
 fn write_request(conn: &OwnedFd, id: &str) {
@@ -89,7 +59,7 @@ fn open_fds() -> usize {
 fn requests_written_during_reloads_are_answered_on_the_same_connection() {
     const ROUNDS: usize = 12;
     let null = nodeinit_tests::plugin_artifacts(&["nodeinit-null"])["nodeinit-null"].clone();
-    let stage = Stage::new(CONFIG, &[(&null, "null")]);
+    let stage = Stage::new(&common::all_null_supervised(), &[(&null, "null")]);
     let env = stage.env();
     let mut p = prepare(&env);
     assert!(p.phases.is_healthy(), "{:?}", p.phases.records());

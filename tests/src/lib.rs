@@ -265,6 +265,24 @@ pub fn run_in_namespaces(fds: &[OwnedFd], script: &str) -> String {
 pub struct CapturedLog(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl CapturedLog {
+    /// A log of every `tracing` event of this process from now on, at INFO
+    /// and above, without colours: it installs the global subscriber, so
+    /// once per test binary (one test function to a file).
+    ///
+    /// # Panics
+    ///
+    /// When a global subscriber is installed already.
+    pub fn install() -> Self {
+        let log = Self::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        log
+    }
+
     /// Everything written so far, lossily as UTF-8.
     pub fn text(&self) -> String {
         let bytes = self
@@ -286,4 +304,33 @@ impl std::io::Write for CapturedLog {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A `SOCK_SEQPACKET` connection to the handoff socket at `path`; a receive
+/// waits at most `reply_timeout` (a stalled server shows as a missing
+/// reply, not as a hung test).
+///
+/// # Panics
+///
+/// When the socket cannot be made or connected.
+pub fn connect_seqpacket(path: &Path, reply_timeout: std::time::Duration) -> OwnedFd {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("socket: {e}"));
+    let address = UnixAddr::new(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    connect(fd.as_raw_fd(), &address).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    let timeout = nix::sys::time::TimeVal::new(
+        i64::try_from(reply_timeout.as_secs()).unwrap_or(i64::MAX),
+        0,
+    );
+    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
+        .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
+    fd
 }

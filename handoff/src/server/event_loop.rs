@@ -38,6 +38,7 @@ use super::scope_watch::ScopeWatcher;
 use super::workers::Workers;
 use super::Shared;
 use crate::allocation_id::AllocationId;
+use crate::escape::Escaped;
 use crate::protocol::{encode, ErrorKind, Message, WireRequest};
 use crate::transport::{try_receive_message, try_send_message, Received};
 
@@ -49,6 +50,11 @@ const FIRST_CONN: u64 = 16;
 
 /// Connections accepted per wake-up before other events get their turn.
 const ACCEPT_BATCH: usize = 64;
+/// Lines a client can cause at will (invalid messages, refusals, replies
+/// it does not read): at most this many per interval, then one saying how
+/// many were not logged.
+pub(super) const CLIENT_LOG_BURST: u32 = 20;
+pub(super) const CLIENT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What workers report back.
 enum Event {
@@ -102,6 +108,10 @@ pub(super) struct EventLoop {
     backoff: AcceptBackoff,
     accept_log: RateLimit,
     refused_log: RateLimit,
+    /// Invalid messages and clients that do not read their replies: any
+    /// allowed client can cause them as fast as it likes, and each line
+    /// costs the console.
+    client_log: RateLimit,
 }
 
 /// Send a refused connection its one `error`, then close it so that the
@@ -187,6 +197,7 @@ impl EventLoop {
             backoff: AcceptBackoff::new(),
             accept_log: RateLimit::new(Duration::from_secs(60)),
             refused_log: RateLimit::new(Duration::from_secs(10)),
+            client_log: RateLimit::with_burst(CLIENT_LOG_INTERVAL, CLIENT_LOG_BURST),
         })
     }
 
@@ -372,13 +383,19 @@ impl EventLoop {
             Ok(Received::Closed) => return self.close(id),
             Ok(Received::TooLarge { len }) => Action::Reply(requests::too_large(len)),
             // FDs a client sends are never used: `_fds` closes them here.
-            Ok(Received::Message { bytes, fds: _fds }) => requests::classify(&bytes, &conn.peer),
+            Ok(Received::Message { bytes, fds: _fds }) => requests::classify(&bytes),
         };
         conn.last_activity = Instant::now();
         let peer = conn.peer.clone();
         match action {
             Action::Reply(message) => {
                 self.send(id, &message, &[]);
+            }
+            Action::Invalid { reply, reason } => {
+                if self.client_log.admit("misbehaving clients") {
+                    tracing::info!(peer.pid = peer.pid, peer.uid = peer.uid, error = %Escaped(&reason), "invalid handoff message");
+                }
+                self.send(id, &reply, &[]);
             }
             Action::Request(request) => self.request(id, request),
             Action::End(allocation) => {
@@ -482,7 +499,9 @@ impl EventLoop {
         match try_send_message(&conn.fd, &encode(message), fds) {
             Ok(()) => true,
             Err(e) => {
-                tracing::info!(peer.pid = conn.peer.pid, reply = message.type_name(), error = %e, "client went away (or does not read its replies); closing the connection");
+                if self.client_log.admit("misbehaving clients") {
+                    tracing::info!(peer.pid = conn.peer.pid, reply = message.type_name(), error = %e, "client went away (or does not read its replies); closing the connection");
+                }
                 self.close(id);
                 false
             }

@@ -34,32 +34,65 @@ pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
     Ok((hard.max(soft), hard))
 }
 
-/// One log line per `interval` at most, counting what it swallowed.
+/// At most `burst` log lines per `interval`, counting what it swallowed.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
     interval: Duration,
-    last: Option<Instant>,
+    burst: u32,
+    /// When the current interval began, and lines logged in it.
+    window: Option<(Instant, u32)>,
     suppressed: u64,
 }
 
 impl RateLimit {
+    /// One line per `interval`.
     pub(crate) fn new(interval: Duration) -> Self {
+        Self::with_burst(interval, 1)
+    }
+
+    /// `burst` lines per `interval`: a few in a row stay readable, a flood
+    /// is one line per interval saying how many were not logged.
+    pub(crate) fn with_burst(interval: Duration, burst: u32) -> Self {
         Self {
             interval,
-            last: None,
+            burst: burst.max(1),
+            window: None,
             suppressed: 0,
+        }
+    }
+
+    /// Whether a line about `what` (plural: "invalid handoff messages") may
+    /// be logged now; when lines were swallowed before it, one line says
+    /// how many first.
+    pub(crate) fn admit(&mut self, what: &str) -> bool {
+        match self.allow(Instant::now()) {
+            None => false,
+            Some(0) => true,
+            Some(suppressed) => {
+                tracing::info!(
+                    suppressed,
+                    "{suppressed} more lines about {what} were not logged (at most {} per {:?})",
+                    self.burst,
+                    self.interval
+                );
+                true
+            }
         }
     }
 
     /// `Some(suppressed since the last line)` when a line may be logged now.
     pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.duration_since(last) < self.interval => {
+        match &mut self.window {
+            Some((start, logged)) if now.duration_since(*start) < self.interval => {
+                if *logged < self.burst {
+                    *logged += 1;
+                    return Some(std::mem::take(&mut self.suppressed));
+                }
                 self.suppressed += 1;
                 None
             }
             _ => {
-                self.last = Some(now);
+                self.window = Some((now, 1));
                 Some(std::mem::take(&mut self.suppressed))
             }
         }
@@ -126,6 +159,18 @@ mod tests {
             assert_eq!(limit.allow(t0 + Duration::from_millis(i)), None);
         }
         assert_eq!(limit.allow(t0 + Duration::from_secs(61)), Some(999));
+    }
+
+    #[test]
+    fn a_burst_is_logged_then_the_rest_counted() {
+        let mut limit = RateLimit::with_burst(Duration::from_secs(10), 3);
+        let t0 = Instant::now();
+        let allowed: Vec<Option<u64>> = (0..6u64)
+            .map(|i| limit.allow(t0 + Duration::from_millis(i)))
+            .collect();
+        assert_eq!(allowed, [Some(0), Some(0), Some(0), None, None, None]);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(10)), Some(3));
+        assert_eq!(limit.allow(t0 + Duration::from_secs(11)), Some(0));
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     adoptions: Mutex<Vec<handover::Handover>>,
     /// Connection counts, and a condvar signalled when they change.
     counts: (Mutex<ConnectionCounts>, Condvar),
+    /// Refused requests and ends (not the owner, busy): the workers' lines
+    /// a client can cause at will.
+    refusal_log: Mutex<limits::RateLimit>,
 }
 
 /// Connections being served, and connections finished or refused since start.
@@ -100,6 +103,14 @@ impl Shared {
 
     fn count_refused(&self) {
         self.update(|c| c.refused += 1);
+    }
+
+    /// Whether a refusal may be logged now ([`limits::RateLimit::admit`]).
+    fn log_refusal(&self) -> bool {
+        self.refusal_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit("refused requests")
     }
 }
 
@@ -181,6 +192,10 @@ impl HandoffServer {
             handing_over: AtomicBool::new(false),
             adoptions: Mutex::new(Vec::new()),
             counts: (Mutex::new(ConnectionCounts::default()), Condvar::new()),
+            refusal_log: Mutex::new(limits::RateLimit::with_burst(
+                event_loop::CLIENT_LOG_INTERVAL,
+                event_loop::CLIENT_LOG_BURST,
+            )),
         });
         let event_loop = event_loop::EventLoop::new(shared.clone(), listener, stop_signal)?;
         let wake = event_loop.waker();

@@ -25,8 +25,11 @@ use crate::protocol::{
 
 /// What the event loop does with a received message.
 pub(super) enum Action {
-    /// Reply at once (decode errors, server-only types).
+    /// Reply at once (server-only types).
     Reply(Message),
+    /// Reply at once to a message that did not decode; `reason` is for the
+    /// log (rate-limited there: a client can send these as fast as it likes).
+    Invalid { reply: Message, reason: String },
     /// A valid `namespace_request`: run it (after readiness) in a worker.
     Request(WireRequest),
     /// A valid `allocation_ended`: run it in a worker.
@@ -61,17 +64,19 @@ pub(super) fn error(kind: ErrorKind, message: &str, allocation_id: Option<&str>)
     Message::error(kind, escape(message), allocation_id)
 }
 
-/// Decide what to do with `bytes` from `peer`. Cheap: runs in the event loop.
-pub(super) fn classify(bytes: &[u8], peer: &Peer) -> Action {
+/// Decide what to do with `bytes`. Cheap: runs in the event loop.
+pub(super) fn classify(bytes: &[u8]) -> Action {
     match decode(bytes) {
         Err(e) => {
-            let text = e.to_string();
-            tracing::info!(peer.pid = peer.pid, peer.uid = peer.uid, error = %Escaped(&text), "invalid handoff message");
-            Action::Reply(error(
-                ErrorKind::InvalidRequest,
-                &text,
-                allocation_id_hint(bytes).as_deref(),
-            ))
+            let reason = e.to_string();
+            Action::Invalid {
+                reply: error(
+                    ErrorKind::InvalidRequest,
+                    &reason,
+                    allocation_id_hint(bytes).as_deref(),
+                ),
+                reason,
+            }
         }
         Ok(Message::NamespaceRequest(request)) => {
             match AllocationId::parse(&request.request.allocation_id) {
@@ -123,7 +128,9 @@ pub(super) fn serve_request(
     let ticket = match shared.registry.begin(&id, peer.uid, Op::Request) {
         Ok(ticket) => ticket,
         Err((kind, message)) => {
-            tracing::warn!(allocation = %id, peer.pid = peer.pid, peer.uid = peer.uid, kind = %kind, error = %Escaped(&message), "namespace request refused");
+            if shared.log_refusal() {
+                tracing::warn!(allocation = %id, peer.pid = peer.pid, peer.uid = peer.uid, kind = %kind, error = %Escaped(&message), "namespace request refused");
+            }
             return Outcome::plain(error(kind, &message, Some(id.as_str())));
         }
     };
@@ -237,7 +244,9 @@ pub(super) fn serve_end(shared: &Shared, peer: &Peer, id: &AllocationId) -> Outc
     let ticket = match shared.registry.begin(id, peer.uid, Op::End) {
         Ok(ticket) => ticket,
         Err((kind, message)) => {
-            tracing::warn!(allocation = %id, peer.pid = peer.pid, peer.uid = peer.uid, kind = %kind, error = %Escaped(&message), "allocation_ended refused");
+            if shared.log_refusal() {
+                tracing::warn!(allocation = %id, peer.pid = peer.pid, peer.uid = peer.uid, kind = %kind, error = %Escaped(&message), "allocation_ended refused");
+            }
             return Outcome::plain(error(kind, &message, Some(id.as_str())));
         }
     };

@@ -138,7 +138,9 @@ pub fn run() -> i32 {
     // SAFETY: the keeper dup2()ed the link onto this descriptor before exec
     // and nothing else in this fresh process owns it.
     let channel = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(WORKER_LINK_FD) });
-    run_on(channel)
+    let code = run_on(channel);
+    crate::logging::flush(LOG_FLUSH_AT_EXIT);
+    code
 }
 
 /// The boot worker the keeper forked ([`crate::keeper::WorkerProcess::fork_for_boot`]):
@@ -146,8 +148,14 @@ pub fn run() -> i32 {
 pub fn run_forked(link: Channel, keeper: nix::unistd::Pid) -> ! {
     // The environment a re-executed worker gets from the keeper's command.
     std::env::set_var(KEEPER_PID_ENV, keeper.as_raw().to_string());
-    std::process::exit(run_on(link))
+    let code = run_on(link);
+    crate::logging::flush(LOG_FLUSH_AT_EXIT);
+    std::process::exit(code)
 }
+
+/// How long an exiting worker waits for log lines its console was slow to
+/// take (the keeper kills a worker that takes 5 s to exit).
+const LOG_FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Names this process for `ps` and `/proc/<pid>/comm`, re-executed or
 /// forked alike (a forked worker keeps the keeper's command line).
@@ -200,6 +208,11 @@ fn run_on(channel: Channel) -> i32 {
     // A forked worker could not do this before /proc was mounted; a
     // re-executed one has it done already (writing 0 again is harmless).
     crate::pid1::reset_oom_score_adj_for_child();
+    // From here on a slow console never paces the worker (its handoff
+    // server above all); /proc is mounted by now.
+    if let Err(e) = crate::logging::never_block() {
+        tracing::warn!("worker: log lines are written blocking: {e}");
+    }
     let reporter = Reporter::new(channel);
     let loaded = match load_config(&start) {
         Ok(l) => l,

@@ -12,6 +12,28 @@ use nodeinit::boot::{BootEnv, BootReport};
 use nodeinit::config::KernelCmdline;
 use nodeinit::placement::Placement;
 
+/// Every backend `null` (`@PLUGINS@`: [`Stage::new`]); with no
+/// `[handoff]` the worker serves until the keeper stops it.
+pub const ALL_NULL: &str = r#"
+[host]
+plugin_dir = "@PLUGINS@"
+[plugins.cgroup]
+path = "null"
+[plugins.mount]
+path = "null"
+[plugins.namespace]
+path = "null"
+[plugins.readiness]
+path = "null"
+"#;
+
+/// [`ALL_NULL`] and a supervised agent that exits at once.
+pub fn all_null_supervised() -> String {
+    format!(
+        "{ALL_NULL}[handoff]\nagent = \"command\"\nexec = \"/bin/true\"\nmode = \"supervise\"\n"
+    )
+}
+
 /// A boot's private directory.
 pub struct Stage {
     pub dir: tempfile::TempDir,

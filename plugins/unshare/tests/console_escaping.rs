@@ -40,12 +40,7 @@ fn no_control_bytes(what: &str, text: &[u8]) {
 
 #[test]
 fn control_characters_from_peers_are_escaped_in_logs_and_replies() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = Captured::install();
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");
     std::fs::create_dir_all(&images).unwrap();

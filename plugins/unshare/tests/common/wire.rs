@@ -2,24 +2,15 @@
 //! read the reply, and assertions on replies.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use hpc_node::{NamespaceRequest, NamespaceType};
-use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use nodeinit_handoff::protocol::{decode, encode, ErrorKind, ErrorReply, Message};
 use nodeinit_handoff::transport::{receive_message, send_message, Received};
 
 pub fn connect_to(path: &Path) -> OwnedFd {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    fd
+    nodeinit_tests::connect_seqpacket(path, std::time::Duration::from_secs(120))
 }
 
 pub fn reply_on(conn: &OwnedFd, bytes: &[u8]) -> (Message, Vec<OwnedFd>) {
