@@ -37,8 +37,16 @@ fn named(what: &str) -> impl FnOnce(rustix::io::Errno) -> io::Error + '_ {
 }
 
 /// A detached copy of the mount at `path` (with its submounts if `recursive`).
+///
+/// An automount trigger at `path` is copied as it is, never fired (an
+/// autofs direct mount of an NFS share would be mounted for every copy,
+/// and hang it while the server is down), and a symlink at `path` is not
+/// followed: what is copied is what the caller listed.
 pub(crate) fn clone_tree(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
-    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_NO_AUTOMOUNT
+        | OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
     if recursive {
         flags |= OpenTreeFlags::AT_RECURSIVE;
     }
