@@ -3,8 +3,8 @@
 //! Creating the namespaces an allocation lives in: the holder process that
 //! keeps a PID/net/mount namespace set alive ([`holder`]), the setup of a
 //! holder's mount namespace — propagation, the uenv image bound in — and the
-//! new-mount-API syscalls it needs ([`mount_namespace`], run on the one
-//! thread that enters allocations' mount namespaces), and one
+//! new-mount-API syscalls it needs ([`mount_namespace`], run on the setup
+//! threads that enter allocations' mount namespaces), and one
 //! [`allocation::Allocation`] owning a holder and its uenv reference with
 //! their release order.
 //!

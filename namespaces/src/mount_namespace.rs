@@ -6,7 +6,7 @@
 //! [`crate::holder::clone_persistent_holder`] or a tied holder; [`prepare`] does it for a
 //! namespace made otherwise). It must
 //! never mount anything in the caller's (the host's) namespace: all work runs
-//! on the setup thread ([`crate::setup_thread`]), which has a filesystem
+//! on a setup thread ([`crate::setup_thread`]), which has a filesystem
 //! context of its own (`unshare(CLONE_FS)`) and joins the allocation's
 //! namespace (`setns`) for the job only.
 //!
@@ -162,13 +162,7 @@ pub fn attach_uenv(mnt_ns: BorrowedFd<'_>, bind: &UenvBind) -> io::Result<()> {
 /// As [`attach_uenv`]'s shadow steps.
 pub fn prepare_mount_point(mnt_ns: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     let target = target.to_path_buf();
-    in_namespace(mnt_ns, move || match mount_point(&target)? {
-        MountPoint::Directory => Ok(()),
-        MountPoint::Missing => {
-            let (shadow, _) = build_shadow(&target)?;
-            seal_shadow(shadow.as_fd())
-        }
-    })
+    in_namespace(mnt_ns, move || at_mount_point(&target, |_, _| Ok(())))
 }
 
 /// The directory a uenv bind at `target` would shadow (its nearest existing
@@ -185,8 +179,7 @@ pub fn shadowed_directory(target: &Path) -> io::Result<Option<PathBuf>> {
     })
 }
 
-/// Run `work` inside `mnt_ns`, on the one setup thread
-/// ([`crate::setup_thread`]).
+/// Run `work` inside `mnt_ns`, on a setup thread ([`crate::setup_thread`]).
 fn in_namespace(
     mnt_ns: BorrowedFd<'_>,
     work: impl FnOnce() -> io::Result<()> + Send + 'static,
@@ -232,11 +225,23 @@ fn mount_point(target: &Path) -> io::Result<MountPoint> {
 fn bind_uenv(bind: &UenvBind) -> io::Result<()> {
     let image = mount_api::clone_tree(&bind.source, false)?;
     mount_api::set_attributes(image.as_fd(), ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)?;
-    match mount_point(&bind.target)? {
-        MountPoint::Directory => mount_api::attach(image.as_fd(), None, &bind.target),
+    at_mount_point(&bind.target, |dir, path| {
+        mount_api::attach(image.as_fd(), dir, path)
+    })
+}
+
+/// Run `attach` on `target` as a directory: `(None, target)` if it is one;
+/// if it is missing, `(shadow, path below it)` on the shadow of its nearest
+/// existing ancestor, which is sealed read-only after `attach`.
+fn at_mount_point(
+    target: &Path,
+    attach: impl FnOnce(Option<BorrowedFd<'_>>, &Path) -> io::Result<()>,
+) -> io::Result<()> {
+    match mount_point(target)? {
+        MountPoint::Directory => attach(None, target),
         MountPoint::Missing => {
-            let (shadow, missing) = build_shadow(&bind.target)?;
-            mount_api::attach(image.as_fd(), Some(shadow.as_fd()), &missing)?;
+            let (shadow, missing) = build_shadow(target)?;
+            attach(Some(shadow.as_fd()), &missing)?;
             seal_shadow(shadow.as_fd())
         }
     }

@@ -43,7 +43,7 @@ pub(crate) const SETUP_THREADS: usize = 2;
 /// The running threads' queue (none yet, or they all ended).
 static QUEUE: Mutex<Option<Sender<Job>>> = Mutex::new(None);
 
-/// Run `work` inside the mount namespace `mnt_ns`, on the setup thread;
+/// Run `work` inside the mount namespace `mnt_ns`, on a setup thread;
 /// wait for it.
 ///
 /// # Errors

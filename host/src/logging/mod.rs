@@ -6,7 +6,9 @@
 
 mod console_output;
 
-pub use console_output::{flush, never_block, ConsoleOutput, QUEUE_BYTES};
+pub use console_output::{flush, never_block};
+
+use console_output::ConsoleOutput;
 
 use tracing_subscriber::EnvFilter;
 

@@ -35,17 +35,27 @@ static QUEUE: Mutex<Option<SyncSender<Job>>> = Mutex::new(None);
 /// counts this process's descriptors after an allocation ended.
 pub fn wait_for_teardown(limit: Duration) -> bool {
     let (done, flushed) = mpsc::channel();
-    let queued = {
-        let queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
-        match queue.as_ref() {
-            // A full queue blocks only this waiter, never a closer (they
-            // use try_send), so send() under the lock is bounded by the
-            // thread's progress.
-            Some(sender) => sender.send(Job::Flush(done)).is_ok(),
-            None => false,
-        }
+    // Cloned out of the lock: a full queue delays only this waiter, never
+    // a closer (closers take the lock, then try_send).
+    let sender = QUEUE.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let Some(sender) = sender else {
+        return true;
     };
-    !queued || flushed.recv_timeout(limit).is_ok()
+    let deadline = nodeinit_sys::Deadline::after(limit);
+    let mut flush = Job::Flush(done);
+    loop {
+        match sender.try_send(flush) {
+            Ok(()) => break,
+            // The thread ended: what it had queued was closed as it went.
+            Err(TrySendError::Disconnected(_)) => return true,
+            Err(TrySendError::Full(back)) if !deadline.has_passed() => {
+                flush = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(TrySendError::Full(_)) => return false,
+        }
+    }
+    flushed.recv_timeout(deadline.remaining()).is_ok()
 }
 
 /// Close `held` on the teardown thread, or here when it cannot take them.

@@ -99,17 +99,15 @@ struct Shared {
 }
 
 struct State {
-    /// The kind last requested.
+    /// The kind last requested (none yet: no spare is made).
     requested: Option<SpareKind>,
-    /// What spares are made for: that kind, without its mount point if the
-    /// directory cannot be watched (none requested yet: none made).
-    kind: Option<SpareKind>,
     spares: VecDeque<Holder>,
     /// Discarded spares, killed by the refill thread (off the request path).
     stale: Vec<Holder>,
     mounts: MountTableWatch,
-    /// The directory the kind's shadow mirrors, watched (a kind without a
-    /// mount point: none).
+    /// The directory the requested kind's shadow mirrors, watched; none
+    /// when it has no mount point, the mount point exists, or the directory
+    /// cannot be watched (see [`State::kind`]).
     shadowed: Option<DirectoryWatch>,
     /// Bumped at every mount-table change and every change of the shadowed
     /// directory; a refill made under an older one is stale.
@@ -215,26 +213,34 @@ impl State {
         }
     }
 
-    /// Watch what the current kind's shadow mirrors. If it cannot be
-    /// watched, the kind loses its mount point: spares are then made
-    /// plain and the shadow is built at request time, as without spares.
+    /// Watch what the requested kind's shadow mirrors, if it needs one.
     fn watch_shadowed(&mut self) {
         self.shadowed = None;
-        let Some(kind) = self.kind.as_mut() else {
+        let Some(mount_point) = self.requested.as_ref().and_then(|k| k.mount_point.as_ref()) else {
             return;
         };
-        let Some(mount_point) = kind.mount_point.clone() else {
-            return;
-        };
-        match DirectoryWatch::of(&mount_point) {
-            Ok(Some(watch)) => self.shadowed = Some(watch),
-            Ok(None) => kind.mount_point = None,
+        match DirectoryWatch::of(mount_point) {
+            Ok(watch) => self.shadowed = watch,
             Err(e) => {
                 tracing::warn!(error = %e, mount_point = %mount_point.display(),
                     "spare holders: the shadowed directory cannot be watched; the uenv shadow is built at request time");
-                kind.mount_point = None;
             }
         }
+    }
+
+    /// What spares are made for: the requested kind, with its mount point
+    /// only while its shadowed directory is watched. Otherwise they are
+    /// plain and the uenv bind builds the shadow at request time, as
+    /// without spares.
+    fn kind(&self) -> Option<SpareKind> {
+        let requested = self.requested.as_ref()?;
+        Some(SpareKind {
+            namespaces: requested.namespaces.clone(),
+            mount_point: requested
+                .mount_point
+                .clone()
+                .filter(|_| self.shadowed.is_some()),
+        })
     }
 
     fn discard_all(&mut self) {
@@ -268,7 +274,6 @@ impl SpareHolders {
                 spawn,
                 state: Mutex::new(State {
                     requested: None,
-                    kind: None,
                     spares: VecDeque::new(),
                     stale: Vec::new(),
                     mounts,
@@ -298,7 +303,6 @@ impl SpareHolders {
         state.observe();
         if state.requested.as_ref() != Some(kind) {
             state.requested = Some(kind.clone());
-            state.kind = Some(kind.clone());
             state.generation += 1;
             state.discard_all();
             state.watch_shadowed();
@@ -311,7 +315,7 @@ impl SpareHolders {
         if let Some(spare) = state.spares.pop_front() {
             return Some(spare);
         }
-        let current = state.kind.clone()?;
+        let current = state.kind()?;
         if !state.claimable(&current) {
             return None;
         }
@@ -400,9 +404,9 @@ impl Shared {
             }
             let now = Instant::now();
             let waiting = state.retry_at.filter(|at| *at > now);
-            if let (Some(kind), None) = (&state.kind, waiting) {
+            if let (Some(kind), None) = (state.kind(), waiting) {
                 if state.spares.len() < self.target {
-                    let (kind, generation) = (kind.clone(), state.generation);
+                    let generation = state.generation;
                     state.in_flight = Some((kind.clone(), generation));
                     return Step::Make { kind, generation };
                 }
@@ -436,7 +440,7 @@ impl Shared {
                 state.observe();
                 let current = !state.stopping
                     && state.generation == generation
-                    && state.kind.as_ref() == Some(kind);
+                    && state.kind().as_ref() == Some(kind);
                 if current && state.claimed && state.handed.is_none() {
                     state.handed = Some(holder);
                 } else if current && state.spares.len() < self.target {

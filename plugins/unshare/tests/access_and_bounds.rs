@@ -15,42 +15,14 @@
 mod common;
 
 use common::peer::{exchange_as, play_role_if_asked, Holder, Identity, PeerReply};
+use common::serve;
 use common::wire::*;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use nodeinit_handoff::protocol::{ErrorKind, Message};
 use nodeinit_handoff::transport::{receive_message, Received};
-use nodeinit_handoff::{AccessPolicy, HandoffServer, ReadyGate, ServerConfig};
-use nodeinit_unshare::{UnshareBackend, UnshareConfig};
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    path: PathBuf,
-    backend: Arc<UnshareBackend>,
-    server: HandoffServer,
-}
-
-fn serve(config: ServerConfig) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("handoff.sock");
-    let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), None));
-    let config = ServerConfig {
-        socket_path: path.clone(),
-        // World-connectable: refusals must come from the credential check.
-        socket_mode: 0o666,
-        ..config
-    };
-    let server = HandoffServer::start(backend.clone(), config, ReadyGate::opened()).unwrap();
-    Fixture {
-        _tmp: tmp,
-        path,
-        backend,
-        server,
-    }
-}
+use nodeinit_handoff::{AccessPolicy, ServerConfig};
 
 fn expect_error(reply: &PeerReply, kind: ErrorKind, needle: &str) {
     match reply {

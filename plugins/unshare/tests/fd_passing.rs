@@ -13,13 +13,11 @@ use common::peer::{exchange_with_fds_as, play_role_if_asked, Identity, PeerReply
 use common::wire::*;
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::time::Duration;
 
 use nodeinit_handoff::protocol::{decode, ErrorKind, Message};
 use nodeinit_handoff::transport::{receive_message, send_message, Received};
-use nodeinit_handoff::{HandoffServer, ReadyGate, ServerConfig};
-use nodeinit_unshare::{UnshareBackend, UnshareConfig};
+use nodeinit_handoff::ServerConfig;
 
 fn some_fds(count: usize) -> Vec<OwnedFd> {
     (0..count)
@@ -39,17 +37,9 @@ fn reply_with_fds(conn: &OwnedFd, bytes: &[u8], count: usize) -> (Message, Vec<O
 #[test]
 fn fds_attached_by_clients_are_closed_and_answered() {
     play_role_if_asked();
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), None));
-    let path = tmp.path().join("handoff.sock");
-    let config = ServerConfig {
-        socket_path: path.clone(),
-        // World-connectable: the unauthorised peer below is refused by its uid.
-        socket_mode: 0o666,
-        ..ServerConfig::default()
-    };
-    let server = HandoffServer::start(backend.clone(), config, ReadyGate::opened()).unwrap();
-    let conn = connect_to(&path);
+    // World-connectable: the unauthorised peer below is refused by its uid.
+    let f = common::serve(ServerConfig::default());
+    let conn = connect_to(&f.path);
     // Warm up (the holder spawner thread and its pipes exist from now on;
     // the warm-up's namespace FDs are closed by the teardown thread, which
     // the baseline waits for: counted at once, it held them in 12 of 40 runs
@@ -95,7 +85,7 @@ fn fds_attached_by_clients_are_closed_and_answered() {
     let replies = exchange_with_fds_as(
         "fds_attached_by_clients_are_closed_and_answered",
         &Identity::user(65534),
-        &path,
+        &f.path,
         &[ended("x"), ended("y")],
         5,
     );
@@ -105,10 +95,12 @@ fn fds_attached_by_clients_are_closed_and_answered() {
         }
         other => panic!("expected unauthorized, got {other:?}"),
     }
-    assert!(server.wait_refused_connections(1, Duration::from_secs(30)));
+    assert!(f
+        .server
+        .wait_refused_connections(1, Duration::from_secs(30)));
     common::assert_fd_count_settles(fds_before, "the server kept FDs that clients attached");
     drop(conn);
-    assert!(server.wait_idle(Duration::from_secs(30)));
-    assert!(backend.live_allocations().is_empty());
-    server.shutdown();
+    assert!(f.server.wait_idle(Duration::from_secs(30)));
+    assert!(f.backend.live_allocations().is_empty());
+    f.server.shutdown();
 }

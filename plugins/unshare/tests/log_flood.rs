@@ -10,15 +10,14 @@
 mod common;
 
 use common::peer::{exchange_as, play_role_if_asked, Identity, PeerReply};
+use common::serve;
 use common::wire::*;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use nodeinit_handoff::protocol::{ErrorKind, Message};
-use nodeinit_handoff::{AccessPolicy, HandoffServer, ReadyGate, ServerConfig};
+use nodeinit_handoff::{AccessPolicy, ServerConfig};
 use nodeinit_tests::CapturedLog as Captured;
-use nodeinit_unshare::{UnshareBackend, UnshareConfig};
 
 const FLOOD: usize = 1000;
 const TEST: &str = "a_flood_of_invalid_messages_is_answered_and_logged_at_a_bounded_rate";
@@ -28,21 +27,15 @@ const BOB: u32 = 65531;
 fn a_flood_of_invalid_messages_is_answered_and_logged_at_a_bounded_rate() {
     play_role_if_asked();
     let captured = Captured::install();
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = Arc::new(UnshareBackend::new(UnshareConfig::default(), None));
-    let path = tmp.path().join("handoff.sock");
-    let config = ServerConfig {
-        socket_path: path.clone(),
-        // Bob may connect; the refusals below come from ownership.
-        socket_mode: 0o666,
+    // Bob may connect; the refusals below come from ownership.
+    let f = serve(ServerConfig {
         access: AccessPolicy {
             uids: vec![BOB],
             gids: vec![],
         },
         ..ServerConfig::default()
-    };
-    let server = HandoffServer::start(backend, config, ReadyGate::opened()).unwrap();
-    let conn = connect_to(&path);
+    });
+    let conn = connect_to(&f.path);
 
     let started = Instant::now();
     for n in 0..FLOOD {
@@ -55,7 +48,7 @@ fn a_flood_of_invalid_messages_is_answered_and_logged_at_a_bounded_rate() {
     let replies = exchange_as(
         TEST,
         &Identity::user(BOB),
-        &path,
+        &f.path,
         &vec![ended("roots"); FLOOD],
     );
     for (n, reply) in replies.iter().enumerate() {
@@ -73,7 +66,7 @@ fn a_flood_of_invalid_messages_is_answered_and_logged_at_a_bounded_rate() {
     assert_granted(&conn, "after-the-flood");
     assert_acked(&conn, "after-the-flood");
     drop(conn);
-    server.shutdown();
+    f.server.shutdown();
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     // 20 per 10 s window the flood touched.

@@ -208,6 +208,43 @@ pub fn await_ready_line(child: &mut std::process::Child, marker: &str, what: &st
     std::thread::spawn(move || lines.for_each(drop));
 }
 
+/// A handoff server on the real unshare backend (no mount backend),
+/// world-connectable (refusals must come from the credential check), in a
+/// directory of its own.
+pub struct Fixture {
+    pub _tmp: tempfile::TempDir,
+    pub path: PathBuf,
+    pub backend: std::sync::Arc<nodeinit_unshare::UnshareBackend>,
+    pub server: nodeinit_handoff::HandoffServer,
+}
+
+/// Start a [`Fixture`] with `config`, its socket path and mode set here.
+pub fn serve(config: nodeinit_handoff::ServerConfig) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("handoff.sock");
+    let backend = std::sync::Arc::new(nodeinit_unshare::UnshareBackend::new(
+        nodeinit_unshare::UnshareConfig::default(),
+        None,
+    ));
+    let config = nodeinit_handoff::ServerConfig {
+        socket_path: path.clone(),
+        socket_mode: 0o666,
+        ..config
+    };
+    let server = nodeinit_handoff::HandoffServer::start(
+        backend.clone(),
+        config,
+        nodeinit_handoff::ReadyGate::opened(),
+    )
+    .unwrap();
+    Fixture {
+        _tmp: tmp,
+        path,
+        backend,
+        server,
+    }
+}
+
 /// Target of a namespace FD's `/proc/self/fd/N` link (`pid:[4026…]`).
 pub fn fd_link(fd: BorrowedFd<'_>) -> String {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
